@@ -1,0 +1,90 @@
+"""The kes error hierarchy: one base class, one small class per failure an operator can act on.
+
+Every error says what went wrong in one line; where it helps, it carries the coordinates an
+operator needs (topic, partition, offset, entity id) and a hint of what to do.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "BrokerStartError",
+    "CommandTimeoutError",
+    "ConfigurationError",
+    "DeadLetterReason",
+    "DecodeError",
+    "KesError",
+    "TopologyError",
+    "TransactionError",
+]
+
+
+class DeadLetterReason(StrEnum):
+    """Why a record went to a dead-letter topic (the `reason` field of a DeadLetter)."""
+
+    UNDECODABLE = "UNDECODABLE"
+    """The bytes are not a valid envelope (truncated, garbage, JSON that does not match)."""
+    WRONG_CONTENT_TYPE = "WRONG_CONTENT_TYPE"
+    """The content-type header names an encoding kes does not read, or is not UTF-8."""
+    UNKNOWN_TYPE = "UNKNOWN_TYPE"
+    """The payload's type URL names a message type no one registered."""
+    UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
+    """The payload decodes, but the behavior has no handler for its type."""
+    TOO_LARGE = "TOO_LARGE"
+    """The record is larger than the configured maximum command size."""
+    MISSING_KEY = "MISSING_KEY"
+    """The record has no key and the envelope names no entity id."""
+    HANDLER_ERROR = "HANDLER_ERROR"
+    """The user's handler raised an exception."""
+
+
+class KesError(Exception):
+    """Base class of every error kes raises on purpose."""
+
+
+class ConfigurationError(KesError):
+    """A setting is missing or invalid; the message names it and what to set."""
+
+
+class BrokerStartError(KesError):
+    """The local development broker could not be resolved, formatted or started."""
+
+
+class DecodeError(KesError):
+    """A record could not be decoded into an envelope or a registered message type."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TopologyError(KesError):
+    """The topics on the cluster do not match the declared layout."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("topic layout is wrong: " + "; ".join(problems))
+        self.problems = problems
+
+
+class TransactionError(KesError):
+    """A partition's transaction failed or was fenced by a newer owner; its batch was not applied."""
+
+    def __init__(self, topic: str, partition: int, detail: str) -> None:
+        super().__init__(f"{topic}[{partition}]: {detail}")
+        self.topic = topic
+        self.partition = partition
+
+
+class CommandTimeoutError(KesError):
+    """No reply arrived in time; the command may still be applied later (its id makes retries safe)."""
+
+    def __init__(self, command_id: str, entity_id: str, timeout: float) -> None:
+        super().__init__(
+            f"no reply for command {command_id} (entity {entity_id!r}) within {timeout:g}s: "
+            "is a worker running for this aggregate? Retrying with the same command id is safe."
+        )
+        self.command_id = command_id
+        self.entity_id = entity_id
+        self.timeout = timeout
