@@ -1,0 +1,1 @@
+"""The example bank-account domain (the eGo sample); generated code only."""

@@ -1,0 +1,1 @@
+"""Generated protobuf code for the kes wire contract; the sources are the .proto files."""
