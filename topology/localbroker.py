@@ -1,0 +1,278 @@
+"""A real single-node Kafka broker (KRaft, broker + controller in one JVM) from Maven Central jars.
+
+For development and tests on machines without Docker: Maven resolves the broker's runtime
+classpath once into its local repository (the result is cached per pom), the storage is formatted
+in a directory, and `kafka.Kafka` runs on free loopback ports. Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from schemas.errors import BrokerStartError
+
+__all__ = ["LocalBroker", "kafka_classpath", "kafka_version"]
+
+_HERE = Path(__file__).parent / "broker"
+POM = _HERE / "pom.xml"
+LOG4J = _HERE / "log4j.properties"
+CLUSTER_ID = "a2VzLWxvY2FsLWJyb2tlcg"  # fixed 22-char base64url id: no tool output to parse
+READY_LINE = "Kafka Server started"
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in the broker pom (the one place it is pinned)."""
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if not match:  # pragma: no cover - the pom ships with the package
+        raise BrokerStartError(f"no <kafka.version> in {POM}")
+    return match.group(1)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+    return Path(base) / "kes" / "kafka" / digest
+
+
+def kafka_classpath(timeout: float = 900.0) -> str:
+    """The broker's runtime classpath; resolved with Maven on first use, then read from a cache.
+
+    Raises BrokerStartError with one line naming the cause (no Maven, Maven offline, ...).
+    """
+    cache = _cache_dir()
+    cp_file = cache / "classpath.txt"
+    if cp_file.exists():
+        classpath = cp_file.read_text().strip()
+        if classpath and all(Path(jar).exists() for jar in classpath.split(os.pathsep)):
+            return classpath
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerStartError("Maven (mvn) is not on PATH: install Maven 3.8+ to fetch the broker")
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(POM, cache / "pom.xml")
+    out = cache / "classpath.tmp"
+    extra = shlex.split(os.environ.get("KES_MAVEN_ARGS", ""))  # e.g. "-s mirror-settings.xml"
+    cmd = [
+        mvn, "-q", "-B", *extra, "-f", str(cache / "pom.xml"),
+        "dependency:build-classpath",
+        "-Dmdep.includeScope=runtime", f"-Dmdep.outputFile={out}",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BrokerStartError(f"Maven did not resolve the Kafka jars in {timeout:g}s") from None
+    if proc.returncode != 0 or not out.exists():
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln]
+        why = lines[0].strip() if lines else f"exit code {proc.returncode}"
+        raise BrokerStartError(f"Maven could not resolve the Kafka jars (offline?): {why[:300]}")
+    out.replace(cp_file)
+    return cp_file.read_text().strip()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the broker receive SIGTERM when the process that started it dies (even kill -9)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class LocalBroker:
+    """One Kafka broker process on loopback; `start()` returns its bootstrap address.
+
+    With no `data_dir`, storage lives in a temporary directory that `stop()` removes; with one,
+    the data survives `stop()` and a later `start()` on the same directory (a broker restart).
+    """
+
+    data_dir: Path | None = None
+    port: int = 0
+    controller_port: int = 0
+    heap: str = "768m"
+    extra_config: dict[str, str] = field(default_factory=dict)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _tmp: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """`127.0.0.1:<port>` once started."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def directory(self) -> Path:
+        """Where the broker keeps its config, log file and data."""
+        if self.data_dir is not None:
+            return self.data_dir
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="kes-broker-"))
+        return self._tmp
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (server.log in its directory)."""
+        return self.directory / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def config(self) -> dict[str, str]:
+        """The server.properties this broker runs with."""
+        conf = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.directory / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.cleaner.dedupe.buffer.size": "2097152",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+        }
+        conf.update(self.extra_config)
+        return conf
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Format storage (idempotent), start the JVM, and wait until it answers a metadata request."""
+        if self._proc is not None:
+            return self.bootstrap_servers
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerStartError("Java is not on PATH: install a JDK 17+ to run the local broker")
+        for wanted in (self.port, self.controller_port):
+            if wanted and _port_in_use(wanted):
+                raise BrokerStartError(f"port {wanted} on 127.0.0.1 is already in use")
+        self.port = self.port or _free_port()
+        self.controller_port = self.controller_port or _free_port()
+        classpath = kafka_classpath()
+        directory = self.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        props = directory / "server.properties"
+        props.write_text("".join(f"{k}={v}\n" for k, v in self.config().items()))
+        jvm = [java, f"-Dlog4j.configuration=file:{LOG4J}", f"-Dkes.broker.log={self.log_file}"]
+        jvm += ["-Djava.awt.headless=true", "-cp", classpath]
+        fmt = subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c", str(props), "-g"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if fmt.returncode != 0:
+            lines = (fmt.stderr or fmt.stdout).strip().splitlines() or ["no output"]
+            raise BrokerStartError(f"formatting Kafka storage failed: {lines[-1][:300]}")
+        self._proc = subprocess.Popen(
+            [*jvm, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "kafka.Kafka", str(props)],
+            stdout=subprocess.DEVNULL, stderr=(directory / "stderr.log").open("wb"),
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BrokerStartError(f"the broker exited at start: {self._last_error()}")
+            if self.log_file.exists() and READY_LINE in self.log_file.read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        else:
+            raise BrokerStartError(
+                f"the broker did not start within {timeout:g}s: {self._last_error()}"
+            )
+        from confluent_kafka.admin import AdminClient  # a metadata request: the end-to-end check
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        while True:
+            try:
+                admin.list_topics(timeout=2)
+                return
+            except Exception as exc:  # KafkaException: not answering yet
+                if time.monotonic() > deadline:
+                    raise BrokerStartError(f"the broker does not answer metadata: {exc}") from None
+                time.sleep(0.2)
+
+    def _last_error(self) -> str:
+        text = ""
+        for name in ("stderr.log", "server.log"):
+            path = self.directory / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        errors = [ln for ln in text.splitlines() if "ERROR" in ln or "Exception" in ln]
+        return (errors[0] if errors else "see " + str(self.log_file))[:400]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop cleanly (SIGTERM runs the broker's shutdown hook), SIGKILL after `timeout`."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (crash tests); its data directory stays."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
