@@ -1,4 +1,4 @@
-"""Regenerate the Python code for every .proto under schemas/: `python -m schemas.generate [--check]`.
+"""Regenerate the Python code of every .proto under schemas/: `python -m schemas.generate`.
 
 Runs grpc_tools.protoc from the repository root with `-I .`, so `schemas/kes/v1/envelopes.proto`
 becomes the importable module `schemas.kes.v1.envelopes_pb2`. Stubs come from mypy-protobuf
@@ -77,7 +77,7 @@ def _generated(base: Path) -> set[Path]:
 
 
 def check() -> list[str]:
-    """Generate into a temporary directory; return the committed files that differ (empty: all match)."""
+    """Generate into a temporary directory; list the committed files that differ (empty: none)."""
     with tempfile.TemporaryDirectory(prefix="kes-schemas-") as tmp:
         fresh_root = Path(tmp)
         generate(fresh_root)

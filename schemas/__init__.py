@@ -1,0 +1,77 @@
+"""The wire contract: kes envelopes (protobuf, package `kes.v1`), their codec, and kes errors.
+
+The .proto files are the source; `python -m schemas.generate` regenerates the committed `_pb2`
+modules. The example domain lives in `schemas.bank.v1.bank_pb2`.
+"""
+
+from schemas.codec import (
+    CONTENT_TYPE_HEADER,
+    JSON,
+    PROTOBUF,
+    decode_command,
+    decode_dead_letter,
+    decode_event,
+    decode_reply,
+    decode_snapshot,
+    encode_command,
+    encode_dead_letter,
+    encode_event,
+    encode_reply,
+    encode_snapshot,
+    event_key,
+    new_command,
+    new_dead_letter,
+    pack,
+    parse_event_key,
+    type_name,
+    unpack,
+    unpack_as,
+)
+from schemas.errors import DeadLetterReason, DecodeError, KesError
+from schemas.kes.v1.envelopes_pb2 import (
+    Accepted,
+    CommandEnvelope,
+    DeadLetter,
+    EventEnvelope,
+    Header,
+    Rejected,
+    RejectionCode,
+    Reply,
+    Snapshot,
+)
+
+__all__ = [
+    "CONTENT_TYPE_HEADER",
+    "JSON",
+    "PROTOBUF",
+    "Accepted",
+    "CommandEnvelope",
+    "DeadLetter",
+    "DeadLetterReason",
+    "DecodeError",
+    "EventEnvelope",
+    "Header",
+    "KesError",
+    "Rejected",
+    "RejectionCode",
+    "Reply",
+    "Snapshot",
+    "decode_command",
+    "decode_dead_letter",
+    "decode_event",
+    "decode_reply",
+    "decode_snapshot",
+    "encode_command",
+    "encode_dead_letter",
+    "encode_event",
+    "encode_reply",
+    "encode_snapshot",
+    "event_key",
+    "new_command",
+    "new_dead_letter",
+    "pack",
+    "parse_event_key",
+    "type_name",
+    "unpack",
+    "unpack_as",
+]
