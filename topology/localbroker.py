@@ -99,7 +99,7 @@ def _port_in_use(port: int) -> bool:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: have the broker receive SIGTERM when the process that started it dies (even kill -9)."""
+    """Linux: the broker gets SIGTERM when the process that started it dies (even by kill -9)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -173,7 +173,7 @@ class LocalBroker:
         return conf
 
     def start(self, timeout: float = 60.0) -> str:
-        """Format storage (idempotent), start the JVM, and wait until it answers a metadata request."""
+        """Format storage (idempotent), start the JVM, wait until it answers a metadata request."""
         if self._proc is not None:
             return self.bootstrap_servers
         java = shutil.which("java")
@@ -198,11 +198,12 @@ class LocalBroker:
         if fmt.returncode != 0:
             lines = (fmt.stderr or fmt.stdout).strip().splitlines() or ["no output"]
             raise BrokerStartError(f"formatting Kafka storage failed: {lines[-1][:300]}")
-        self._proc = subprocess.Popen(
-            [*jvm, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "kafka.Kafka", str(props)],
-            stdout=subprocess.DEVNULL, stderr=(directory / "stderr.log").open("wb"),
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )  # fmt: skip
+        with (directory / "stderr.log").open("wb") as stderr:
+            self._proc = subprocess.Popen(
+                [*jvm, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "kafka.Kafka", str(props)],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
         try:
             self._wait_ready(timeout)
         except BaseException:

@@ -1,0 +1,43 @@
+# The two commands a new user runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo broker test lint unit proto bench chaos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the demo: a local broker, the bank example's topics, a worker and a stream of commands.
+demo: install
+	$(BIN)/kes demo
+
+## A local Kafka broker in the foreground (Ctrl-C stops it).
+broker: install
+	$(BIN)/kes dev broker
+
+## Lint, type-check, then every test (unit, property, integration against a real broker).
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Fast tests only: no broker.
+unit: install
+	$(BIN)/pytest -q tests/unit tests/property
+
+## Regenerate the protobuf code in schemas/ from the .proto files.
+proto: install
+	$(BIN)/python -m schemas.generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,97 @@
+"""Worker settings: one small frozen dataclass, filled from flags or environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ConfigurationError
+
+__all__ = ["DEFAULT_WEB_PORT", "Guarantee", "Settings"]
+
+DEFAULT_WEB_PORT = 6066
+"""The worker's web port (Faust's default), published by docker-compose.yml."""
+
+
+class Guarantee(StrEnum):
+    """Processing guarantee of a worker."""
+
+    EXACTLY_ONCE = "exactly_once"
+    """Events, snapshot, reply and the command offset commit in one Kafka transaction (default)."""
+    AT_LEAST_ONCE = "at_least_once"
+    """No transactions: faster; a crash may write a batch's events twice (same keys, so the
+    compacted log drops the copies, but read_uncommitted readers can see them twice)."""
+
+
+_ENV = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "data_dir": "KES_DATA_DIR",
+    "web_host": "KES_WEB_HOST",
+    "web_port": "KES_WEB_PORT",
+    "guarantee": "KES_GUARANTEE",
+    "app_id": "KES_APP_ID",
+    "batch_max_commands": "KES_BATCH_MAX_COMMANDS",
+    "batch_max_ms": "KES_BATCH_MAX_MS",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a worker connects and batches. Every field has an environment variable (see from_env)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "kes"
+    """The Faust app id; the consumer group of the command processor is derived from it."""
+    data_dir: Path = Path(".kes-data")
+    """Where the worker keeps its RocksDB files (a cache of the snapshot changelog)."""
+    web_host: str = "127.0.0.1"
+    web_port: int = DEFAULT_WEB_PORT
+    guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    batch_max_commands: int = 500
+    """A transaction closes after this many commands ..."""
+    batch_max_ms: int = 20
+    """... or this many milliseconds after its first command, whichever comes first."""
+    max_command_bytes: int = 1_048_576
+    """Larger commands go to the dead-letter topic as TOO_LARGE."""
+    recent_command_ids: int = 32
+    """Command ids remembered per entity (in its snapshot) to answer duplicates."""
+    transaction_timeout_ms: int = 20_000
+    """A transaction left open by a crashed worker blocks read_committed readers at most this long."""
+    client_config: Mapping[str, str] = field(default_factory=dict)
+    """Extra librdkafka-style settings (SASL, TLS) passed to every client kes creates."""
+
+    def __post_init__(self) -> None:
+        if self.batch_max_commands < 1 or self.batch_max_ms < 0:
+            raise ConfigurationError("batch_max_commands must be >= 1 and batch_max_ms >= 0")
+        if not 0 < self.web_port < 65536:
+            raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group that owns the command partitions."""
+        return self.app_id
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from environment variables, then explicit overrides (flags) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in _ENV.items():
+            if env.get(var):
+                values[name] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            for name in ("web_port", "batch_max_commands", "batch_max_ms"):
+                if name in values:
+                    values[name] = int(values[name])
+            if "data_dir" in values:
+                values["data_dir"] = Path(values["data_dir"])
+            if "guarantee" in values:
+                values["guarantee"] = Guarantee(values["guarantee"])
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid setting: {exc}") from None
+        return replace(cls(), **values)
