@@ -69,7 +69,7 @@ M = TypeVar("M", bound=Message)
 
 _PROTOBUF_ALIASES = frozenset({PROTOBUF, "application/protobuf", "application/vnd.google.protobuf"})
 _REVISION_DIGITS = 20  # uint64 max has 20 digits, so fixed-width keys sort by revision.
-_classes: dict[str, type[Message]] = {}  # type URL -> message class; successes only.
+_classes: dict[str, type[Message]] = {}  # full name -> class; registered types only, so bounded.
 
 _U = DeadLetterReason.UNDECODABLE
 
@@ -214,10 +214,10 @@ def new_command(
 
 def _message_class(type_url: str) -> type[Message]:
     """The registered class of a type URL; raises `DecodeError(UNKNOWN_TYPE)` if there is none."""
-    cls = _classes.get(type_url)
+    name = type_url.rpartition("/")[2]
+    cls = _classes.get(name)
     if cls is not None:
         return cls
-    name = type_url.rpartition("/")[2]
     try:
         descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
     except (KeyError, TypeError, ValueError) as exc:
@@ -226,7 +226,7 @@ def _message_class(type_url: str) -> type[Message]:
             f"no message type {name!r} is registered (import its _pb2 module before decoding)",
         ) from exc
     cls = message_factory.GetMessageClass(descriptor)
-    _classes[type_url] = cls
+    _classes[name] = cls
     return cls
 
 
