@@ -69,7 +69,7 @@ class TopologyError(KesError):
 
 
 class TransactionError(KesError):
-    """A partition's transaction failed or was fenced by a newer owner; its batch was not applied."""
+    """A partition's transaction failed or was fenced by a newer owner; its batch did not apply."""
 
     def __init__(self, topic: str, partition: int, detail: str) -> None:
         super().__init__(f"{topic}[{partition}]: {detail}")
@@ -78,7 +78,7 @@ class TransactionError(KesError):
 
 
 class CommandTimeoutError(KesError):
-    """No reply arrived in time; the command may still be applied later (its id makes retries safe)."""
+    """No reply arrived in time; the command may still apply later (its id makes retries safe)."""
 
     def __init__(self, command_id: str, entity_id: str, timeout: float) -> None:
         super().__init__(

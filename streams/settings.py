@@ -60,7 +60,7 @@ class Settings:
     recent_command_ids: int = 32
     """Command ids remembered per entity (in its snapshot) to answer duplicates."""
     transaction_timeout_ms: int = 20_000
-    """A transaction left open by a crashed worker blocks read_committed readers at most this long."""
+    """How long a transaction left open by a crashed worker can block read_committed readers."""
     client_config: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka-style settings (SASL, TLS) passed to every client kes creates."""
 
