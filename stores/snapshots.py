@@ -1,0 +1,220 @@
+"""Snapshot stores: per partition, each entity's latest snapshot plus the checkpoint it reflects.
+
+A snapshot store is a *cache* of the snapshot changelog topic, which is the truth. Every write
+stores the snapshots together with the checkpoint (changelog offset, next command offset) in one
+atomic write, so after any crash the local files are a consistent prefix of the changelog and
+recovery only has to replay the committed suffix.
+
+Two backends pass one contract suite: `MemorySnapshotStore` (tests, pure logic) and
+`RocksDBSnapshotStore` (rocksdict; one database per partition, one shared block cache).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+
+__all__ = [
+    "Checkpoint",
+    "MemorySnapshotStore",
+    "PartitionSnapshots",
+    "RocksDBSnapshotStore",
+    "SnapshotStore",
+]
+
+_ENTITY = b"e"
+_META = b"m/checkpoint"
+_CHECKPOINT = struct.Struct(">qq")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a partition's local state reflects: both offsets -1 when nothing is known yet."""
+
+    changelog_offset: int = -1
+    """The last snapshot-changelog offset included in the local state."""
+    next_command_offset: int = -1
+    """The offset of the first command not yet applied (every command below it is applied)."""
+
+    def encode(self) -> bytes:
+        """Sixteen bytes: both offsets, big-endian signed."""
+        return _CHECKPOINT.pack(self.changelog_offset, self.next_command_offset)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Checkpoint:
+        """The inverse of encode."""
+        changelog, command = _CHECKPOINT.unpack(data)
+        return cls(changelog, command)
+
+
+class PartitionSnapshots(Protocol):
+    """One partition's snapshots: reads by entity id, atomic batch writes with a checkpoint."""
+
+    def get(self, entity_id: str) -> bytes | None:
+        """The encoded snapshot of an entity, or None."""
+
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint of the last write (Checkpoint() when empty)."""
+
+    def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
+        """Store snapshots (None deletes) and the checkpoint in one atomic write."""
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        """Every (entity id, encoded snapshot), in key order."""
+
+    def clear(self) -> None:
+        """Forget everything (a cold rebuild from the changelog follows)."""
+
+    def close(self) -> None:
+        """Release files and memory; the data stays on disk for the RocksDB backend."""
+
+
+class SnapshotStore(Protocol):
+    """A worker's snapshot storage, opened per (name, partition)."""
+
+    def partition(self, name: str, partition: int) -> PartitionSnapshots:
+        """Open (or return the open) store of one partition of `name`."""
+
+    def close(self) -> None:
+        """Close every open partition store."""
+
+
+class _MemoryPartition:
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+        self._checkpoint = Checkpoint()
+
+    def get(self, entity_id: str) -> bytes | None:
+        return self._data.get(entity_id)
+
+    def checkpoint(self) -> Checkpoint:
+        return self._checkpoint
+
+    def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
+        for key, value in snapshots.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+        self._checkpoint = checkpoint
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        return iter(sorted(self._data.items()))
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._checkpoint = Checkpoint()
+
+    def close(self) -> None:
+        pass
+
+
+class MemorySnapshotStore:
+    """Snapshots in dictionaries: for tests and pure logic; lost when the process ends."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[tuple[str, int], _MemoryPartition] = {}
+
+    def partition(self, name: str, partition: int) -> PartitionSnapshots:
+        """The in-memory store of one partition (kept across close, like files on disk)."""
+        return self._partitions.setdefault((name, partition), _MemoryPartition())
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _RocksDBPartition:
+    def __init__(self, path: Path, options: Options) -> None:
+        self._path = path
+        self._options = options
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path), options=options)
+        self._write_options = WriteOptions()  # WAL on, no fsync: survives kill -9 of the process
+
+    def get(self, entity_id: str) -> bytes | None:
+        value = self._db.get(_ENTITY + entity_id.encode())
+        return None if value is None else bytes(value)
+
+    def checkpoint(self) -> Checkpoint:
+        raw = self._db.get(_META)
+        return Checkpoint() if raw is None else Checkpoint.decode(bytes(raw))
+
+    def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in snapshots.items():
+            if value is None:
+                batch.delete(_ENTITY + key.encode())
+            else:
+                batch.put(_ENTITY + key.encode(), value)
+        batch.put(_META, checkpoint.encode())
+        self._db.write(batch, self._write_options)
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        for key, value in self._db.items(from_key=_ENTITY):
+            if not bytes(key).startswith(_ENTITY):
+                break
+            yield bytes(key)[1:].decode(), bytes(value)
+
+    def clear(self) -> None:
+        self._db.close()
+        Rdict.destroy(str(self._path), self._options)
+        self._db = Rdict(str(self._path), options=self._options)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class RocksDBSnapshotStore:
+    """Snapshots in RocksDB (rocksdict), one database per partition under `root/<name>/<n>`.
+
+    All partitions share one block cache of `block_cache_bytes` (RocksDB's per-database default
+    would grow with the partition count) and small write buffers, so memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        block_cache_bytes: int = 64 * 1024 * 1024,
+        write_buffer_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.root = root
+        self._cache = Cache(block_cache_bytes)
+        table = BlockBasedOptions()
+        table.set_block_cache(self._cache)
+        self._options = Options(raw_mode=True)
+        self._options.create_if_missing(True)
+        self._options.set_block_based_table_factory(table)
+        self._options.set_write_buffer_size(write_buffer_bytes)
+        self._options.set_max_write_buffer_number(2)
+        self._open: dict[tuple[str, int], _RocksDBPartition] = {}
+
+    def partition(self, name: str, partition: int) -> PartitionSnapshots:
+        """Open the database of one partition (reusing local files from an earlier run)."""
+        key = (name, partition)
+        if key not in self._open:
+            self._open[key] = _RocksDBPartition(self.root / name / str(partition), self._options)
+        return self._open[key]
+
+    def release(self, name: str, partition: int) -> None:
+        """Close one partition's database (on revocation); its files stay for a later owner."""
+        store = self._open.pop((name, partition), None)
+        if store is not None:
+            store.close()
+
+    def close(self) -> None:
+        """Close every open database."""
+        for store in self._open.values():
+            store.close()
+        self._open.clear()
+
+    def destroy(self) -> None:
+        """Close and delete every file under the root."""
+        self.close()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,72 @@
+"""One contract for every snapshot store backend (memory and RocksDB)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stores import Checkpoint, MemorySnapshotStore, RocksDBSnapshotStore, SnapshotStore
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SnapshotStore]:
+    if request.param == "memory":
+        yield MemorySnapshotStore()
+    else:
+        rocks = RocksDBSnapshotStore(tmp_path / "snapshots")
+        yield rocks
+        rocks.close()
+
+
+def test_empty_partition_has_no_checkpoint(store: SnapshotStore) -> None:
+    part = store.partition("account.snapshots", 0)
+    assert part.get("a") is None
+    assert part.checkpoint() == Checkpoint(-1, -1)
+    assert list(part.items()) == []
+
+
+def test_write_stores_snapshots_and_checkpoint_together(store: SnapshotStore) -> None:
+    part = store.partition("account.snapshots", 3)
+    part.write({"a": b"A1", "b": b"B1"}, Checkpoint(10, 100))
+    part.write({"a": b"A2", "b": None}, Checkpoint(12, 105))
+    assert part.get("a") == b"A2"
+    assert part.get("b") is None
+    assert part.checkpoint() == Checkpoint(12, 105)
+    assert list(part.items()) == [("a", b"A2")]
+
+
+def test_partitions_are_separate(store: SnapshotStore) -> None:
+    store.partition("account.snapshots", 0).write({"x": b"0"}, Checkpoint(1, 1))
+    store.partition("account.snapshots", 1).write({"x": b"1"}, Checkpoint(2, 2))
+    assert store.partition("account.snapshots", 0).get("x") == b"0"
+    assert store.partition("account.snapshots", 1).get("x") == b"1"
+    assert store.partition("other", 0).get("x") is None
+
+
+def test_clear_forgets_everything(store: SnapshotStore) -> None:
+    part = store.partition("account.snapshots", 0)
+    part.write({"a": b"A"}, Checkpoint(5, 6))
+    part.clear()
+    assert part.get("a") is None
+    assert part.checkpoint() == Checkpoint()
+
+
+def test_entity_ids_are_any_unicode(store: SnapshotStore) -> None:
+    part = store.partition("s", 0)
+    part.write({"ünï/cødé@1": b"u", "": b"empty"}, Checkpoint(0, 0))
+    assert part.get("ünï/cødé@1") == b"u"
+    assert part.get("") == b"empty"
+    assert dict(part.items()) == {"ünï/cødé@1": b"u", "": b"empty"}
+
+
+def test_rocksdb_files_survive_a_reopen(tmp_path: Path) -> None:
+    first = RocksDBSnapshotStore(tmp_path / "s")
+    first.partition("account.snapshots", 2).write({"a": b"A"}, Checkpoint(7, 8))
+    first.close()
+    second = RocksDBSnapshotStore(tmp_path / "s")
+    part = second.partition("account.snapshots", 2)
+    assert part.get("a") == b"A"
+    assert part.checkpoint() == Checkpoint(7, 8)
+    second.close()
