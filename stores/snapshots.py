@@ -157,9 +157,10 @@ class _RocksDBPartition:
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._db.items(from_key=_ENTITY):
-            if not bytes(key).startswith(_ENTITY):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if not key.startswith(_ENTITY):
                 break
-            yield bytes(key)[1:].decode(), bytes(value)
+            yield key[1:].decode(), value
 
     def clear(self) -> None:
         self._db.close()
