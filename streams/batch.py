@@ -1,0 +1,364 @@
+"""One batch of commands of one partition, turned into the records to write: pure, no I/O.
+
+`BatchStep.run` takes raw command records and answers what the partition's transaction must
+write: events, snapshot changelog records, replies, dead letters and forwards of misrouted
+commands, plus the entities whose snapshots changed. The Kafka adapter (streams.transaction)
+writes them; this module never talks to Kafka, so every rule here is unit-tested without a broker.
+
+Per command, in order:
+ 1. decode the envelope (poison -> dead letter with the reason; no reply: the envelope is unread);
+ 2. route: murmur2(entity id) must be this partition, else forward it there and apply nothing;
+ 3. dedup: a command id among the entity's recent ids is answered DUPLICATE, no new events;
+ 4. expected revision: a mismatch is answered CONFLICT;
+ 5. decide with the behavior: accepted (events, new state), rejected, or failed (dead letter).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from schemas.codec import (
+    decode_command,
+    event_key,
+    new_dead_letter,
+    pack,
+    type_name,
+    unpack,
+)
+from schemas.errors import DeadLetterReason, DecodeError
+from schemas.kes.v1.envelopes_pb2 import (
+    Accepted as AcceptedReply,
+)
+from schemas.kes.v1.envelopes_pb2 import (
+    CommandEnvelope,
+    EventEnvelope,
+    Rejected,
+    RejectionCode,
+    Reply,
+    Snapshot,
+)
+from streams.behavior import Behavior
+from streams.decision import Accepted, CommandContext, Failed
+from topology.layout import AggregateTopics
+from topology.partitioning import partition_for
+
+__all__ = ["CHECKPOINT_KEY", "BatchResult", "BatchStep", "CommandRecord", "Entity", "OutRecord"]
+
+CHECKPOINT_KEY = b""
+"""Snapshot-changelog key of a partition's checkpoint record (value: next command offset, 8 bytes).
+
+No entity has an empty id (such commands are dead-lettered), so the key cannot collide."""
+
+Headers = list[tuple[str, bytes]]
+
+
+class CommandRecord(NamedTuple):
+    """A command record as read from the commands topic."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+class OutRecord(NamedTuple):
+    """A record to write, to an explicit partition."""
+
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+@dataclass
+class Entity:
+    """An entity as the worker holds it between commands: decoded state, revision, recent ids."""
+
+    entity_id: str
+    revision: int
+    state: Message
+    recent_command_ids: list[str]
+    source_offset: int = -1
+
+    def snapshot(self) -> Snapshot:
+        """The Snapshot message stored in the changelog and the local store."""
+        return Snapshot(
+            entity_id=self.entity_id,
+            revision=self.revision,
+            state=pack(self.state),
+            recent_command_ids=self.recent_command_ids,
+            source_offset=self.source_offset,
+        )
+
+
+@dataclass
+class PendingReply:
+    """A reply whose accepted event offsets are known only once the events are written."""
+
+    reply: Reply
+    event_indexes: list[int]
+
+
+@dataclass
+class BatchResult:
+    """What one batch writes, in one transaction."""
+
+    events: list[OutRecord] = field(default_factory=list)
+    replies: list[PendingReply] = field(default_factory=list)
+    dead_letters: list[OutRecord] = field(default_factory=list)
+    forwards: list[OutRecord] = field(default_factory=list)
+    changed: dict[str, Entity] = field(default_factory=dict)
+    next_command_offset: int = -1
+    accepted: int = 0
+    rejected: int = 0
+
+
+class BatchStep:
+    """The per-partition command step: holds the behavior, the layout and a bounded entity cache.
+
+    `load(entity_id)` returns the stored Snapshot (or None) when an entity is not in the cache.
+    Entities changed by a batch are cached only by `commit`, after their transaction committed.
+    """
+
+    def __init__(
+        self,
+        behavior: Behavior[Any],
+        topics: AggregateTopics,
+        partition: int,
+        load: Callable[[str], Snapshot | None],
+        *,
+        max_command_bytes: int = 1_048_576,
+        recent_command_ids: int = 32,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.behavior = behavior
+        self.topics = topics
+        self.partition = partition
+        self._load = load
+        self._max_bytes = max_command_bytes
+        self._recent = recent_command_ids
+        self._cache: OrderedDict[str, Entity] = OrderedDict()
+        self._cache_size = cache_size
+        self._out_headers: Headers = [("aggregate", behavior.name.encode())]
+
+    def entity(self, entity_id: str) -> Entity:
+        """The committed entity (cache, then store, then the behavior's initial state)."""
+        cached = self._cache.get(entity_id)
+        if cached is not None:
+            self._cache.move_to_end(entity_id)
+            return cached
+        snap = self._load(entity_id)
+        if snap is None:
+            state = self.behavior.initial_state(entity_id)
+            return Entity(entity_id, 0, state, [])
+        state = unpack(snap.state)
+        return Entity(
+            entity_id, snap.revision, state, list(snap.recent_command_ids), snap.source_offset
+        )
+
+    def commit(self, result: BatchResult) -> None:
+        """Cache the batch's entities: call only after its transaction committed."""
+        for entity_id, entity in result.changed.items():
+            self._cache[entity_id] = entity
+            self._cache.move_to_end(entity_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self) -> None:
+        """Drop the cache (after an aborted transaction or a revocation)."""
+        self._cache.clear()
+
+    def run(self, records: Sequence[CommandRecord]) -> BatchResult:
+        """Decide a batch: see the module docstring for the order of checks."""
+        result = BatchResult()
+        for record in records:
+            self._one(record, result)
+            result.next_command_offset = record.offset + 1
+        return result
+
+    def _one(self, record: CommandRecord, result: BatchResult) -> None:
+        try:
+            env = decode_command(record.value, record.headers, max_bytes=self._max_bytes)
+            entity_id = env.entity_id or (record.key or b"").decode("utf-8")
+        except DecodeError as exc:
+            self._dead(record, result, exc.reason, exc.detail)
+            return
+        except UnicodeDecodeError as exc:
+            self._dead(record, result, DeadLetterReason.UNDECODABLE, f"key is not UTF-8: {exc}")
+            return
+        if not entity_id:
+            self._dead(record, result, DeadLetterReason.MISSING_KEY, "no entity id, no key")
+            return
+        if env.aggregate and env.aggregate != self.behavior.name:
+            detail = f"command for aggregate {env.aggregate!r} on {self.topics.commands}"
+            self._dead(record, result, DeadLetterReason.UNKNOWN_COMMAND, detail)
+            self._reject(env, entity_id, result, RejectionCode.UNKNOWN_COMMAND, detail, 0)
+            return
+        owner = partition_for(entity_id, self.topics.partitions)
+        if owner != self.partition:
+            headers = [*record.headers, ("kes-forwarded-from", str(self.partition).encode())]
+            value = record.value or b""
+            out = OutRecord(self.topics.commands, owner, entity_id.encode(), value, headers)
+            result.forwards.append(out)
+            return
+        current = result.changed.get(entity_id) or self.entity(entity_id)
+        if env.command_id in current.recent_command_ids:
+            detail = f"command {env.command_id} was already applied"
+            self._reject(env, entity_id, result, RejectionCode.DUPLICATE, detail, current.revision)
+            return
+        if env.HasField("expected_revision") and env.expected_revision != current.revision:
+            detail = f"expected revision {env.expected_revision}, entity is at {current.revision}"
+            self._reject(env, entity_id, result, RejectionCode.CONFLICT, detail, current.revision)
+            return
+        try:
+            command = unpack(env.payload)
+        except DecodeError as exc:
+            self._dead(record, result, exc.reason, exc.detail)
+            self._reject(env, entity_id, result, RejectionCode.POISON, exc.detail, current.revision)
+            return
+        ctx = CommandContext(
+            entity_id=entity_id,
+            command_id=env.command_id,
+            correlation_id=env.correlation_id,
+            revision=current.revision,
+            metadata=env.metadata,
+        )
+        decision = self.behavior.decide(current.state, command, ctx)
+        if isinstance(decision, Accepted):
+            self._accept(record, env, current, decision, result)
+        elif isinstance(decision, Failed):
+            self._dead(record, result, decision.reason, decision.error)
+            self._reject(
+                env, entity_id, result, RejectionCode.POISON, decision.error, current.revision
+            )
+        else:
+            code = RejectionCode.Value(decision.rejection.code.value)
+            message = decision.rejection.message
+            if code == RejectionCode.UNKNOWN_COMMAND:
+                self._dead(record, result, DeadLetterReason.UNKNOWN_COMMAND, message)
+            self._reject(env, entity_id, result, code, message, current.revision)
+
+    def _accept(
+        self,
+        record: CommandRecord,
+        env: CommandEnvelope,
+        current: Entity,
+        decision: Accepted[Any],
+        result: BatchResult,
+    ) -> None:
+        result.accepted += 1
+        now = Timestamp()
+        now.GetCurrentTime()
+        indexes = []
+        for i, event in enumerate(decision.events, start=1):
+            revision = current.revision + i
+            event_type = type_name(event)
+            envelope = EventEnvelope(
+                entity_id=current.entity_id,
+                revision=revision,
+                payload=pack(event),
+                command_id=env.command_id,
+                correlation_id=env.correlation_id,
+                timestamp=now,
+                metadata=env.metadata,
+                source_partition=self.partition,
+                source_offset=record.offset,
+                aggregate=self.behavior.name,
+                event_type=event_type,
+            )
+            headers = [
+                ("entity-id", current.entity_id.encode()),
+                ("revision", str(revision).encode()),
+                ("event-type", event_type.encode()),
+                ("command-id", env.command_id.encode()),
+                ("correlation-id", env.correlation_id.encode()),
+            ]
+            indexes.append(len(result.events))
+            result.events.append(
+                OutRecord(
+                    self.topics.events,
+                    self.partition,
+                    event_key(current.entity_id, revision),
+                    envelope.SerializeToString(),
+                    headers,
+                )
+            )
+        recent = [*current.recent_command_ids, env.command_id][-self._recent :]
+        updated = Entity(current.entity_id, decision.revision, decision.new_state, recent)
+        updated.source_offset = record.offset
+        result.changed[current.entity_id] = updated
+        if env.reply_wanted:
+            reply = Reply(
+                command_id=env.command_id,
+                entity_id=current.entity_id,
+                correlation_id=env.correlation_id,
+                accepted=AcceptedReply(
+                    revision=decision.revision,
+                    state=pack(decision.new_state),
+                    partition=self.partition,
+                ),
+            )
+            result.replies.append(PendingReply(reply, indexes))
+
+    def _reject(
+        self,
+        env: CommandEnvelope,
+        entity_id: str,
+        result: BatchResult,
+        code: int,
+        message: str,
+        revision: int,
+    ) -> None:
+        result.rejected += 1
+        if not env.reply_wanted:
+            return
+        reply = Reply(
+            command_id=env.command_id,
+            entity_id=entity_id,
+            correlation_id=env.correlation_id,
+            rejected=Rejected(code=code, message=message, current_revision=revision),  # type: ignore[arg-type]
+        )
+        result.replies.append(PendingReply(reply, []))
+
+    def _dead(
+        self, record: CommandRecord, result: BatchResult, reason: DeadLetterReason, error: str
+    ) -> None:
+        letter = new_dead_letter(
+            key=record.key or b"",
+            value=record.value or b"",
+            headers=list(record.headers),
+            topic=self.topics.commands,
+            partition=self.partition,
+            offset=record.offset,
+            reason=reason,
+            error=error,
+        )
+        headers = [("reason", reason.value.encode()), *self._out_headers]
+        key = record.key or b""
+        result.dead_letters.append(
+            OutRecord(self.topics.dlq, self.partition, key, letter.SerializeToString(), headers)
+        )
+
+
+def reply_records(
+    result: BatchResult, event_offsets: Sequence[int], replies_topic: str, partition: int
+) -> list[OutRecord]:
+    """The reply records of a batch, with accepted replies' event offsets filled in."""
+    out = []
+    for pending in result.replies:
+        reply = pending.reply
+        if pending.event_indexes:
+            reply.accepted.event_offsets.extend(event_offsets[i] for i in pending.event_indexes)
+        out.append(
+            OutRecord(
+                replies_topic, partition, reply.command_id.encode(), reply.SerializeToString(), []
+            )
+        )
+    return out
