@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AdminError",
     "BrokerStartError",
     "CommandTimeoutError",
     "ConfigurationError",
@@ -58,6 +59,10 @@ class DecodeError(KesError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class AdminError(KesError):
+    """An admin request to the cluster failed or timed out; the message names the request."""
 
 
 class TopologyError(KesError):

@@ -69,3 +69,14 @@ def test_partition_for_stays_in_range() -> None:
 def test_partition_for_rejects_zero_partitions() -> None:
     with pytest.raises(ConfigurationError):
         partition_for("a", 0)
+
+
+def test_partition_for_agrees_with_confluent_kafka_murmur2_when_available() -> None:
+    import confluent_kafka
+
+    java_murmur2 = getattr(confluent_kafka, "murmur2", None)  # only in newer releases
+    if java_murmur2 is None:
+        pytest.skip("this confluent-kafka has no murmur2 helper")
+    for i in range(500):
+        key = f"account-{i}".encode()
+        assert partition_for(key, 12) == java_murmur2(key, 12)

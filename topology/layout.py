@@ -1,0 +1,130 @@
+"""One aggregate's topics, declared in one place: names, partition counts and topic configs.
+
+An aggregate named `account` owns five topics:
+
+- `account.commands`: commands, keyed by entity id.
+- `account.events`: the event log, the source of truth; compacted and kept forever.
+- `account.snapshots`: the snapshot changelog behind the worker's store; compacted.
+- `account.replies`: command outcomes for waiting clients; short-lived.
+- `account.dlq`: dead letters; kept until someone looks.
+
+Commands, events and snapshots are co-partitioned (equal partition counts, all keyed by entity
+id), so the worker that owns partition *p* of the commands finds the entity's events and
+snapshot on partition *p* of the other two. Replies and dead letters use the same count, for
+simplicity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from schemas.errors import ConfigurationError
+
+__all__ = ["AggregateTopics", "TopicSpec"]
+
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_TOPIC_NAME = 249
+_LONGEST_SUFFIX = ".snapshots"
+_HOUR_MS = 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as it should exist: its name, partition count, replication factor and configs.
+
+    `config` holds only the keys kes declares; any other key on the cluster is left alone.
+    """
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AggregateTopics:
+    """The topic layout of one aggregate; validated on construction (raises ConfigurationError)."""
+
+    name: str
+    partitions: int = 12
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    reply_retention_ms: int = _HOUR_MS
+
+    def __post_init__(self) -> None:
+        if not self.name or not _NAME.fullmatch(self.name):
+            raise ConfigurationError(
+                f"aggregate name {self.name!r} is not usable in topic names: "
+                "use only letters, digits, '.', '_' and '-'"
+            )
+        if len(self.name) + len(_LONGEST_SUFFIX) > _MAX_TOPIC_NAME:
+            raise ConfigurationError(
+                f"aggregate name {self.name[:20]!r}... is too long: topic names are limited to "
+                f"{_MAX_TOPIC_NAME} characters"
+            )
+        if self.partitions < 1:
+            raise ConfigurationError(f"partitions must be at least 1, got {self.partitions}")
+        if self.replication_factor < 1:
+            raise ConfigurationError(
+                f"replication_factor must be at least 1, got {self.replication_factor}"
+            )
+        if not 1 <= self.min_insync_replicas <= self.replication_factor:
+            raise ConfigurationError(
+                f"min_insync_replicas must be between 1 and replication_factor "
+                f"({self.replication_factor}), got {self.min_insync_replicas}"
+            )
+        if self.reply_retention_ms < 1:
+            raise ConfigurationError(
+                f"reply_retention_ms must be positive, got {self.reply_retention_ms}"
+            )
+
+    @property
+    def commands(self) -> str:
+        """Commands to the aggregate, keyed by entity id."""
+        return f"{self.name}.commands"
+
+    @property
+    def events(self) -> str:
+        """The event log: compacted, never expired.
+
+        Each event's key is unique (entity id + revision), so compaction keeps every event and
+        drops only exact re-writes of a key and tombstones.
+        """
+        return f"{self.name}.events"
+
+    @property
+    def snapshots(self) -> str:
+        """The snapshot changelog of the worker's store: compacted, latest snapshot per entity."""
+        return f"{self.name}.snapshots"
+
+    @property
+    def replies(self) -> str:
+        """Command outcomes for waiting clients; deleted after `reply_retention_ms`."""
+        return f"{self.name}.replies"
+
+    @property
+    def dlq(self) -> str:
+        """Dead letters: records kes could not process; never expired, kept until someone looks."""
+        return f"{self.name}.dlq"
+
+    def specs(self) -> list[TopicSpec]:
+        """Every topic of the aggregate with its declared configs, commands first."""
+        isr = {"min.insync.replicas": str(self.min_insync_replicas)}
+        forever = {"retention.ms": "-1", "retention.bytes": "-1"}
+        compacted = {"cleanup.policy": "compact", **forever, **isr}
+        configs: list[tuple[str, dict[str, str]]] = [
+            (self.commands, {"cleanup.policy": "delete", **isr}),
+            (self.events, compacted),
+            (self.snapshots, compacted),
+            (
+                self.replies,
+                {"cleanup.policy": "delete", "retention.ms": str(self.reply_retention_ms), **isr},
+            ),
+            (self.dlq, {"cleanup.policy": "delete", **forever, **isr}),
+        ]
+        return [
+            TopicSpec(name, self.partitions, self.replication_factor, dict(config))
+            for name, config in configs
+        ]
