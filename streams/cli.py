@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from schemas.errors import KesError
+from streams.settings import Guarantee, Settings
 
 __all__ = ["main"]
 
@@ -63,6 +64,59 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        bootstrap_servers=args.bootstrap,
+        partitions=getattr(args, "partitions", None),
+        topic_prefix=getattr(args, "topic_prefix", None),
+        data_dir=getattr(args, "data_dir", None),
+        web_port=getattr(args, "web_port", None),
+        web_host=getattr(args, "web_host", None),
+        guarantee=getattr(args, "guarantee", None),
+        app_id=getattr(args, "app_id", None),
+    )
+
+
+def _add_layout(parser: argparse.ArgumentParser) -> None:
+    _add_bootstrap(parser)
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        help="partitions per aggregate topic (default: 12, $KES_PARTITIONS)",
+    )
+    parser.add_argument("--topic-prefix", help="prefix of every topic name ($KES_TOPIC_PREFIX)")
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """Plan, apply or describe the topics of an app module's aggregates."""
+    from streams.kafkaconfig import confluent_config
+    from streams.worker import load_behaviors
+    from topology.admin import run_topics
+
+    settings = _settings(args)
+    code = 0
+    for behavior in load_behaviors(args.app):
+        code = max(
+            code,
+            run_topics(args.action, settings.topics(behavior.name), confluent_config(settings)),
+        )
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker for an app module's aggregates until Ctrl-C."""
+    from streams.kafkaconfig import confluent_config
+    from streams.worker import Worker, load_behaviors
+    from topology.admin import verify_layout
+
+    settings = _settings(args)
+    behaviors = load_behaviors(args.app)
+    for behavior in behaviors:
+        verify_layout(settings.topics(behavior.name), confluent_config(settings))
+    Worker(behaviors, settings).run(loglevel=args.loglevel)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kes",
@@ -81,6 +135,44 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
     broker.add_argument("--data-dir", help="keep data here across runs (default: a temp dir)")
     broker.set_defaults(handler=cmd_dev_broker)
+
+    topics = sub.add_parser(
+        "topics",
+        help="plan, apply or describe the Kafka topics of an app's aggregates",
+        description="Each aggregate has <name>.commands, .events (compacted event log), .snapshots "
+        "(compacted changelog), .replies and .dlq. `plan` shows what is missing or wrong, `apply` "
+        "creates what is missing and fixes config drift (never partition counts), `describe` shows "
+        "the layout as it is. Exit code 1 when the layout is wrong.",
+    )
+    topics.add_argument("action", choices=["plan", "apply", "describe"])
+    topics.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
+    _add_layout(topics)
+    topics.set_defaults(handler=cmd_topics)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a worker that applies an app's commands (exactly once)",
+        description="Join the app's consumer group, take a share of the command partitions, "
+        "recover their snapshots and apply commands in Kafka transactions. Start more workers "
+        "with the same --app-id to scale out; each serves web views on --web-port.",
+    )
+    worker.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
+    _add_layout(worker)
+    worker.add_argument(
+        "--app-id", help="Faust app id = consumer group (default: kes, $KES_APP_ID)"
+    )
+    worker.add_argument(
+        "--data-dir", help="local RocksDB files (default: .kes-data, $KES_DATA_DIR)"
+    )
+    worker.add_argument("--web-host", help="web views bind address (default: 127.0.0.1)")
+    worker.add_argument(
+        "--web-port", type=int, help="web views port (default: 6066, $KES_WEB_PORT)"
+    )
+    worker.add_argument(
+        "--guarantee", choices=[g.value for g in Guarantee], help="default: exactly_once"
+    )
+    worker.add_argument("--loglevel", default="WARNING", help="default: WARNING")
+    worker.set_defaults(handler=cmd_worker)
 
     for register in _REGISTRARS:
         register(sub)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigurationError
+from topology.layout import AggregateTopics
 
 __all__ = ["DEFAULT_WEB_PORT", "Guarantee", "Settings"]
 
@@ -36,6 +37,8 @@ _ENV = {
     "app_id": "KES_APP_ID",
     "batch_max_commands": "KES_BATCH_MAX_COMMANDS",
     "batch_max_ms": "KES_BATCH_MAX_MS",
+    "partitions": "KES_PARTITIONS",
+    "topic_prefix": "KES_TOPIC_PREFIX",
 }
 
 
@@ -44,6 +47,10 @@ class Settings:
     """How a worker connects and batches. Every field has an environment variable (see from_env)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = 12
+    """Partitions of each aggregate's commands, events and snapshot topics (see `kes topics`)."""
+    topic_prefix: str = ""
+    """Prepended to aggregate names in topic names: `<prefix><aggregate>.commands`."""
     app_id: str = "kes"
     """The Faust app id; the consumer group of the command processor is derived from it."""
     data_dir: Path = Path(".kes-data")
@@ -75,6 +82,10 @@ class Settings:
         """The consumer group that owns the command partitions."""
         return self.app_id
 
+    def topics(self, aggregate: str) -> AggregateTopics:
+        """The topic layout of one aggregate under these settings."""
+        return AggregateTopics(self.topic_prefix + aggregate, partitions=self.partitions)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from environment variables, then explicit overrides (flags) on top."""
@@ -85,7 +96,7 @@ class Settings:
                 values[name] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            for name in ("web_port", "batch_max_commands", "batch_max_ms"):
+            for name in ("web_port", "batch_max_commands", "batch_max_ms", "partitions"):
                 if name in values:
                     values[name] = int(values[name])
             if "data_dir" in values:

@@ -1,0 +1,219 @@
+"""The per-partition Kafka adapter: one transactional producer, recovery, and the batch write.
+
+The snapshot changelog is the truth and the local store its cache. A partition's producer has a
+transactional id derived from the group and the partition, so a new owner's `init_transactions`
+fences the old one (a zombie after a rebalance or a pause cannot write) and aborts whatever it
+left open before this owner reads the changelog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from schemas.errors import TransactionError
+from stores.snapshots import Checkpoint, PartitionSnapshots
+from streams.batch import CHECKPOINT_KEY, BatchResult, OutRecord, reply_records
+from streams.kafkaconfig import aiokafka_options
+from streams.settings import Guarantee, Settings
+from topology.layout import AggregateTopics
+
+__all__ = ["PartitionWriter", "transactional_id"]
+
+log = logging.getLogger(__name__)
+
+_RECOVERY_CHUNK = 20_000
+
+
+def transactional_id(group_id: str, topic: str, partition: int) -> str:
+    """Stable per (group, commands partition): the next owner of the partition fences the last."""
+    return f"{group_id}-{topic}-{partition}"
+
+
+class PartitionWriter:
+    """Writes one partition's batches atomically: events, snapshots, replies, offsets."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: AggregateTopics,
+        partition: int,
+        store: PartitionSnapshots,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.partition = partition
+        self.store = store
+        self.exactly_once = settings.guarantee is Guarantee.EXACTLY_ONCE
+        self._producer: AIOKafkaProducer | None = None
+        self.closed = False
+
+    async def start(self) -> None:
+        """Create the producer; with exactly-once, `init_transactions` fences any older owner."""
+        options: dict[str, Any] = aiokafka_options(self.settings)
+        if self.exactly_once:
+            options["transactional_id"] = transactional_id(
+                self.settings.group_id, self.topics.commands, self.partition
+            )
+            options["transaction_timeout_ms"] = self.settings.transaction_timeout_ms
+        producer = AIOKafkaProducer(
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            **options,
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def recover(self) -> Checkpoint:
+        """Bring the local store up to the committed changelog; returns the resulting checkpoint.
+
+        1. read the local checkpoint (the changelog offset the local files reflect);
+        2. if it is past the changelog's end (another cluster, a recreated topic), start cold;
+        3. replay committed changelog records after it (read_committed; aborted data is skipped)
+           into the local store in chunks, each chunk with its checkpoint in one atomic write.
+        """
+        tp = TopicPartition(self.topics.snapshots, self.partition)
+        consumer = AIOKafkaConsumer(
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            **aiokafka_options(self.settings),
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            checkpoint = self.store.checkpoint()
+            if checkpoint.changelog_offset >= end:
+                log.warning("%s: local state is ahead of the changelog; rebuilding cold", tp)
+                self.store.clear()
+                checkpoint = Checkpoint()
+            start = checkpoint.changelog_offset + 1
+            if start >= end:
+                return checkpoint
+            consumer.seek(tp, start)
+            began, replayed = time.monotonic(), 0
+            pending: dict[str, bytes | None] = {}
+            next_command = checkpoint.next_command_offset
+            last = checkpoint.changelog_offset
+            while await consumer.position(tp) < end:
+                batches = await consumer.getmany(tp, timeout_ms=1000, max_records=_RECOVERY_CHUNK)
+                for record in batches.get(tp, ()):
+                    last = record.offset
+                    if record.key == CHECKPOINT_KEY:
+                        next_command = int.from_bytes(record.value or b"", "big", signed=True)
+                    elif record.key is not None:
+                        pending[record.key.decode()] = record.value
+                    replayed += 1
+                if pending or last != checkpoint.changelog_offset:
+                    checkpoint = Checkpoint(last, next_command)
+                    self.store.write(pending, checkpoint)
+                    pending = {}
+            log.info(
+                "%s: replayed %d changelog records in %.2fs",
+                tp, replayed, time.monotonic() - began,
+            )  # fmt: skip
+            return checkpoint
+        finally:
+            await consumer.stop()
+
+    async def write(self, result: BatchResult) -> None:
+        """Write one batch; on return it is committed to Kafka and to the local store.
+
+        1. begin the partition's transaction;
+        2. send the events, dead letters, forwarded commands, the changed snapshots and the
+           checkpoint record (next command offset) to the snapshot changelog;
+        3. wait for the events' offsets, then send the replies, which carry them;
+        4. add the next command offset to the transaction (the group's committed offset);
+        5. commit: everything above becomes visible to read_committed readers at once;
+        6. write the snapshots and the checkpoint to the local store in one atomic write
+           (a crash between 5 and 6 only leaves the cache behind; recovery replays it).
+        Raises TransactionError when the transaction failed and was aborted, or was fenced.
+        """
+        producer = self._producer
+        if producer is None or self.closed:
+            raise TransactionError(self.topics.commands, self.partition, "partition is closed")
+        snapshots = {eid: e.snapshot().SerializeToString() for eid, e in result.changed.items()}
+        try:
+            if self.exactly_once:
+                await producer.begin_transaction()
+            event_futures = [await self._send(producer, r) for r in result.events]
+            other = [await self._send(producer, r) for r in result.dead_letters]
+            other += [await self._send(producer, r) for r in result.forwards]
+            for entity_id, value in snapshots.items():
+                record = OutRecord(
+                    self.topics.snapshots, self.partition, entity_id.encode(), value, []
+                )
+                other.append(await self._send(producer, record))
+            marker = OutRecord(
+                self.topics.snapshots,
+                self.partition,
+                CHECKPOINT_KEY,
+                result.next_command_offset.to_bytes(8, "big", signed=True),
+                [],
+            )
+            marker_future = await self._send(producer, marker)
+            offsets = [m.offset for m in await asyncio.gather(*event_futures)]
+            for reply in reply_records(result, offsets, self.topics.replies, self.partition):
+                other.append(await self._send(producer, reply))
+            changelog_offset = (await marker_future).offset
+            await asyncio.gather(*other)
+            if self.exactly_once:
+                commands_tp = TopicPartition(self.topics.commands, self.partition)
+                await producer.send_offsets_to_transaction(
+                    {commands_tp: result.next_command_offset}, self.settings.group_id
+                )
+                await producer.commit_transaction()
+        except ProducerFenced as exc:
+            self.closed = True
+            raise TransactionError(
+                self.topics.commands, self.partition, f"fenced by a newer owner: {exc}"
+            ) from exc
+        except (KafkaError, OSError) as exc:
+            await self._abort()
+            raise TransactionError(
+                self.topics.commands, self.partition, f"transaction aborted: {exc!r}"
+            ) from exc
+        self.store.write(snapshots, Checkpoint(changelog_offset, result.next_command_offset))
+
+    @staticmethod
+    async def _send(producer: AIOKafkaProducer, record: OutRecord) -> asyncio.Future[Any]:
+        headers: Sequence[tuple[str, bytes]] = record.headers
+        future: asyncio.Future[Any] = await producer.send(
+            record.topic,
+            value=record.value,
+            key=record.key,
+            partition=record.partition,
+            headers=list(headers),
+        )
+        return future
+
+    async def _abort(self) -> None:
+        producer = self._producer
+        if producer is None or not self.exactly_once:
+            return
+        try:
+            if producer._txn_manager is not None and producer._txn_manager.is_in_transaction():
+                await producer.abort_transaction()
+        except Exception as exc:  # the producer is being torn down anyway
+            log.warning("%s[%d]: abort failed: %r", self.topics.commands, self.partition, exc)
+
+    async def close(self) -> None:
+        """Abort an open transaction and stop the producer; the partition no longer writes."""
+        self.closed = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self._producer = producer
+            await self._abort()
+            self._producer = None
+            await producer.stop()

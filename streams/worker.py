@@ -1,0 +1,191 @@
+"""The worker: a Faust app with one agent per aggregate and one actor per commands partition.
+
+Faust does what it does well here: the worker lifecycle, group membership, partition assignment
+and rebalancing, an actor per partition (`isolated_partitions`), the web server. kes owns the
+per-partition transaction (streams.transaction), because Faust's own exactly-once does not cover
+writes to topics the app does not consume, nor roll back table writes on abort.
+
+Faust's consumer commits only offsets kes acknowledged, and kes acknowledges a batch only after
+its transaction committed (which already moved the group offset); so Faust never commits past
+an unapplied command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from schemas.errors import ConfigurationError, TransactionError
+from stores.snapshots import RocksDBSnapshotStore
+from streams.batch import CommandRecord
+from streams.behavior import Behavior
+from streams.processor import PartitionProcessor
+from streams.settings import Settings
+from topology.layout import AggregateTopics
+
+__all__ = ["Worker", "load_behaviors"]
+
+log = logging.getLogger(__name__)
+
+
+def load_behaviors(module_name: str) -> list[Behavior[Any]]:
+    """The behaviors an app module registers in its module-level `BEHAVIORS` list."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from exc
+    behaviors = getattr(module, "BEHAVIORS", None)
+    if not behaviors:
+        raise ConfigurationError(f"app module {module_name!r} has no BEHAVIORS list")
+    return list(behaviors)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v if isinstance(v, bytes) else bytes(v or b"")) for k, v in items]
+
+
+class Worker:
+    """Processes the commands of `behaviors`; run it with `run()` (blocks until stopped)."""
+
+    def __init__(self, behaviors: Iterable[Behavior[Any]], settings: Settings) -> None:
+        self.settings = settings
+        self.behaviors = {b.name: b for b in behaviors}
+        self.topics = {name: settings.topics(name) for name in self.behaviors}
+        self._by_topic = {t.commands: (self.behaviors[n], t) for n, t in self.topics.items()}
+        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+        self.store = RocksDBSnapshotStore(settings.data_dir / "snapshots")
+        self.processors: dict[TP, asyncio.Task[PartitionProcessor]] = {}
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
+            store="memory://",
+            autodiscover=False,
+            datadir=str(settings.data_dir / "faust"),
+            web_enabled=True,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            processing_guarantee="at_least_once",
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+        )
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        for name in self.behaviors:
+            self._add_agent(self.topics[name])
+
+    def _add_agent(self, topics: AggregateTopics) -> None:
+        channel = self.app.topic(
+            topics.commands,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=topics.partitions,
+        )
+        settings = self.settings
+
+        async def process_commands(stream: Any) -> None:
+            manual = stream.noack()
+            within = settings.batch_max_ms / 1000
+            async for events in manual.take_events(settings.batch_max_commands, within):
+                by_tp: dict[TP, list[Any]] = {}
+                for event in events:
+                    by_tp.setdefault(event.message.tp, []).append(event)
+                for tp, tp_events in by_tp.items():
+                    if await self._handle(tp, tp_events):
+                        for event in tp_events:
+                            await manual.ack(event)
+
+        self.app.agent(channel, name=f"kes.{topics.name}", isolated_partitions=True, concurrency=1)(
+            process_commands
+        )
+
+    async def _handle(self, tp: TP, events: Sequence[Any]) -> bool:
+        """Apply one partition's events; True when they are committed and may be acknowledged."""
+        processor = await self._processor(tp)
+        records = [
+            CommandRecord(
+                e.message.offset, e.message.key, e.message.value, _headers(e.message.headers)
+            )
+            for e in events
+        ]
+        try:
+            await processor.handle(records)
+        except TransactionError as exc:
+            if processor.closed:
+                log.warning("%s: batch dropped, partition moved to another owner: %s", tp, exc)
+                return False
+            log.error("%s: %s; stopping the worker so its commands are redone", tp, exc)
+            await self.app.crash(exc)
+            return False
+        return True
+
+    async def _processor(self, tp: TP) -> PartitionProcessor:
+        task = self.processors.get(tp)
+        if task is None:
+            task = self._start_processor(tp)
+        processor = await task
+        return processor
+
+    def _start_processor(self, tp: TP) -> asyncio.Task[PartitionProcessor]:
+        behavior, topics = self._by_topic[tp.topic]
+        store = self.store.partition(topics.snapshots, tp.partition)
+        processor = PartitionProcessor(behavior, topics, tp.partition, self.settings, store)
+
+        async def start() -> PartitionProcessor:
+            await processor.start()
+            log.info(
+                "%s: ready after %.2fs (next command offset %d)",
+                tp, processor.stats.recovery_seconds, processor.next_offset,
+            )  # fmt: skip
+            return processor
+
+        task = asyncio.ensure_future(start())
+        self.processors[tp] = task
+        return task
+
+    async def _on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        assigned: set[TP] = args[0]
+        for tp in assigned:
+            if tp.topic in self._by_topic and tp not in self.processors:
+                self._start_processor(tp)
+
+    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0]
+        for tp in revoked:
+            task = self.processors.pop(tp, None)
+            if task is None:
+                continue
+            try:
+                processor = await task
+            except Exception as exc:  # a failed start: nothing to close but the store
+                log.warning("%s: start had failed: %r", tp, exc)
+            else:
+                await processor.close()
+            self.store.release(self.topics_of(tp).snapshots, tp.partition)
+
+    def topics_of(self, tp: TP) -> AggregateTopics:
+        """The layout of the aggregate whose commands topic `tp` belongs to."""
+        return self._by_topic[tp.topic][1]
+
+    def ready(self) -> bool:
+        """True when every assigned partition has recovered and processes commands."""
+        return all(t.done() and not t.exception() for t in self.processors.values())
+
+    def run(self, loglevel: str = "WARNING") -> None:
+        """Run until SIGINT/SIGTERM (Faust's worker handles the signals)."""
+        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            self.store.close()
