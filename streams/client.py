@@ -75,8 +75,10 @@ class _Core:
         topics: AggregateTopics,
         bootstrap_servers: str,
         client_config: Mapping[str, str] | None,
+        aggregate: str | None,
     ) -> None:
         self.topics = topics
+        self.aggregate = aggregate if aggregate is not None else topics.name
         self._config: dict[str, object] = {
             **(client_config or {}),
             "bootstrap.servers": bootstrap_servers,
@@ -110,7 +112,7 @@ class _Core:
         return new_command(
             entity_id,
             command_msg,
-            aggregate=self.topics.name,
+            aggregate=self.aggregate,
             command_id=command_id,
             expected_revision=expected_revision,
             reply_wanted=reply_wanted,
@@ -180,7 +182,8 @@ class _Core:
 class CommandClient:
     """Send commands to one aggregate and wait for replies; thread-safe, blocking.
 
-    Use as a context manager, or call `close()`.
+    `aggregate` is the behavior name written into each envelope; it defaults to `topics.name`
+    and must be given when topic names carry a prefix. Use as a context manager, or `close()`.
     """
 
     def __init__(
@@ -188,8 +191,10 @@ class CommandClient:
         topics: AggregateTopics,
         bootstrap_servers: str,
         client_config: Mapping[str, str] | None = None,
+        *,
+        aggregate: str | None = None,
     ) -> None:
-        self._core = _Core(topics, bootstrap_servers, client_config)
+        self._core = _Core(topics, bootstrap_servers, client_config, aggregate)
 
     @property
     def topics(self) -> AggregateTopics:
@@ -276,7 +281,7 @@ class CommandClient:
 
 
 class AsyncCommandClient:
-    """The asyncio flavour of `CommandClient`: same wire behaviour, never blocks the event loop.
+    """The asyncio flavour of `CommandClient`: same arguments and wire behaviour, never blocks.
 
     Delivery reports and replies arrive on the client's threads and are handed to the loop with
     `call_soon_threadsafe`. Use with `async with`, or `await close()`.
@@ -287,8 +292,10 @@ class AsyncCommandClient:
         topics: AggregateTopics,
         bootstrap_servers: str,
         client_config: Mapping[str, str] | None = None,
+        *,
+        aggregate: str | None = None,
     ) -> None:
-        self._core = _Core(topics, bootstrap_servers, client_config)
+        self._core = _Core(topics, bootstrap_servers, client_config, aggregate)
 
     @property
     def topics(self) -> AggregateTopics:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from schemas.bank.v1 import bank_pb2
 from schemas.codec import (
@@ -24,14 +23,12 @@ from schemas.codec import (
     PROTOBUF,
     content_type_of,
     decode_command,
-    encode_reply,
-    pack,
-    unpack,
     unpack_as,
 )
 from schemas.errors import CommandTimeoutError, KesError, TopologyError
-from schemas.kes.v1.envelopes_pb2 import Accepted, Rejected, RejectionCode, Reply
+from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
 from streams.client import AsyncCommandClient, CommandClient, outcome, state_of
+from tests.fixtures.standins import Responder, headers_of
 from topology.admin import apply
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
@@ -44,79 +41,6 @@ def topics(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Aggregate
     declared = AggregateTopics(unique_name("acct"), partitions=PARTITIONS)
     apply(declared, {"bootstrap.servers": kafka_bootstrap})
     return declared
-
-
-def partition_of(record: Message) -> int:
-    partition = record.partition()
-    assert partition is not None
-    return partition
-
-
-def headers_of(record: Message) -> list[tuple[str, bytes | None]]:
-    raw = record.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
-
-
-class Responder:
-    """Stands in for the worker: accepts Open/Credit (state balance = amount), rejects Debit."""
-
-    def __init__(self, bootstrap: str, topics: AggregateTopics) -> None:
-        self.topics = topics
-        self.answered = 0
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "responder", "enable.auto.commit": False}
-        )
-        self._consumer.assign(
-            [TopicPartition(topics.commands, p, 0) for p in range(topics.partitions)]
-        )
-        self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "transactional.id": f"responder-{uuid.uuid4().hex}"}
-        )
-        self._producer.init_transactions(30)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _reply(self, record: Message) -> Reply | None:
-        env = decode_command(record.value(), headers_of(record))
-        if not env.reply_wanted:
-            return None
-        command = unpack(env.payload)
-        reply = Reply(
-            command_id=env.command_id, entity_id=env.entity_id, correlation_id=env.correlation_id
-        )
-        if isinstance(command, bank_pb2.DebitAccount):
-            reply.rejected.CopyFrom(Rejected(code=RejectionCode.VALIDATION, message="no debits"))
-        else:
-            amount = getattr(command, "amount", 0) or getattr(command, "opening_balance", 0)
-            state = bank_pb2.Account(account_id=env.entity_id, balance=amount, open=True)
-            reply.accepted.CopyFrom(
-                Accepted(revision=1, state=pack(state), partition=partition_of(record))
-            )
-        return reply
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            records = [r for r in self._consumer.consume(500, 0.1) if not r.error()]
-            replies = [(partition_of(r), reply) for r in records if (reply := self._reply(r))]
-            if not replies:
-                continue
-            self._producer.begin_transaction()
-            for partition, reply in replies:
-                self._producer.produce(
-                    self.topics.replies,
-                    encode_reply(reply),
-                    reply.command_id.encode(),
-                    partition=partition,
-                )
-            self._producer.commit_transaction(30)
-            self.answered += len(replies)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._consumer.close()
 
 
 @pytest.fixture

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import itertools
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import Producer
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_event, event_key, pack, type_name, unpack
+from schemas.codec import unpack
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from streams.adapters import EventAdapters
 from streams.reading import read_events
+from tests.fixtures.standins import EventWriter, event
 from topology.admin import apply
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
@@ -46,54 +45,6 @@ def same_partition_ids() -> tuple[str, str]:
 
 
 A, B = same_partition_ids()
-
-
-def event(entity: str, revision: int, payload: Message) -> EventEnvelope:
-    return EventEnvelope(
-        entity_id=entity,
-        revision=revision,
-        payload=payload if isinstance(payload, any_pb2.Any) else pack(payload),
-        event_type=payload.TypeName() if isinstance(payload, any_pb2.Any) else type_name(payload),
-        command_id=f"cmd-{entity}-{revision}",
-        correlation_id=f"corr-{entity}-{revision}",
-        aggregate="acct",
-    )
-
-
-class EventWriter:
-    """Writes event envelopes as the worker does, one transaction per `write` call."""
-
-    def __init__(self, bootstrap: str, topics: AggregateTopics) -> None:
-        self.topics = topics
-        self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "transactional.id": f"writer-{uuid.uuid4().hex}"}
-        )
-        self.producer.init_transactions(30)
-
-    def produce(self, envs: Sequence[EventEnvelope]) -> None:
-        for env in envs:
-            self.producer.produce(
-                self.topics.events,
-                encode_event(env),
-                event_key(env.entity_id, env.revision),
-                partition=partition_for(env.entity_id, self.topics.partitions),
-                headers=[
-                    ("entity-id", env.entity_id.encode()),
-                    ("revision", str(env.revision).encode()),
-                    ("event-type", env.event_type.encode()),
-                    ("command-id", env.command_id.encode()),
-                    ("correlation-id", env.correlation_id.encode()),
-                ],
-            )
-
-    def write(self, *envs: EventEnvelope, commit: bool = True) -> None:
-        self.producer.begin_transaction()
-        self.produce(envs)
-        if commit:
-            self.producer.commit_transaction(30)
-        else:
-            self.producer.flush(30)
-            self.producer.abort_transaction(30)
 
 
 def credited(amount: int) -> bank_pb2.AccountCredited:
