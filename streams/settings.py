@@ -84,7 +84,7 @@ class Settings:
 
     def topics(self, aggregate: str) -> AggregateTopics:
         """The topic layout of one aggregate under these settings."""
-        return AggregateTopics(self.topic_prefix + aggregate, partitions=self.partitions)
+        return AggregateTopics(aggregate, partitions=self.partitions, prefix=self.topic_prefix)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -84,6 +84,21 @@ class Worker:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         for name in self.behaviors:
             self._add_agent(self.topics[name])
+        self._assigned_once = False
+        self._add_views()
+
+    def _add_views(self) -> None:
+        worker = self
+
+        @self.app.page("/health")
+        async def health(web: Any, request: Any) -> Any:
+            """200 once every assigned partition recovered; 503 before."""
+            ready = worker.ready()
+            body = {
+                "ready": ready,
+                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in worker.processors),
+            }
+            return web.json(body, status=200 if ready else 503)
 
     def _add_agent(self, topics: AggregateTopics) -> None:
         channel = self.app.topic(
@@ -156,6 +171,7 @@ class Worker:
 
     async def _on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         assigned: set[TP] = args[0]
+        self._assigned_once = True
         for tp in assigned:
             if tp.topic in self._by_topic and tp not in self.processors:
                 self._start_processor(tp)
@@ -180,6 +196,8 @@ class Worker:
 
     def ready(self) -> bool:
         """True when every assigned partition has recovered and processes commands."""
+        if not self._assigned_once:
+            return False
         return all(t.done() and not t.exception() for t in self.processors.values())
 
     def run(self, loglevel: str = "WARNING") -> None:

@@ -52,6 +52,8 @@ class AggregateTopics:
     replication_factor: int = 1
     min_insync_replicas: int = 1
     reply_retention_ms: int = _HOUR_MS
+    prefix: str = ""
+    """Prepended to every topic name (environments, tenants, tests): `<prefix><name>.events`."""
 
     def __post_init__(self) -> None:
         if not self.name or not _NAME.fullmatch(self.name):
@@ -59,7 +61,11 @@ class AggregateTopics:
                 f"aggregate name {self.name!r} is not usable in topic names: "
                 "use only letters, digits, '.', '_' and '-'"
             )
-        if len(self.name) + len(_LONGEST_SUFFIX) > _MAX_TOPIC_NAME:
+        if self.prefix and not _NAME.fullmatch(self.prefix):
+            raise ConfigurationError(
+                f"topic prefix {self.prefix!r}: use only letters, digits, '.', '_' and '-'"
+            )
+        if len(self.prefix + self.name) + len(_LONGEST_SUFFIX) > _MAX_TOPIC_NAME:
             raise ConfigurationError(
                 f"aggregate name {self.name[:20]!r}... is too long: topic names are limited to "
                 f"{_MAX_TOPIC_NAME} characters"
@@ -83,7 +89,7 @@ class AggregateTopics:
     @property
     def commands(self) -> str:
         """Commands to the aggregate, keyed by entity id."""
-        return f"{self.name}.commands"
+        return f"{self.prefix}{self.name}.commands"
 
     @property
     def events(self) -> str:
@@ -92,22 +98,22 @@ class AggregateTopics:
         Each event's key is unique (entity id + revision), so compaction keeps every event and
         drops only exact re-writes of a key and tombstones.
         """
-        return f"{self.name}.events"
+        return f"{self.prefix}{self.name}.events"
 
     @property
     def snapshots(self) -> str:
         """The snapshot changelog of the worker's store: compacted, latest snapshot per entity."""
-        return f"{self.name}.snapshots"
+        return f"{self.prefix}{self.name}.snapshots"
 
     @property
     def replies(self) -> str:
         """Command outcomes for waiting clients; deleted after `reply_retention_ms`."""
-        return f"{self.name}.replies"
+        return f"{self.prefix}{self.name}.replies"
 
     @property
     def dlq(self) -> str:
         """Dead letters: records kes could not process; never expired, kept until someone looks."""
-        return f"{self.name}.dlq"
+        return f"{self.prefix}{self.name}.dlq"
 
     def specs(self) -> list[TopicSpec]:
         """Every topic of the aggregate with its declared configs, commands first."""
