@@ -89,8 +89,8 @@ def _add_layout(parser: argparse.ArgumentParser) -> None:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Plan, apply or describe the topics of an app module's aggregates."""
+    from streams.apps import load_behaviors
     from streams.kafkaconfig import confluent_config
-    from streams.worker import load_behaviors
     from topology.admin import run_topics
 
     settings = _settings(args)
@@ -105,8 +105,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker for an app module's aggregates until Ctrl-C."""
+    from streams.apps import load_behaviors
     from streams.kafkaconfig import confluent_config
-    from streams.worker import Worker, load_behaviors
+    from streams.worker import Worker
     from topology.admin import verify_layout
 
     settings = _settings(args)
@@ -174,13 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="WARNING", help="default: WARNING")
     worker.set_defaults(handler=cmd_worker)
 
-    for register in _REGISTRARS:
-        register(sub)
+    from streams.console import register
+
+    register(sub)
     return parser
-
-
-Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-_REGISTRARS: list[Registrar] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import importlib
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from schemas.codec import unpack
 from schemas.errors import ConfigurationError, DecodeError, KesError
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from streams.adapters import EventAdapters
+from streams.apps import behavior_named, import_app
 from streams.behavior import Behavior
 from streams.client import AsyncCommandClient, CommandClient, outcome
 from streams.reading import read_events
@@ -371,20 +371,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _import_app(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import app module {name!r}: {exc}") from None
+    return import_app(name)
 
 
 def _behavior(module: ModuleType, aggregate: str) -> Behavior[Any]:
-    behaviors: list[Behavior[Any]] = list(getattr(module, "BEHAVIORS", None) or [])
-    if not behaviors:
-        raise ConfigurationError(f"app module {module.__name__!r} has no BEHAVIORS list")
-    for behavior in behaviors:
-        if behavior.name == aggregate:
-            return behavior
-    known = ", ".join(sorted(b.name for b in behaviors))
-    raise ConfigurationError(
-        f"app module {module.__name__!r} has no aggregate {aggregate!r}; it has: {known}"
-    )
+    return behavior_named(module, aggregate)

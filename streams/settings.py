@@ -39,6 +39,7 @@ _ENV = {
     "batch_max_ms": "KES_BATCH_MAX_MS",
     "partitions": "KES_PARTITIONS",
     "topic_prefix": "KES_TOPIC_PREFIX",
+    "session_timeout_ms": "KES_SESSION_TIMEOUT_MS",
 }
 
 
@@ -68,6 +69,8 @@ class Settings:
     """Command ids remembered per entity (in its snapshot) to answer duplicates."""
     transaction_timeout_ms: int = 20_000
     """How long a transaction left open by a crashed worker can block read_committed readers."""
+    session_timeout_ms: int = 10_000
+    """A worker that stops heartbeating (killed, paused) loses its partitions after this long."""
     client_config: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka-style settings (SASL, TLS) passed to every client kes creates."""
 
@@ -96,7 +99,13 @@ class Settings:
                 values[name] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            for name in ("web_port", "batch_max_commands", "batch_max_ms", "partitions"):
+            for name in (
+                "web_port",
+                "batch_max_commands",
+                "batch_max_ms",
+                "partitions",
+                "session_timeout_ms",
+            ):
                 if name in values:
                     values[name] = int(values[name])
             if "data_dir" in values:

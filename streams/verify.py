@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from google.protobuf.message import Message
 
 from schemas.codec import decode_event, decode_snapshot, unpack
@@ -72,15 +72,16 @@ def read_topic(
             msg = consumer.poll(timeout)
             if msg is None:
                 raise TimeoutError(f"no progress reading {topic} (partitions {sorted(todo)} left)")
-            if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
-                    todo.discard(msg.partition())
+            partition, offset, error = msg.partition() or 0, msg.offset() or 0, msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    todo.discard(partition)
                     continue
-                raise RuntimeError(str(msg.error()))
-            if msg.offset() >= ends[msg.partition()] - 1:
-                todo.discard(msg.partition())
-            if msg.offset() < ends[msg.partition()]:
-                yield msg.partition(), msg.key(), msg.value()
+                raise RuntimeError(str(error))
+            if offset >= ends[partition] - 1:
+                todo.discard(partition)
+            if offset < ends[partition]:
+                yield partition, msg.key(), msg.value()
     finally:
         consumer.close()
 
@@ -121,12 +122,12 @@ def verify(
         )
         result.states[entity_id] = state
         result.revisions[entity_id] = max(unique)
-        snap = snapshots.get(entity_id)
-        if snap is None:
+        stored = snapshots.get(entity_id)
+        if stored is None:
             result.violations.append(f"{entity_id}: no snapshot for {len(history)} events")
-        elif snap.revision != max(unique) or unpack(snap.state) != state:
+        elif stored.revision != max(unique) or unpack(stored.state) != state:
             result.violations.append(
-                f"{entity_id}: snapshot (revision {snap.revision}) differs from the fold of the "
+                f"{entity_id}: snapshot (revision {stored.revision}) differs from the fold of the "
                 f"log (revision {max(unique)})"
             )
     return result

@@ -13,7 +13,6 @@ an unapplied command.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas.errors import ConfigurationError, TransactionError
+from schemas.errors import TransactionError
 from stores.snapshots import RocksDBSnapshotStore
 from streams.batch import CommandRecord
 from streams.behavior import Behavior
@@ -29,21 +28,9 @@ from streams.processor import PartitionProcessor
 from streams.settings import Settings
 from topology.layout import AggregateTopics
 
-__all__ = ["Worker", "load_behaviors"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-
-def load_behaviors(module_name: str) -> list[Behavior[Any]]:
-    """The behaviors an app module registers in its module-level `BEHAVIORS` list."""
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from exc
-    behaviors = getattr(module, "BEHAVIORS", None)
-    if not behaviors:
-        raise ConfigurationError(f"app module {module_name!r} has no BEHAVIORS list")
-    return list(behaviors)
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -79,6 +66,8 @@ class Worker:
             processing_guarantee="at_least_once",
             topic_allow_declare=False,
             topic_disable_leader=True,
+            broker_session_timeout=settings.session_timeout_ms / 1000,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         )
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
