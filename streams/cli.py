@@ -118,12 +118,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the bank demo until Ctrl-C (or --duration)."""
+    from streams.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(
+            rate=args.rate, accounts=args.accounts, duration=args.duration, web_port=args.web_port
+        )
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kes",
         description="kes: Kafka-native event sourcing. Commands in, events out, exactly once.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the bank example end to end: broker, topics, worker, a stream of commands",
+        description="Start a local broker (or use $KAFKA_BOOTSTRAP_SERVERS), create the bank "
+        "example's topics, start a worker with its web views, and stream commands. Prints the "
+        "dashboard URL and a short tour. Ctrl-C stops everything it started.",
+    )
+    demo.add_argument("--rate", type=float, default=50.0, help="commands per second (default 50)")
+    demo.add_argument("--accounts", type=int, default=200, help="accounts (default 200)")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--web-port", type=int, default=6066, help="dashboard port (default 6066)")
+    demo.set_defaults(handler=cmd_demo)
 
     dev = sub.add_parser("dev", help="development helpers (a local broker)")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="WHAT")

@@ -1,0 +1,173 @@
+"""`kes demo`: the whole thing on one machine, for a first look.
+
+Starts (or reuses, with KAFKA_BOOTSTRAP_SERVERS) a broker, creates the bank example's topics,
+starts a worker for it, and streams bank commands at a modest rate; prints where to look.
+Ctrl-C stops everything the demo started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from google.protobuf.message import Message
+
+from schemas.bank.v1 import bank_pb2
+from schemas.errors import KesError
+from streams.client import CommandClient
+from streams.kafkaconfig import confluent_config
+from streams.settings import Settings
+from topology.admin import apply
+from topology.localbroker import LocalBroker
+
+__all__ = ["DemoOptions", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How long and how fast the demo runs."""
+
+    rate: float = 50.0
+    """Commands per second streamed by the demo producer."""
+    accounts: int = 200
+    duration: float | None = None
+    """Stop by itself after this many seconds (None: until Ctrl-C)."""
+    web_port: int = 6066
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise KesError(f"the demo worker exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if json.load(resp).get("ready"):
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise KesError(f"the demo worker was not ready within {timeout:g}s")
+
+
+def _commands(rng: random.Random, accounts: list[str], opened: set[str]) -> tuple[str, Message]:
+    account = rng.choice(accounts)
+    if account not in opened:
+        opened.add(account)
+        return account, bank_pb2.OpenAccount(owner=account.upper(), opening_balance=1_000)
+    amount = rng.randint(1, 400)
+    if rng.random() < 0.55:
+        return account, bank_pb2.CreditAccount(amount=amount)
+    return account, bank_pb2.DebitAccount(amount=amount)
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo in the foreground; returns an exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    broker: LocalBroker | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="kes-demo-"))
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            _say("1/4 starting a local Kafka broker (first run: Maven fetches the jars) ...")
+            broker = LocalBroker()
+            bootstrap = broker.start()
+        else:
+            _say(f"1/4 using the Kafka cluster at {bootstrap}")
+        settings = Settings.from_env(bootstrap_servers=bootstrap, app_id="kes-demo")
+        topics = settings.topics("account")
+        _say(f"2/4 creating the bank example's topics ({topics.commands}, {topics.events}, ...)")
+        plan = apply(topics, confluent_config(settings))
+        if not plan.ok:
+            raise KesError("the topic layout is wrong:\n" + plan.render())
+        _say("3/4 starting a worker for examples.bank ...")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KES_APP_ID": settings.app_id,
+            "KES_DATA_DIR": str(workdir / "worker"),
+            "KES_WEB_PORT": str(options.web_port),
+        }
+        with (workdir / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "examples.bank"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        _wait_healthy(options.web_port, worker)
+        _say(f"4/4 streaming bank commands at {options.rate:g}/s to {options.accounts} accounts")
+        _tour(bootstrap, topics.prefix, options.web_port, workdir)
+        _stream(settings, options, stop)
+        return 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        _say("demo stopped; everything it started is gone.")
+
+
+def _tour(bootstrap: str, prefix: str, port: int, workdir: Path) -> None:
+    env = f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}"
+    _say()
+    _say(f"  dashboard   http://127.0.0.1:{port}/      (lag, throughput, partitions)")
+    _say(f"  health      http://127.0.0.1:{port}/health")
+    _say(f"  worker log  {workdir / 'worker.log'}")
+    _say()
+    _say("  In another terminal, try:")
+    _say(f"    {env} kes send examples.bank account acc-1 CreditAccount '{{\"amount\": 5}}'")
+    _say(f"    {env} kes events examples.bank account --entity acc-1 --from-beginning")
+    _say(f"    {env} kes events examples.bank account --follow")
+    _say()
+    _say("  Ctrl-C stops the demo.")
+
+
+def _stream(settings: Settings, options: DemoOptions, stop: threading.Event) -> None:
+    rng = random.Random(42)
+    accounts = [f"acc-{i}" for i in range(1, options.accounts + 1)]
+    opened: set[str] = set()
+    began = reported = time.monotonic()
+    sent = 0
+    with CommandClient(
+        settings.topics("account"), settings.bootstrap_servers, settings.client_config
+    ) as client:
+        while not stop.is_set():
+            elapsed = time.monotonic() - began
+            if options.duration is not None and elapsed >= options.duration:
+                break
+            due = int(elapsed * options.rate) + 1
+            while sent < due:
+                account, command = _commands(rng, accounts, opened)
+                client.send(account, command)
+                sent += 1
+            if time.monotonic() - reported >= 10:
+                reported = time.monotonic()
+                _say(f"  ... {sent} commands sent")
+            stop.wait(0.05)
