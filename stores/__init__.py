@@ -1,5 +1,12 @@
 """State: snapshot stores (a cache of the snapshot changelog) and read-model stores."""
 
+from stores.readmodels import (
+    MemoryReadModelStore,
+    ReadModelStore,
+    RocksDBReadModelStore,
+    RowBatch,
+    RowWriter,
+)
 from stores.snapshots import (
     Checkpoint,
     MemorySnapshotStore,
@@ -10,8 +17,13 @@ from stores.snapshots import (
 
 __all__ = [
     "Checkpoint",
+    "MemoryReadModelStore",
     "MemorySnapshotStore",
     "PartitionSnapshots",
+    "ReadModelStore",
+    "RocksDBReadModelStore",
     "RocksDBSnapshotStore",
+    "RowBatch",
+    "RowWriter",
     "SnapshotStore",
 ]
