@@ -202,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams.console import register
 
     register(sub)
+    from streams import verify_cli
+
+    verify_cli.register(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from google.protobuf.message import Message
@@ -21,7 +21,7 @@ from streams.batch import CHECKPOINT_KEY
 from streams.behavior import Behavior
 from topology.layout import AggregateTopics
 
-__all__ = ["Verification", "read_topic", "verify"]
+__all__ = ["TopicRecord", "Verification", "read_records", "read_topic", "verify"]
 
 
 @dataclass
@@ -48,10 +48,20 @@ class Verification:
         return "\n".join([head, *(f"  - {v}" for v in self.violations[:50])])
 
 
-def read_topic(
+class TopicRecord(NamedTuple):
+    """One committed record as read back: where it is, and what it holds."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def read_records(
     topic: str, partitions: int, client_config: Mapping[str, Any], *, timeout: float = 10.0
-) -> Iterator[tuple[int, bytes | None, bytes | None]]:
-    """Each committed record (partition, key, value) of a topic, up to its end at call time."""
+) -> Iterator[TopicRecord]:
+    """Each committed record of a topic, up to its end at call time (no group, no commit)."""
     consumer = Consumer(
         {
             **client_config,
@@ -81,9 +91,23 @@ def read_topic(
             if offset >= ends[partition] - 1:
                 todo.discard(partition)
             if offset < ends[partition]:
-                yield partition, msg.key(), msg.value()
+                raw: Any = msg.headers() or []
+                headers = [(str(k), _header_bytes(v)) for k, v in raw]
+                yield TopicRecord(partition, offset, msg.key(), msg.value(), headers)
     finally:
         consumer.close()
+
+
+def _header_bytes(value: bytes | str | None) -> bytes:
+    return value if isinstance(value, bytes) else (value or "").encode()
+
+
+def read_topic(
+    topic: str, partitions: int, client_config: Mapping[str, Any], *, timeout: float = 10.0
+) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    """Each committed record (partition, key, value) of a topic, up to its end at call time."""
+    for record in read_records(topic, partitions, client_config, timeout=timeout):
+        yield record.partition, record.key, record.value
 
 
 def verify(

@@ -1,0 +1,99 @@
+"""streams.outcomes over simulated topics: a clean run passes, each kind of corruption is named."""
+
+from __future__ import annotations
+
+from examples.bank import account
+from schemas.bank.v1 import bank_pb2
+from schemas.codec import encode_command, new_command
+from schemas.kes.v1.envelopes_pb2 import Reply
+from streams.outcomes import Outcomes, check_outcomes
+from tests.fixtures.simulation import Simulation
+from topology.layout import AggregateTopics
+from topology.partitioning import partition_for
+
+TOPICS = AggregateTopics("account", partitions=3)
+
+
+def _command(
+    sim: Simulation, entity: str, msg: object, partition: int | None = None, **kw: object
+) -> str:
+    env = new_command(entity, msg, aggregate="account", **kw)  # type: ignore[arg-type]
+    value, headers = encode_command(env)
+    p = partition_for(entity, TOPICS.partitions) if partition is None else partition
+    sim.append(TOPICS.commands, p, entity.encode(), value, headers)
+    return env.command_id
+
+
+def _world() -> tuple[Simulation, dict[str, str]]:
+    sim = Simulation(account, TOPICS)
+    ids = {
+        "open": _command(sim, "acc-1", bank_pb2.OpenAccount(owner="a"), reply_wanted=True),
+        "credit": _command(sim, "acc-1", bank_pb2.CreditAccount(amount=5), reply_wanted=True),
+        "quiet": _command(sim, "acc-2", bank_pb2.OpenAccount(owner="b")),
+        "bounce": _command(sim, "acc-2", bank_pb2.DebitAccount(amount=10**6), reply_wanted=True),
+        "unknown": _command(sim, "acc-3", bank_pb2.AccountOpened(), reply_wanted=True),
+    }
+    wrong = (partition_for("acc-4", 3) + 1) % 3
+    ids["misrouted"] = _command(
+        sim, "acc-4", bank_pb2.OpenAccount(owner="d"), partition=wrong, reply_wanted=True
+    )
+    _command(
+        sim, "acc-1", bank_pb2.CreditAccount(amount=1), reply_wanted=True, command_id=ids["credit"]
+    )
+    sim.append(TOPICS.commands, 0, b"acc-x", b"\x0a\xff\xff garbage")
+    sim.append(TOPICS.commands, 1, None, None)
+    sim.run()
+    return sim, ids
+
+
+def _check(sim: Simulation, **replace: object) -> Outcomes:
+    topics = {
+        "commands": sim.records(TOPICS.commands),
+        "events": sim.records(TOPICS.events),
+        "replies": sim.records(TOPICS.replies),
+        "dead_letters": sim.records(TOPICS.dlq),
+    }
+    topics.update(replace)  # type: ignore[arg-type]
+    return check_outcomes(TOPICS, "account", sim.next_offsets, **topics)  # type: ignore[arg-type]
+
+
+def test_every_kind_of_outcome_of_a_clean_run_checks_out() -> None:
+    sim, _ = _world()
+    found = _check(sim)
+    assert found.ok, found.summary()
+    assert found.dead_lettered == 3  # garbage, no value, unknown command
+    assert found.forwarded == 1
+    assert found.replied == 6  # open, credit x2 (one DUPLICATE), bounce, unknown, misrouted copy
+    assert found.pending == 0
+
+
+def test_a_missing_and_a_second_reply_are_violations_naming_the_entity() -> None:
+    sim, ids = _world()
+    replies = sim.records(TOPICS.replies)
+    open_reply = next(r for r in replies if Reply.FromString(r.value).command_id == ids["open"])
+    missing = _check(sim, replies=[r for r in replies if r is not open_reply])
+    assert not missing.ok and missing.entities == {"acc-1"}
+    twice = _check(sim, replies=[*replies, open_reply])
+    assert not twice.ok and "acc-1" in twice.entities
+    assert any("accepted 2 times" in v for v in twice.violations)
+
+
+def test_a_missing_dead_letter_forward_or_an_orphan_event_is_a_violation() -> None:
+    sim, _ = _world()
+    letters = sim.records(TOPICS.dlq)
+    assert not _check(sim, dead_letters=letters[1:]).ok
+    commands = sim.records(TOPICS.commands)
+    copy = [r for r in commands if dict(r.headers).get("kes-forwarded-from") is not None]
+    assert len(copy) == 1
+    unforwarded = _check(sim, commands=[r for r in commands if r is not copy[0]])
+    assert "acc-4" in unforwarded.entities
+    orphan = [r for r in commands if r.key == b"acc-2"]
+    without_acc2 = _check(sim, commands=[r for r in commands if r not in orphan])
+    assert any("not on the topic" in v for v in without_acc2.violations)
+
+
+def test_records_past_the_checkpoint_are_pending_not_violations() -> None:
+    sim, _ = _world()
+    _command(sim, "acc-9", bank_pb2.OpenAccount(owner="z"), reply_wanted=True)
+    found = _check(sim)
+    assert found.ok and found.pending == 1
