@@ -86,6 +86,7 @@ class Entity:
     state: Message
     recent_command_ids: list[str]
     source_offset: int = -1
+    first_event_offset: int = -1
 
     def snapshot(self) -> Snapshot:
         """The Snapshot message stored in the changelog and the local store."""
@@ -95,6 +96,7 @@ class Entity:
             state=pack(self.state),
             recent_command_ids=self.recent_command_ids,
             source_offset=self.source_offset,
+            first_event_offset=self.first_event_offset,
         )
 
 
@@ -115,6 +117,8 @@ class BatchResult:
     dead_letters: list[OutRecord] = field(default_factory=list)
     forwards: list[OutRecord] = field(default_factory=list)
     changed: dict[str, Entity] = field(default_factory=dict)
+    first_events: dict[str, int] = field(default_factory=dict)
+    """Entities whose first event this batch writes: entity id -> index in `events`."""
     next_command_offset: int = -1
     accepted: int = 0
     rejected: int = 0
@@ -160,7 +164,12 @@ class BatchStep:
             return Entity(entity_id, 0, state, [])
         state = unpack(snap.state)
         return Entity(
-            entity_id, snap.revision, state, list(snap.recent_command_ids), snap.source_offset
+            entity_id,
+            snap.revision,
+            state,
+            list(snap.recent_command_ids),
+            snap.source_offset,
+            snap.first_event_offset,
         )
 
     def commit(self, result: BatchResult) -> None:
@@ -291,8 +300,16 @@ class BatchStep:
                 )
             )
         recent = [*current.recent_command_ids, env.command_id][-self._recent :]
-        updated = Entity(current.entity_id, decision.revision, decision.new_state, recent)
-        updated.source_offset = record.offset
+        updated = Entity(
+            current.entity_id,
+            decision.revision,
+            decision.new_state,
+            recent,
+            record.offset,
+            current.first_event_offset,
+        )
+        if current.revision == 0 and indexes:
+            result.first_events[current.entity_id] = indexes[0]
         result.changed[current.entity_id] = updated
         if env.reply_wanted:
             reply = Reply(

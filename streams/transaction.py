@@ -131,9 +131,10 @@ class PartitionWriter:
         """Write one batch; on return it is committed to Kafka and to the local store.
 
         1. begin the partition's transaction;
-        2. send the events, dead letters, forwarded commands, the changed snapshots and the
-           checkpoint record (next command offset) to the snapshot changelog;
-        3. wait for the events' offsets, then send the replies, which carry them;
+        2. send the events, dead letters and forwarded commands, and wait for the events'
+           offsets (a new entity's snapshot records its first event's offset);
+        3. send the changed snapshots and the checkpoint record (next command offset) to the
+           snapshot changelog, and the replies, which carry the events' offsets;
         4. add the next command offset to the transaction (the group's committed offset);
         5. commit: everything above becomes visible to read_committed readers at once;
         6. write the snapshots and the checkpoint to the local store in one atomic write
@@ -143,13 +144,16 @@ class PartitionWriter:
         producer = self._producer
         if producer is None or self.closed:
             raise TransactionError(self.topics.commands, self.partition, "partition is closed")
-        snapshots = {eid: e.snapshot().SerializeToString() for eid, e in result.changed.items()}
         try:
             if self.exactly_once:
                 await producer.begin_transaction()
             event_futures = [await self._send(producer, r) for r in result.events]
             other = [await self._send(producer, r) for r in result.dead_letters]
             other += [await self._send(producer, r) for r in result.forwards]
+            offsets = [m.offset for m in await asyncio.gather(*event_futures)]
+            for entity_id, index in result.first_events.items():
+                result.changed[entity_id].first_event_offset = offsets[index]
+            snapshots = {e: s.snapshot().SerializeToString() for e, s in result.changed.items()}
             for entity_id, value in snapshots.items():
                 record = OutRecord(
                     self.topics.snapshots, self.partition, entity_id.encode(), value, []
@@ -163,7 +167,6 @@ class PartitionWriter:
                 [],
             )
             marker_future = await self._send(producer, marker)
-            offsets = [m.offset for m in await asyncio.gather(*event_futures)]
             for reply in reply_records(result, offsets, self.topics.replies, self.partition):
                 other.append(await self._send(producer, reply))
             changelog_offset = (await marker_future).offset

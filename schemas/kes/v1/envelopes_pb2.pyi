@@ -322,10 +322,15 @@ class Snapshot(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     RECENT_COMMAND_IDS_FIELD_NUMBER: _builtins.int
     SOURCE_OFFSET_FIELD_NUMBER: _builtins.int
+    FIRST_EVENT_OFFSET_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     revision: _builtins.int
     source_offset: _builtins.int
     """Offset on the commands topic this snapshot reflects."""
+    first_event_offset: _builtins.int
+    """Offset of the entity's first event (revision 1) in its events partition: reading the
+    entity's history starts here instead of at the beginning of the topic.
+    """
     @_builtins.property
     def state(self) -> _any_pb2.Any: ...
     @_builtins.property
@@ -340,10 +345,11 @@ class Snapshot(_message.Message):
         state: _any_pb2.Any | None = ...,
         recent_command_ids: _abc.Iterable[_builtins.str] | None = ...,
         source_offset: _builtins.int = ...,
+        first_event_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "source_offset", b"source_offset", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "first_event_offset", b"first_event_offset", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "source_offset", b"source_offset", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
