@@ -16,6 +16,7 @@ __all__ = [
     "DeadLetterReason",
     "DecodeError",
     "KesError",
+    "ProjectionTimeoutError",
     "TopologyError",
     "TransactionError",
 ]
@@ -92,4 +93,20 @@ class CommandTimeoutError(KesError):
         )
         self.command_id = command_id
         self.entity_id = entity_id
+        self.timeout = timeout
+
+
+class ProjectionTimeoutError(KesError):
+    """A projection had not applied the events waited for (read-your-writes) in time."""
+
+    def __init__(
+        self, projection: str, pending: dict[tuple[str, int], int], timeout: float
+    ) -> None:
+        where = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(pending.items()))
+        super().__init__(
+            f"projection {projection!r} has not applied {where} within {timeout:g}s: "
+            "is it running, and is it behind (kes projection status)?"
+        )
+        self.projection = projection
+        self.pending = pending
         self.timeout = timeout
