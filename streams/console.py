@@ -28,6 +28,7 @@ from streams.adapters import EventAdapters
 from streams.apps import behavior_named, import_app
 from streams.behavior import Behavior
 from streams.client import AsyncCommandClient, CommandClient, outcome
+from streams.history import read_history
 from streams.reading import read_events
 from streams.settings import Settings
 
@@ -312,15 +313,25 @@ def cmd_events(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             f"{args.app}.EVENT_ADAPTERS is not a streams.adapters.EventAdapters"
         )
-    events: Iterator[EventEnvelope] = read_events(
-        settings.topics(behavior.name),
-        settings.bootstrap_servers,
-        entity_id=args.entity,
-        from_beginning=args.from_beginning or not args.follow,
-        follow=args.follow,
-        adapters=adapters,
-        client_config=settings.client_config,
-    )
+    events: Iterator[EventEnvelope]
+    if args.entity:
+        events = read_history(
+            settings.topics(behavior.name),
+            settings.bootstrap_servers,
+            args.entity,
+            follow=args.follow,
+            adapters=adapters,
+            client_config=settings.client_config,
+        )
+    else:
+        events = read_events(
+            settings.topics(behavior.name),
+            settings.bootstrap_servers,
+            from_beginning=args.from_beginning or not args.follow,
+            follow=args.follow,
+            adapters=adapters,
+            client_config=settings.client_config,
+        )
     render = _json_line if args.json else _text_line
     try:
         for env in events:

@@ -8,7 +8,7 @@ start) and checks, per entity: revisions 1..n with no gap and no repeat; no comm
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -59,7 +59,12 @@ class TopicRecord(NamedTuple):
 
 
 def read_records(
-    topic: str, partitions: int, client_config: Mapping[str, Any], *, timeout: float = 10.0
+    topic: str,
+    partitions: int,
+    client_config: Mapping[str, Any],
+    *,
+    timeout: float = 10.0,
+    only: Iterable[int] | None = None,
 ) -> Iterator[TopicRecord]:
     """Each committed record of a topic, up to its end at call time (no group, no commit)."""
     consumer = Consumer(
@@ -73,7 +78,7 @@ def read_records(
     )
     try:
         ends = {}
-        for p in range(partitions):
+        for p in range(partitions) if only is None else only:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             ends[p] = high
         todo = {p for p, high in ends.items() if high > 0}
@@ -103,10 +108,18 @@ def _header_bytes(value: bytes | str | None) -> bytes:
 
 
 def read_topic(
-    topic: str, partitions: int, client_config: Mapping[str, Any], *, timeout: float = 10.0
+    topic: str,
+    partitions: int,
+    client_config: Mapping[str, Any],
+    *,
+    timeout: float = 10.0,
+    only: Iterable[int] | None = None,
 ) -> Iterator[tuple[int, bytes | None, bytes | None]]:
-    """Each committed record (partition, key, value) of a topic, up to its end at call time."""
-    for record in read_records(topic, partitions, client_config, timeout=timeout):
+    """Each committed record (partition, key, value) of a topic, up to its end at call time.
+
+    `only` limits the read to some partitions.
+    """
+    for record in read_records(topic, partitions, client_config, timeout=timeout, only=only):
         yield record.partition, record.key, record.value
 
 
