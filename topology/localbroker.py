@@ -90,7 +90,9 @@ def _free_port() -> int:
 
 
 def _port_in_use(port: int) -> bool:
+    """True while something listens on the port (TIME_WAIT left by a stopped broker is not use)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -198,6 +200,7 @@ class LocalBroker:
         if fmt.returncode != 0:
             lines = (fmt.stderr or fmt.stdout).strip().splitlines() or ["no output"]
             raise BrokerStartError(f"formatting Kafka storage failed: {lines[-1][:300]}")
+        seen = self.log_file.stat().st_size if self.log_file.exists() else 0
         with (directory / "stderr.log").open("wb") as stderr:
             self._proc = subprocess.Popen(
                 [*jvm, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "kafka.Kafka", str(props)],
@@ -205,19 +208,20 @@ class LocalBroker:
                 start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(timeout, seen)
         except BaseException:
             self.stop()
             raise
         return self.bootstrap_servers
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, seen: int = 0) -> None:
+        """Wait for the ready line after byte `seen` of the log (a restart appends to it)."""
         deadline = time.monotonic() + timeout
         assert self._proc is not None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise BrokerStartError(f"the broker exited at start: {self._last_error()}")
-            if self.log_file.exists() and READY_LINE in self.log_file.read_text(errors="replace"):
+            if self.log_file.exists() and READY_LINE in self._log_since(seen):
                 break
             time.sleep(0.1)
         else:
@@ -235,6 +239,11 @@ class LocalBroker:
                 if time.monotonic() > deadline:
                     raise BrokerStartError(f"the broker does not answer metadata: {exc}") from None
                 time.sleep(0.2)
+
+    def _log_since(self, offset: int) -> str:
+        with self.log_file.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def _last_error(self) -> str:
         text = ""
