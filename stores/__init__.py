@@ -4,8 +4,6 @@ from stores.readmodels import (
     MemoryReadModelStore,
     ReadModelStore,
     RocksDBReadModelStore,
-    RowBatch,
-    RowWriter,
 )
 from stores.snapshots import (
     Checkpoint,
@@ -23,7 +21,5 @@ __all__ = [
     "ReadModelStore",
     "RocksDBReadModelStore",
     "RocksDBSnapshotStore",
-    "RowBatch",
-    "RowWriter",
     "SnapshotStore",
 ]

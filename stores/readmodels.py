@@ -7,9 +7,8 @@ the projection resumes from the offsets stored *with* the data, and an event is 
 applied twice (pyeventsourcing's tracking records, Kafka Streams' `commit(changelogOffsets)`).
 
 Two backends pass one contract suite: `MemoryReadModelStore` (tests, pure logic) and
-`RocksDBReadModelStore` (rocksdict, one database per projection). `RowBatch` is the write
-batch a projection's handler writes through: it reads its own writes and reaches the store
-only when the projector writes it together with the offsets.
+`RocksDBReadModelStore` (rocksdict, one database per projection). Handlers never see a store:
+they write through a `streams.rows.RowBatch`, which the projector writes here with the offsets.
 """
 
 from __future__ import annotations
@@ -29,9 +28,6 @@ __all__ = [
     "Offsets",
     "ReadModelStore",
     "RocksDBReadModelStore",
-    "RowBatch",
-    "RowReader",
-    "RowWriter",
 ]
 
 Offsets = Mapping[tuple[str, int], int]
@@ -43,28 +39,12 @@ _SEP = "\x00"  # cannot occur in a topic name
 _OFFSET_VALUE = struct.Struct(">q")
 
 
-class RowReader(Protocol):
-    """Reads rows by key."""
+class ReadModelStore(Protocol):
+    """A projection's rows and consumed offsets; every write is atomic."""
 
     def get(self, key: str) -> bytes | None:
         """The row stored under `key`, or None."""
         ...
-
-
-class RowWriter(RowReader, Protocol):
-    """What a projection's handler writes its read model through (a `RowBatch`)."""
-
-    def put(self, key: str, value: bytes) -> None:
-        """Store `value` under `key`, replacing any row there."""
-        ...
-
-    def delete(self, key: str) -> None:
-        """Remove the row under `key` (no error if there is none)."""
-        ...
-
-
-class ReadModelStore(RowReader, Protocol):
-    """A projection's rows and consumed offsets; every write is atomic."""
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
         """Every (key, row) whose key starts with `prefix`, in key order."""
@@ -85,47 +65,6 @@ class ReadModelStore(RowReader, Protocol):
     def close(self) -> None:
         """Release files and memory; the data stays on disk for the RocksDB backend."""
         ...
-
-
-class RowBatch:
-    """Pending row writes over a reader: `get` sees them first, then the reader.
-
-    A batch is a `RowWriter`. `child()` stages one event's writes so a failing handler leaves
-    the batch untouched; `merge(child)` keeps them once the handler succeeded.
-    """
-
-    def __init__(self, base: RowReader) -> None:
-        self._base = base
-        self._rows: dict[str, bytes | None] = {}
-
-    @property
-    def rows(self) -> Mapping[str, bytes | None]:
-        """The pending writes: key → row, None for a delete."""
-        return self._rows
-
-    def get(self, key: str) -> bytes | None:
-        """The pending row of `key` if written in this batch, else the base's."""
-        if key in self._rows:
-            return self._rows[key]
-        return self._base.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        """Stage `value` under `key`."""
-        if not isinstance(value, bytes | bytearray):
-            raise TypeError(f"a row is bytes, got {type(value).__name__} for key {key!r}")
-        self._rows[key] = bytes(value)
-
-    def delete(self, key: str) -> None:
-        """Stage the removal of `key`."""
-        self._rows[key] = None
-
-    def child(self) -> RowBatch:
-        """A batch on top of this one, for one event's writes."""
-        return RowBatch(self)
-
-    def merge(self, child: RowBatch) -> None:
-        """Keep a child's writes in this batch."""
-        self._rows.update(child.rows)
 
 
 class MemoryReadModelStore:
@@ -201,9 +140,16 @@ class RocksDBReadModelStore:
         self._write_options = WriteOptions()
 
     def _open(self) -> Rdict:
-        if self.read_only:
-            return Rdict(str(self.path), options=self._options, access_type=AccessType.read_only())
-        return Rdict(str(self.path), options=self._options)
+        try:
+            if self.read_only:
+                access = AccessType.read_only()
+                return Rdict(str(self.path), options=self._options, access_type=access)
+            return Rdict(str(self.path), options=self._options)
+        except Exception as exc:  # rocksdict raises plain exceptions, e.g. for a held lock
+            raise ConfigurationError(
+                f"cannot open the read model at {self.path} ({exc}): is a process using it "
+                "already (a running projection with the same data dir)?"
+            ) from None
 
     def get(self, key: str) -> bytes | None:
         """The row under `key`, or None."""

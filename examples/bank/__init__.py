@@ -1,11 +1,19 @@
-"""The bank example: one event-sourced `account` behavior; a worker loads `BEHAVIORS` from here."""
+"""The bank example: one event-sourced `account` behavior; a worker loads `BEHAVIORS` from here.
+
+`PROJECTIONS` holds its read side, for `kes projection run examples.bank <name>`.
+"""
 
 from typing import Any
 
 from examples.bank.domain import account
+from examples.bank.projections import balances, large_transactions_reactor
 from streams.behavior import Behavior
+from streams.projection import AnyProjection
 
-__all__ = ["BEHAVIORS", "account"]
+__all__ = ["BEHAVIORS", "PROJECTIONS", "account", "balances"]
 
 BEHAVIORS: list[Behavior[Any]] = [account]
 """Every behavior of this example, for a worker started with `--app examples.bank`."""
+
+PROJECTIONS: list[AnyProjection] = [balances, large_transactions_reactor]
+"""The read side: the "account-balances" projection and the "large-transactions" reactor."""

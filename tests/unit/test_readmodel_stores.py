@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import ConfigurationError
-from stores import MemoryReadModelStore, ReadModelStore, RocksDBReadModelStore, RowBatch
+from stores import MemoryReadModelStore, ReadModelStore, RocksDBReadModelStore
+from streams.rows import RowBatch
 
 
 @pytest.fixture(params=["memory", "rocksdb"])

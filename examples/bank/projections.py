@@ -1,0 +1,122 @@
+"""The bank's read side: an "account-balances" projection and a "large-transactions" reactor.
+
+`account-balances` keeps one row per account, keyed by account id: the balance, the revision it
+reflects and how many events were applied. It adds and subtracts amounts rather than copying the
+balance the events carry, so an event applied twice, or lost, would show. Run it with
+`kes projection run examples.bank account-balances`.
+
+`large-transactions` reacts to credits and debits of at least `LARGE_AMOUNT` cents by calling
+`notify` (by default a log line), at least once per event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from schemas.bank.v1 import bank_pb2
+from schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from streams.projection import Projection, Reactor
+from streams.rows import RowReader, RowWriter
+
+__all__ = [
+    "LARGE_AMOUNT",
+    "BalanceRow",
+    "Notify",
+    "balance_of",
+    "balances",
+    "large_transactions",
+    "large_transactions_reactor",
+]
+
+LARGE_AMOUNT = 55
+"""Credits and debits of at least this many cents are "large"."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    """One account in the balances read model."""
+
+    balance: int
+    revision: int
+    events: int
+    owner: str = ""
+
+    def encode(self) -> bytes:
+        """The row as compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> BalanceRow:
+        """The inverse of encode."""
+        return cls(**json.loads(data))
+
+
+def balance_of(rows: RowReader, account_id: str) -> BalanceRow | None:
+    """The row of an account, or None if the projection has not seen it opened."""
+    data = rows.get(account_id)
+    return None if data is None else BalanceRow.decode(data)
+
+
+balances = Projection("account-balances", ["account"])
+"""Balance and revision per account."""
+
+
+def _move(event: EventEnvelope, rows: RowWriter, amount: int) -> None:
+    row = balance_of(rows, event.entity_id)
+    if row is None:
+        raise LookupError(f"{event.entity_id}@{event.revision}: movement on an unknown account")
+    moved = BalanceRow(row.balance + amount, event.revision, row.events + 1, row.owner)
+    rows.put(event.entity_id, moved.encode())
+
+
+@balances.on(bank_pb2.AccountOpened)
+def opened(event: EventEnvelope, payload: bank_pb2.AccountOpened, rows: RowWriter) -> None:
+    """A new row with the opening balance."""
+    row = BalanceRow(payload.balance, event.revision, 1, payload.owner)
+    rows.put(event.entity_id, row.encode())
+
+
+@balances.on(bank_pb2.AccountCredited)
+def credited(event: EventEnvelope, payload: bank_pb2.AccountCredited, rows: RowWriter) -> None:
+    """Add the amount."""
+    _move(event, rows, payload.amount)
+
+
+@balances.on(bank_pb2.AccountDebited)
+def debited(event: EventEnvelope, payload: bank_pb2.AccountDebited, rows: RowWriter) -> None:
+    """Subtract the amount."""
+    _move(event, rows, -payload.amount)
+
+
+Notify = Callable[[str, int, str, int], None]
+"""`(account id, revision, "credit" or "debit", amount)`: called for each large movement."""
+
+
+def _log(account_id: str, revision: int, kind: str, amount: int) -> None:
+    log.warning("large %s on %s@%d: %d cents", kind, account_id, revision, amount)
+
+
+def large_transactions(threshold: int = LARGE_AMOUNT, notify: Notify = _log) -> Reactor:
+    """A "large-transactions" reactor calling `notify` for movements of `threshold` or more."""
+    reactor = Reactor("large-transactions", ["account"])
+
+    @reactor.on(bank_pb2.AccountCredited)
+    def large_credit(event: EventEnvelope, payload: bank_pb2.AccountCredited) -> None:
+        if payload.amount >= threshold:
+            notify(event.entity_id, event.revision, "credit", payload.amount)
+
+    @reactor.on(bank_pb2.AccountDebited)
+    def large_debit(event: EventEnvelope, payload: bank_pb2.AccountDebited) -> None:
+        if payload.amount >= threshold:
+            notify(event.entity_id, event.revision, "debit", payload.amount)
+
+    return reactor
+
+
+large_transactions_reactor = large_transactions()
+"""The reactor as `kes projection run examples.bank large-transactions` runs it (logging)."""

@@ -1,0 +1,203 @@
+"""`kes projection run|rebuild|status`: run an app's projection, rebuild its read model, show lag.
+
+`register(sub)` adds the `projection` sub-command to the `kes` parser; each handler takes the
+parsed arguments and returns an exit code, raising a KesError for anything the user must fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+
+from schemas.errors import ConfigurationError
+from stores.readmodels import RocksDBReadModelStore
+from streams.projection import event_adapters, projection_named
+from streams.projectionadmin import dead_letter_count, rebuild, status
+from streams.projector import Projector, store_path
+from streams.settings import Settings
+
+__all__ = ["cmd_rebuild", "cmd_run", "cmd_status", "parse_timestamp", "register"]
+
+_HELP = """\
+Projections turn an aggregate's events into a read model (or, as reactors, into side effects).
+Each runs as its own consumer group, <topic prefix><name>, reading committed events only, and
+keeps its rows with the offsets they reflect in <data dir>/projections/<group> (RocksDB): a
+crash neither loses an event nor applies one twice. The app module lists them in PROJECTIONS.
+Events a handler keeps failing on go to <topic prefix><name>.dlq with the reason.
+"""
+
+_EPILOG = """\
+examples:
+  kes projection run examples.bank account-balances
+  kes projection status examples.bank account-balances
+  kes projection rebuild examples.bank account-balances --from 2024-05-01T00:00:00Z
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `projection` sub-command (run, rebuild, status) to the `kes` parser."""
+    parser = sub.add_parser(
+        "projection",
+        help="run a projection (read model or reactor), rebuild it, or show its lag",
+        description=_HELP,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="projection_command", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run",
+        help="apply events to the read model until Ctrl-C",
+        description="Join the projection's consumer group and apply its events until Ctrl-C "
+        "or SIGTERM. Start more processes (each with its own --data-dir) to share partitions.",
+    )
+    _add_common(run)
+    run.add_argument("--loglevel", default="WARNING", help="default: WARNING")
+    run.set_defaults(handler=cmd_run)
+    again = actions.add_parser(
+        "rebuild",
+        help="clear the read model and rewind the group (the projection must be stopped)",
+        description="Delete the local read model and reset the projection to the beginning of "
+        "the log, or to the first events at or after --from; the next `run` catches up again. "
+        "The projection must be stopped; with several processes, rebuild each data dir.",
+    )
+    _add_common(again)
+    again.add_argument(
+        "--from",
+        dest="from_time",
+        metavar="TIMESTAMP",
+        help="restart at this time: ISO 8601 (2024-05-01T12:00:00Z) or epoch milliseconds",
+    )
+    again.set_defaults(handler=cmd_rebuild)
+    show = actions.add_parser(
+        "status",
+        help="show stored and committed offsets against the log end, and the lag",
+        description="Per events partition: the log end, the offset stored with the local read "
+        "model, the group's committed offset in Kafka, and the lag; then the dead letters.",
+    )
+    _add_common(show)
+    show.set_defaults(handler=cmd_status)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", help="app module with a PROJECTIONS list, e.g. examples.bank")
+    parser.add_argument("name", help="the projection's name, e.g. account-balances")
+    parser.add_argument(
+        "--bootstrap",
+        "-b",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
+    parser.add_argument("--topic-prefix", help="prefix of every topic name ($KES_TOPIC_PREFIX)")
+    parser.add_argument(
+        "--partitions", type=int, help="partitions per aggregate topic ($KES_PARTITIONS)"
+    )
+    parser.add_argument(
+        "--data-dir", help="where read models live (default: .kes-data, $KES_DATA_DIR)"
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        bootstrap_servers=args.bootstrap,
+        topic_prefix=args.topic_prefix,
+        partitions=args.partitions,
+        data_dir=args.data_dir,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a projection until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    projection = projection_named(args.app, args.name)
+    settings = _settings(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    projector = Projector(projection, settings, adapters=event_adapters(args.app))
+    print(
+        f"projection {projection.name}: group {projector.group_id}, read model "
+        f"{store_path(projection, settings)}; Ctrl-C stops it",
+        flush=True,
+    )
+    projector.run(stop)
+    stats = projector.stats
+    print(
+        f"stopped: {stats.records} events read, {stats.applied} applied, "
+        f"{stats.dead_letters} dead-lettered",
+        flush=True,
+    )
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Clear a stopped projection's read model and rewind it."""
+    projection = projection_named(args.app, args.name)
+    settings = _settings(args)
+    since = parse_timestamp(args.from_time) if args.from_time else None
+    store = RocksDBReadModelStore(store_path(projection, settings))
+    try:
+        restart = rebuild(projection, settings, store, from_timestamp_ms=since)
+    finally:
+        store.close()
+    where = "the beginning" if since is None else f"{args.from_time}"
+    print(f"projection {projection.name} cleared; it restarts from {where}:")
+    for (topic, partition), offset in sorted(restart.items()):
+        print(f"  {topic}[{partition}] @ {offset}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print each partition's end, stored and committed offsets and lag, then dead letters."""
+    projection = projection_named(args.app, args.name)
+    settings = _settings(args)
+    path = store_path(projection, settings)
+    stored = None
+    if path.exists():
+        store = RocksDBReadModelStore(path, read_only=True)
+        try:
+            stored = store.offsets()
+        finally:
+            store.close()
+    progress = status(projection, settings, stored)
+    rows = [("TOPIC", "PARTITION", "END", "STORED", "COMMITTED", "LAG")]
+    for p in progress:
+        rows.append(
+            (p.topic, str(p.partition), str(p.end), _cell(p.stored), _cell(p.committed),
+             _cell(p.lag))
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    lags = [p.lag for p in progress]
+    total = "unknown" if any(lag is None for lag in lags) else str(sum(lag or 0 for lag in lags))
+    here = "" if stored is not None else " (none here)"
+    print(f"projection {projection.name}: lag {total}; read model {path}{here}")
+    print(f"dead letters in {projection.dlq_topic(settings.topic_prefix)}: "
+          f"{dead_letter_count(projection, settings)}")  # fmt: skip
+    return 0
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def parse_timestamp(text: str) -> int:
+    """Epoch milliseconds from digits (already milliseconds) or ISO 8601 (UTC if no zone)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"--from {text!r} is not a time: use ISO 8601 (2024-05-01T12:00:00Z) or epoch ms"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

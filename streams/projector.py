@@ -1,0 +1,266 @@
+"""The projector: runs a projection or reactor as a member of its consumer group (confluent-kafka).
+
+One consumer per process in the group `<prefix><name>`, reading the aggregates' events topics
+with `isolation.level=read_committed`; start more processes to share the partitions. The read
+model's store (stores.readmodels) is the truth about progress: on assignment each partition is
+sought to the offset stored *with the rows*, never to the group's committed offset, and the
+group's offsets are committed to Kafka only after the local write, so lag tools see progress.
+
+Each process keeps its own store (`<data dir>/projections/<group>`), holding the rows of the
+partitions it has applied: rows must derive from one partition's events (keyed by entity), as
+the bank's balances are. A partition that moves to a process without its rows is replayed
+there from the offset that process stored for it, or from the beginning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from schemas.codec import encode_dead_letter
+from schemas.errors import ConfigurationError, KesError, ProjectionTimeoutError, TopologyError
+from schemas.kes.v1.envelopes_pb2 import Reply
+from stores.readmodels import ReadModelStore, RocksDBReadModelStore
+from streams.adapters import EventAdapters
+from streams.kafkaconfig import confluent_config
+from streams.projection import AnyProjection, EventRecord, StepResult, pending, project, targets
+from streams.settings import Settings
+from topology.admin import apply
+from topology.layout import TopicSpec
+
+__all__ = ["Projector", "ProjectorStats", "store_path"]
+
+log = logging.getLogger(__name__)
+
+_DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+_FLUSH_SECONDS = 30.0
+
+
+def store_path(projection: AnyProjection, settings: Settings) -> Path:
+    """Where a process keeps a projection's read model: `<data dir>/projections/<group id>`."""
+    return settings.data_dir / "projections" / projection.group_id(settings.topic_prefix)
+
+
+@dataclass
+class ProjectorStats:
+    """Counts since the projector started."""
+
+    records: int = 0
+    """Event records read (including skipped ones)."""
+    applied: int = 0
+    """Events a handler ran for successfully."""
+    dead_letters: int = 0
+    """Events sent to the dead-letter topic."""
+    writes: int = 0
+    """Atomic writes to the store."""
+
+
+class Projector:
+    """Runs one projection in this process: `start`, then `poll` (or `run`), then `close`.
+
+    `store` defaults to a RocksDB store at `store_path(projection, settings)`, closed by `close`;
+    a store passed in stays open. `adapters` upgrade old events before the handlers see them.
+    """
+
+    def __init__(
+        self,
+        projection: AnyProjection,
+        settings: Settings,
+        *,
+        store: ReadModelStore | None = None,
+        adapters: EventAdapters | None = None,
+        max_batch: int = 500,
+    ) -> None:
+        self.projection = projection
+        self.settings = settings
+        self.group_id = projection.group_id(settings.topic_prefix)
+        self.dlq_topic = projection.dlq_topic(settings.topic_prefix)
+        self.topics = {a: settings.topics(a).events for a in projection.aggregates}
+        self.stats = ProjectorStats()
+        self._owns_store = store is None
+        self.store: ReadModelStore = store or RocksDBReadModelStore(
+            store_path(projection, settings)
+        )
+        self._adapters = adapters
+        self._max_batch = max_batch
+        self._changed = threading.Condition()
+        self._offsets = self.store.offsets()
+        self._consumer: Any = None
+        self._producer: Any = None
+
+    def start(self) -> None:
+        """Create the dead-letter topic if it is missing, then join the consumer group."""
+        dlq = TopicSpec(self.dlq_topic, 1, 1, _DLQ_CONFIG)
+        result = apply([dlq], confluent_config(self.settings))
+        if result.problems:
+            raise TopologyError(result.problems)
+        self._producer = Producer(confluent_config(self.settings, **{"enable.idempotence": True}))
+        self._consumer = Consumer(
+            confluent_config(
+                self.settings,
+                **{
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": self.settings.session_timeout_ms,
+                    "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 5),
+                    "on_commit": _on_commit,
+                },
+            )
+        )
+        self._consumer.subscribe(list(self.topics.values()), on_assign=self._on_assign)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Start each partition at the offset stored with the rows (the beginning if none)."""
+        with self._changed:
+            stored = dict(self._offsets)
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info(
+            "%s: assigned %s",
+            self.group_id,
+            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing",
+        )
+
+    def poll(self, timeout: float = 0.5) -> int:
+        """Read one batch (waiting up to `timeout` seconds), apply and store it; events read."""
+        if self._consumer is None:
+            raise ConfigurationError("start the projector before polling")
+        records: list[EventRecord] = []
+        ends: dict[tuple[str, int], int] = {}
+        for record in self._consumer.consume(self._max_batch, timeout):
+            error = record.error()
+            where = (record.topic(), record.partition())
+            if error is None:
+                records.append(
+                    EventRecord(*where, record.offset(), record.key(), record.value(),
+                                record.headers() or ())
+                )  # fmt: skip
+            elif error.code() == KafkaError._PARTITION_EOF:
+                ends[where] = record.offset()  # the end (last stable offset): nothing below it left
+            elif error.fatal():
+                raise KesError(f"projection {self.group_id}: consumer failed: {error.str()}")
+            else:
+                log.warning("%s: %s", self.group_id, error.str())
+        if not records and not ends:
+            return 0
+        with self._changed:
+            stored = dict(self._offsets)
+        result = project(
+            self.projection, records, self.store, stored=stored, adapters=self._adapters
+        )
+        for where, end in ends.items():
+            result.offsets[where] = max(end, result.offsets.get(where, 0))
+        advanced = {w: o for w, o in result.offsets.items() if o > stored.get(w, -1)}
+        self.stats.records += len(records)
+        if advanced:
+            self._write(result, advanced)
+        return len(records)
+
+    def _write(self, result: StepResult, offsets: dict[tuple[str, int], int]) -> None:
+        """Store one batch; a crash between any two steps loses nothing.
+
+        1. Send the dead letters and wait until Kafka has them (a crash after this step sends
+           them again on restart: at least once, never lost).
+        2. Write the rows and the offsets to the store in one atomic write: the batch is applied.
+        3. Tell `wait_for` callers about the new offsets.
+        4. Commit the offsets to the group in Kafka, asynchronously: only for lag tools and
+           `kes projection status`; a lost commit is repaired by the next one.
+        """
+        for key, letter in result.dead_letters:
+            self._producer.produce(self.dlq_topic, encode_dead_letter(letter), key)
+            log.warning(
+                "%s: %s[%d]@%d dead-lettered (%s): %s",
+                self.group_id, letter.topic, letter.partition, letter.offset, letter.reason,
+                letter.error,
+            )  # fmt: skip
+        if result.dead_letters and self._producer.flush(_FLUSH_SECONDS) > 0:
+            raise KesError(f"projection {self.group_id}: dead letters not delivered to Kafka")
+        self.store.write(result.rows, offsets)
+        self.stats.applied += result.applied
+        self.stats.dead_letters += len(result.dead_letters)
+        self.stats.writes += 1
+        with self._changed:
+            self._offsets.update(offsets)
+            self._changed.notify_all()
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
+        )
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Start, then apply batches until `stop` is set (forever without one); then close."""
+        stop = stop or threading.Event()
+        self.start()
+        try:
+            while not stop.is_set():
+                self.poll()
+        finally:
+            self.close()
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """The offsets applied and stored so far."""
+        with self._changed:
+            return dict(self._offsets)
+
+    def wait_for(
+        self,
+        written: Mapping[int, int] | Reply,
+        timeout: float = 30.0,
+        *,
+        aggregate: str | None = None,
+    ) -> None:
+        """Return once the projection has applied `written` (read-your-writes).
+
+        `written` is a Reply (its accepted events) or `{partition: event offset}` of the events
+        topic of `aggregate`, which may be left out when the projection reads one aggregate.
+        Raises ProjectionTimeoutError after `timeout` seconds. Waits on this process's store,
+        so call it where the projector runs (the partitions must be assigned here).
+        """
+        if aggregate is None and len(self.topics) != 1:
+            raise ConfigurationError(
+                f"projection {self.projection.name!r} reads {sorted(self.topics)}: "
+                "pass aggregate= to wait_for"
+            )
+        if aggregate is not None and aggregate not in self.topics:
+            raise ConfigurationError(
+                f"projection {self.projection.name!r} does not read aggregate {aggregate!r}"
+            )
+        topic = (
+            self.topics[aggregate] if aggregate is not None else next(iter(self.topics.values()))
+        )
+        wanted = targets(written, topic)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while left := pending(self._offsets, wanted):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProjectionTimeoutError(self.projection.name, left, timeout)
+                self._changed.wait(remaining)
+
+    def close(self) -> None:
+        """Leave the group, flush the dead-letter producer, close the store if it is ours."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(_FLUSH_SECONDS)
+            self._producer = None
+        if self._owns_store:
+            self.store.close()
+
+
+def _on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    if error is not None and error.code() != KafkaError._NO_OFFSET:
+        log.info("committing projection offsets to Kafka failed (the next commit repairs it): %s",
+                 error.str())  # fmt: skip
