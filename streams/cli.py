@@ -205,6 +205,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import verify_cli
 
     verify_cli.register(sub)
+    from streams import projection_cli
+
+    projection_cli.register(sub)
     return parser
 
 
