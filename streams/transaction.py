@@ -187,6 +187,8 @@ class PartitionWriter:
             raise TransactionError(
                 self.topics.commands, self.partition, f"transaction aborted: {exc!r}"
             ) from exc
+        if self.closed:  # revoked while committing: the next owner replays the changelog
+            raise TransactionError(self.topics.commands, self.partition, "closed during commit")
         self.store.write(snapshots, Checkpoint(changelog_offset, result.next_command_offset))
 
     @staticmethod
