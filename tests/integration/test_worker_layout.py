@@ -1,0 +1,58 @@
+"""A worker refuses to start when the topic layout is wrong, naming what is wrong."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.fixtures.workers import ROOT
+
+
+def _worker(bootstrap: str, prefix: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KES_TOPIC_PREFIX": prefix,
+        "KES_PARTITIONS": "4",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker", "examples.bank"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_worker_refuses_missing_topics(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    prefix = unique_name("none") + "-"
+    done = _worker(kafka_bootstrap, prefix)
+    assert done.returncode == 1
+    assert f"{prefix}account.commands: missing (run `kes topics apply`)" in done.stderr
+
+
+def test_worker_refuses_a_partition_mismatch(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    prefix = unique_name("bad") + "-"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KES_TOPIC_PREFIX": prefix}
+    apply = ["topics", "apply", "examples.bank", "--partitions", "4"]
+    subprocess.run(
+        [sys.executable, "-m", "streams.cli", *apply],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.delete_topics([f"{prefix}account.events"])[f"{prefix}account.events"].result(30)
+    for _ in range(50):
+        if f"{prefix}account.events" not in admin.list_topics(timeout=10).topics:
+            break
+    new = NewTopic(f"{prefix}account.events", num_partitions=6, replication_factor=1)
+    admin.create_topics([new])[f"{prefix}account.events"].result(30)
+    done = _worker(kafka_bootstrap, prefix)
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("kes: error: topic layout is wrong:")
+    assert f"{prefix}account.events" in line and "6" in line and "4" in line
