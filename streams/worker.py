@@ -101,14 +101,20 @@ class Worker:
         async def process_commands(stream: Any) -> None:
             manual = stream.noack()
             within = settings.batch_max_ms / 1000
-            async for events in manual.take_events(settings.batch_max_commands, within):
-                by_tp: dict[TP, list[Any]] = {}
-                for event in events:
-                    by_tp.setdefault(event.message.tp, []).append(event)
-                for tp, tp_events in by_tp.items():
-                    if await self._handle(tp, tp_events):
-                        for event in tp_events:
-                            await manual.ack(event)
+            try:
+                async for events in manual.take_events(settings.batch_max_commands, within):
+                    by_tp: dict[TP, list[Any]] = {}
+                    for event in events:
+                        by_tp.setdefault(event.message.tp, []).append(event)
+                    for tp, tp_events in by_tp.items():
+                        if await self._handle(tp, tp_events):
+                            for event in tp_events:
+                                await manual.ack(event)
+            except asyncio.CancelledError:
+                # Faust cancels a revoked partition's actor: that is its normal end. Raised, it
+                # counts as a crash, and mode's supervisor allows one restart per 10 ms, so a
+                # rebalance revoking several partitions at once made the worker exit.
+                return
 
         self.app.agent(channel, name=f"kes.{topics.name}", isolated_partitions=True, concurrency=1)(
             process_commands
