@@ -10,7 +10,7 @@ from examples.bank.projections import balances, large_transactions_reactor
 from streams.behavior import Behavior
 from streams.projection import AnyProjection
 
-__all__ = ["BEHAVIORS", "PROJECTIONS", "account", "balances"]
+__all__ = ["BEHAVIORS", "PROJECTIONS", "account"]
 
 BEHAVIORS: list[Behavior[Any]] = [account]
 """Every behavior of this example, for a worker started with `--app examples.bank`."""

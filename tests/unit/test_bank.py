@@ -23,7 +23,7 @@ OPENED = AccountOpened(account_id="acc-1", owner="ann", balance=100)
 
 def test_the_package_exports_its_behaviors() -> None:
     assert list(BEHAVIORS) == [account]
-    assert examples.bank.__all__ == ["BEHAVIORS", "account"]
+    assert examples.bank.__all__ == ["BEHAVIORS", "PROJECTIONS", "account"]
     assert account.name == "account"
     assert set(account.command_types) == {OpenAccount, CreditAccount, DebitAccount}
     assert set(account.event_types) == {AccountOpened, AccountCredited, AccountDebited}
