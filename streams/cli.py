@@ -107,6 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker for an app module's aggregates until Ctrl-C."""
     from streams.apps import load_behaviors
     from streams.kafkaconfig import confluent_config
+    from streams.lag import app_targets
     from streams.worker import Worker
     from topology.admin import verify_layout
 
@@ -114,7 +115,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     behaviors = load_behaviors(args.app)
     for behavior in behaviors:
         verify_layout(settings.topics(behavior.name), confluent_config(settings))
-    Worker(behaviors, settings).run(loglevel=args.loglevel)
+    worker = Worker(behaviors, settings)
+    worker.views.watch(app_targets(args.app, settings))  # projections' groups in /lag too
+    worker.run(loglevel=args.loglevel)
     return 0
 
 
@@ -208,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import projection_cli
 
     projection_cli.register(sub)
+    from streams import lag_cli
+
+    lag_cli.register(sub)
     return parser
 
 

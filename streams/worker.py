@@ -89,6 +89,10 @@ class Worker:
             }
             return web.json(body, status=200 if ready else 503)
 
+        from streams.web import install_views  # the operator's views: /, /lag, /metrics, ...
+
+        self.views = install_views(self)
+
     def _add_agent(self, topics: AggregateTopics) -> None:
         channel = self.app.topic(
             topics.commands,

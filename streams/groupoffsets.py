@@ -1,0 +1,123 @@
+"""Reading consumer-group offsets from the cluster: the Kafka side of streams.lag.
+
+One `OffsetsReader.read(targets)` asks the cluster, with the confluent-kafka AdminClient, what
+`kafka-consumer-groups --describe` asks it: the groups' committed offsets (OffsetFetch), the
+topics' log end offsets (ListOffsets, latest, read_uncommitted: the high watermark), and the
+groups' members with their assignments (DescribeGroups). Blocking; call it from a thread in
+async code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from schemas.errors import AdminError, ConfigurationError
+from streams.lag import GroupReading, LagTarget, Owner, PartitionReading
+
+__all__ = ["OffsetsReader"]
+
+
+def _wait(future: Future[Any], what: str, timeout: float) -> Any:
+    try:
+        return future.result(timeout)
+    except KafkaException as exc:
+        raise AdminError(f"{what}: {exc.args[0] if exc.args else exc}") from exc
+    except TimeoutError as exc:
+        raise AdminError(f"{what}: no answer within {timeout:g}s; is Kafka reachable?") from exc
+
+
+class OffsetsReader:
+    """Reads committed offsets, log ends and owners of (group, topic) targets."""
+
+    def __init__(self, client_config: Mapping[str, Any], timeout: float = 10.0) -> None:
+        if "bootstrap.servers" not in client_config:
+            raise ConfigurationError("client config has no bootstrap.servers: set the broker")
+        self.timeout = timeout
+        self._admin = AdminClient(dict(client_config))
+
+    def read(self, targets: Sequence[LagTarget]) -> list[GroupReading]:
+        """One reading per target, in order; a target whose topic is missing carries an error.
+
+        Raises AdminError when the cluster does not answer at all.
+        """
+        at = time.time()
+        counts = self._partition_counts({t.topic for t in targets})
+        ends = self._log_ends(counts)
+        groups = sorted({t.group for t in targets})
+        described = self._describe(groups)
+        readings = []
+        for target in targets:
+            count = counts.get(target.topic)
+            if count is None:
+                readings.append(
+                    GroupReading(target, at, error=f"topic {target.topic} does not exist")
+                )
+                continue
+            committed = self._committed(target.group, target.topic, count)
+            state, owners = described.get(target.group, ("", {}))
+            rows = tuple(
+                PartitionReading(
+                    p, committed.get(p), ends[(target.topic, p)], owners.get((target.topic, p))
+                )
+                for p in range(count)
+            )
+            readings.append(GroupReading(target, at, rows, state))
+        return readings
+
+    def _partition_counts(self, topics: set[str]) -> dict[str, int]:
+        try:
+            metadata = self._admin.list_topics(timeout=self.timeout)
+        except KafkaException as exc:
+            raise AdminError(f"list topics: {exc.args[0] if exc.args else exc}") from exc
+        return {
+            name: len(meta.partitions)
+            for name, meta in metadata.topics.items()
+            if name in topics and meta.error is None
+        }
+
+    def _log_ends(self, counts: Mapping[str, int]) -> dict[tuple[str, int], int]:
+        if not counts:
+            return {}
+        request = {
+            TopicPartition(topic, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            for topic, n in counts.items()
+            for p in range(n)
+        }
+        futures = self._admin.list_offsets(request, request_timeout=self.timeout)
+        ends = {}
+        for tp, future in futures.items():
+            info = _wait(future, f"log end of {tp.topic}[{tp.partition}]", self.timeout)
+            ends[(tp.topic, tp.partition)] = int(info.offset)
+        return ends
+
+    def _committed(self, group: str, topic: str, count: int) -> dict[int, int]:
+        request = [
+            ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(count)])
+        ]
+        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout)
+        result = _wait(futures[group], f"committed offsets of group {group}", self.timeout)
+        return {tp.partition: int(tp.offset) for tp in result.topic_partitions if tp.offset >= 0}
+
+    def _describe(
+        self, groups: Sequence[str]
+    ) -> dict[str, tuple[str, dict[tuple[str, int], Owner]]]:
+        if not groups:
+            return {}
+        futures = self._admin.describe_consumer_groups(list(groups), request_timeout=self.timeout)
+        described = {}
+        for group, future in futures.items():
+            description = _wait(future, f"describe group {group}", self.timeout)
+            owners = {}
+            for member in description.members:
+                owner = Owner(member.member_id, member.host, member.client_id)
+                for tp in member.assignment.topic_partitions if member.assignment else ():
+                    owners[(tp.topic, tp.partition)] = owner
+            state = getattr(description.state, "name", str(description.state))
+            described[group] = (str(state), owners)
+        return described
