@@ -1,8 +1,9 @@
 """Client settings for every Kafka client kes creates, from one place.
 
 Users give librdkafka-style keys (`security.protocol`, `sasl.mechanism`, `sasl.username`, ...)
-once in `Settings.client_config`; confluent-kafka clients take them as they are, and aiokafka
-clients (the worker's producers and readers) get the equivalent keyword arguments.
+once in `Settings.client_config` (or as `KES_KAFKA_*` environment variables); confluent-kafka
+clients take them as they are, aiokafka clients (the worker's producers and readers) get the
+equivalent keyword arguments, and the worker's Faust app gets the equivalent credentials.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from schemas.errors import ConfigurationError
 from streams.settings import Settings
 
-__all__ = ["aiokafka_options", "confluent_config"]
+__all__ = ["aiokafka_options", "confluent_config", "faust_credentials"]
 
 _AIOKAFKA_KEYS = {
     "security.protocol": "security_protocol",
@@ -56,3 +57,21 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
             )
         options["ssl_context"] = context
     return options
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust's `broker_credentials` matching `aiokafka_options(settings)`; None: plaintext."""
+    import faust  # only the worker needs it
+
+    options = aiokafka_options(settings)
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=options.get("sasl_plain_username"),
+            password=options.get("sasl_plain_password"),
+            mechanism=options.get("sasl_mechanism", "PLAIN"),
+            ssl_context=options.get("ssl_context") if protocol == "SASL_SSL" else None,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None

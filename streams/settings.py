@@ -43,6 +43,10 @@ _ENV = {
 }
 
 
+_CLIENT_PREFIX = "KES_KAFKA_"
+"""`KES_KAFKA_SASL_USERNAME=u` sets client setting `sasl.username` (lower case, `_` -> `.`)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """How a worker connects and batches. Every field has an environment variable (see from_env)."""
@@ -91,12 +95,23 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from environment variables, then explicit overrides (flags) on top."""
+        """Settings from environment variables, then explicit overrides (flags) on top.
+
+        Client settings (SASL, TLS) come from `KES_KAFKA_*` variables, for example
+        `KES_KAFKA_SECURITY_PROTOCOL=SASL_SSL` and `KES_KAFKA_SASL_MECHANISM=SCRAM-SHA-512`.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, var in _ENV.items():
             if env.get(var):
                 values[name] = env[var]
+        client = {
+            var[len(_CLIENT_PREFIX) :].lower().replace("_", "."): value
+            for var, value in env.items()
+            if var.startswith(_CLIENT_PREFIX) and value
+        }
+        if client:
+            values["client_config"] = client
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             for name in (

@@ -24,6 +24,7 @@ from schemas.errors import TransactionError
 from stores.snapshots import RocksDBSnapshotStore
 from streams.batch import CommandRecord
 from streams.behavior import Behavior
+from streams.kafkaconfig import faust_credentials
 from streams.processor import PartitionProcessor
 from streams.settings import Settings
 from topology.layout import AggregateTopics
@@ -54,6 +55,7 @@ class Worker:
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(settings),
             store="memory://",
             autodiscover=False,
             datadir=str(settings.data_dir / "faust"),
