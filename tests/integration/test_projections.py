@@ -24,6 +24,7 @@ from schemas.errors import ProjectionTimeoutError
 from stores.readmodels import RocksDBReadModelStore
 from streams.adapters import EventAdapters
 from streams.client import CommandClient
+from streams.projectionadmin import rebuild
 from streams.projector import Projector, store_path
 from streams.settings import Settings
 from streams.verify import Verification, read_topic, verify
@@ -278,3 +279,45 @@ def test_an_adapter_upgrades_old_events_and_a_failing_event_is_dead_lettered(
     assert letter.reason == "HANDLER_ERROR" and "unknown account" in letter.error
     assert decode_event(letter.original_value).entity_id == "ghost"
     assert letter.topic == topics.events
+
+
+def test_rebuild_from_a_time_replays_only_later_events(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap,
+        partitions=1,
+        topic_prefix=unique_name("t") + "-",
+        data_dir=tmp_path / "data",
+        session_timeout_ms=6000,
+    )
+    topics = settings.topics("account")
+    apply(topics, {"bootstrap.servers": kafka_bootstrap})
+    writer = EventWriter(kafka_bootstrap, topics)
+    writer.write(event("a", 1, bank_pb2.AccountOpened(owner="Ann", balance=1)))
+    time.sleep(0.05)
+    since = int(time.time() * 1000)
+    time.sleep(0.05)
+    writer.write(event("b", 1, bank_pb2.AccountOpened(owner="Bob", balance=2)))
+
+    def run_until_idle() -> dict[str, BalanceRow]:
+        projector = Projector(balances, settings)
+        stop = threading.Event()
+        thread = threading.Thread(target=projector.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            projector.wait_for({0: 3}, 60)  # a, marker, b, marker: offsets 0..3
+            return {k: BalanceRow.decode(v) for k, v in projector.store.items()}
+        finally:
+            stop.set()
+            thread.join(60)
+
+    assert run_until_idle().keys() == {"a", "b"}
+    store = RocksDBReadModelStore(store_path(balances, settings))
+    try:
+        restart = rebuild(balances, settings, store, from_timestamp_ms=since)
+        assert restart == {(topics.events, 0): 2}
+        assert list(store.items()) == []
+    finally:
+        store.close()
+    assert run_until_idle() == {"b": BalanceRow(2, 1, 1, "Bob")}
