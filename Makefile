@@ -35,6 +35,12 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit tests/property
 
+## Faults under load (~15 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
+## restart, then every invariant checked; then 10,000 fuzzed commands. Not part of `make test`.
+chaos: install
+	$(BIN)/python -m bench.chaos --report chaos-report.json
+	KES_FUZZ_COMMANDS=10000 $(BIN)/pytest -q tests/integration/test_hostile_input.py
+
 ## Regenerate the protobuf code in schemas/ from the .proto files.
 proto: install
 	$(BIN)/python -m schemas.generate
