@@ -238,16 +238,25 @@ def _sum(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def figures(now: GroupReading, earlier: GroupReading | None = None) -> GroupLag:
-    """Lag, rates and time to catch up of `now`; rates need an `earlier` reading of the target."""
-    seconds = now.at - earlier.at if earlier is not None else 0.0
-    before = {p.partition: p for p in earlier.partitions} if earlier is not None else {}
+def figures(now: GroupReading, earlier: Sequence[GroupReading] = ()) -> GroupLag:
+    """Lag, rates and time to catch up of `now`.
+
+    A partition's rates compare it with its oldest reading in `earlier` (oldest first) that has
+    the figure: the consume rate needs a committed offset then and now.
+    """
     rows = []
     for p in now.partitions:
         lag = None if p.committed is None else max(0, p.log_end - p.committed)
-        old = before.get(p.partition)
-        consume = _rate(p.committed, old.committed if old else None, seconds)
-        produce = _rate(p.log_end, old.log_end if old else None, seconds)
+        consume = produce = None
+        for reading in earlier:
+            old = next((o for o in reading.partitions if o.partition == p.partition), None)
+            if old is None:
+                continue
+            seconds = now.at - reading.at
+            if produce is None:
+                produce = _rate(p.log_end, old.log_end, seconds)
+            if consume is None:
+                consume = _rate(p.committed, old.committed, seconds)
         rows.append(
             PartitionLag(
                 p.partition,
@@ -274,8 +283,8 @@ def figures(now: GroupReading, earlier: GroupReading | None = None) -> GroupLag:
 class LagHistory:
     """Readings of each target over the last `keep` seconds: rates, and series for charts.
 
-    Rates compare the newest reading with the oldest one not older than `rate_window` seconds
-    (at least two readings are needed); the caller decides how often to read.
+    Rates compare the newest reading with the oldest ones not older than `rate_window` seconds
+    (or with the last one, if all are older); the caller decides how often to read.
     """
 
     rate_window: float = 30.0
@@ -292,10 +301,8 @@ class LagHistory:
             past = self._readings.setdefault(key, deque())
             while past and past[0].at < reading.at - self.keep:
                 past.popleft()
-            earlier = next((r for r in past if r.at >= reading.at - self.rate_window), None)
-            if earlier is None and past:
-                earlier = past[-1]
-            lag = figures(reading, earlier if reading.error is None else None)
+            recent = [r for r in past if r.at >= reading.at - self.rate_window] or list(past)[-1:]
+            lag = figures(reading, recent if reading.error is None else ())
             if reading.error is None:
                 past.append(reading)
                 series = self._series.setdefault(key, deque())
