@@ -108,7 +108,11 @@ class Worker:
             manual = stream.noack()
             within = settings.batch_max_ms / 1000
             try:
-                async for events in manual.take_events(settings.batch_max_commands, within):
+                # noack_take, not take_events: take_events acks every buffered event once the
+                # loop body returns, committed or not, and Faust then commits those offsets
+                # itself: a dropped batch's commands were skipped by the partition's next owner.
+                batches = manual.noack_take(settings.batch_max_commands, within)
+                async for events in batches:
                     by_tp: dict[TP, list[Any]] = {}
                     for event in events:
                         by_tp.setdefault(event.message.tp, []).append(event)
