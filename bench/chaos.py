@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=defaults.kills)
     parser.add_argument("--rebalances", type=int, default=defaults.rebalances)
     parser.add_argument("--broker-restarts", type=int, default=defaults.broker_restarts)
+    parser.add_argument("--projection-kills", type=int, default=defaults.projection_kills)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--report", default="chaos-report.json")
@@ -43,8 +45,10 @@ def main() -> int:
         kills=args.kills,
         rebalances=args.rebalances,
         broker_restarts=args.broker_restarts,
+        projection_kills=args.projection_kills,
         seed=args.seed,
     )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     workdir = Path(tempfile.mkdtemp(prefix="kes-chaos-"))
     began = time.monotonic()
 
@@ -65,7 +69,11 @@ def main() -> int:
         settings = Settings(bootstrap_servers=bootstrap, partitions=args.partitions, app_id="chaos")
         assert apply(settings.topics("account"), {"bootstrap.servers": bootstrap}).ok
         cluster = AppCluster("examples.bank", settings, workdir)
-        report = Chaos(cluster, plan, restart_broker, say).run()
+        chaos = Chaos(cluster, plan, restart_broker, say)
+        try:
+            report = chaos.run()
+        finally:
+            chaos.close()
         figures = report.as_dict()
         figures["violations"] = len(report.violations)
         figures["plan"] = vars(args)

@@ -17,7 +17,9 @@ def test_one_kill_and_one_rebalance_under_load_keep_every_invariant(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
     cluster = app_cluster("examples.bank", ["account"], partitions=4)
-    plan = ChaosPlan(commands=3000, entities=300, kills=1, rebalances=1, broker_restarts=0)
+    plan = ChaosPlan(
+        commands=3000, entities=300, kills=1, rebalances=1, broker_restarts=0, projection_kills=0
+    )
     report = Chaos(cluster, plan).run()
     assert report.violations == []
     assert (report.kills, report.rebalances, report.unplanned_worker_exits) == (1, 1, 0)
