@@ -64,7 +64,7 @@ def test_a_dropped_batch_is_never_acknowledged(tmp_path: Path) -> None:
         applied = [_event(2), _event(3)]
         outcomes = iter([False, True])  # the first batch's partition moved away mid-commit
 
-        async def handle(tp: TP, events: Sequence[Any]) -> bool:
+        async def handle(tp: TP, events: Sequence[Any], *rest: Any) -> bool:
             return next(outcomes)
 
         worker._handle = handle  # type: ignore[method-assign]
