@@ -243,7 +243,11 @@ def read_outcomes(
     *,
     max_command_bytes: int = 1_048_576,
 ) -> Outcomes:
-    """Read the checkpoints first (what is due), then the topics, and `check_outcomes`."""
+    """Read the checkpoints first (what is due), then the topics, and `check_outcomes`.
+
+    The app's protobuf modules must be imported (loading its behaviors does): a command whose
+    payload type is not registered counts as one that must be dead-lettered.
+    """
     next_offsets: dict[int, int] = {}
     for record in read_records(topics.snapshots, topics.partitions, client_config):
         if record.key == CHECKPOINT_KEY and record.value:
