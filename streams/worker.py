@@ -13,14 +13,15 @@ an unapplied command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.types import TP
 
-from schemas.errors import TransactionError
 from stores.snapshots import RocksDBSnapshotStore
 from streams.batch import CommandRecord
 from streams.behavior import Behavior
@@ -29,7 +30,7 @@ from streams.processor import PartitionProcessor
 from streams.settings import Settings
 from topology.layout import AggregateTopics
 
-__all__ = ["Worker"]
+__all__ = ["EXIT_BATCH_FAILED", "Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,16 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
         return []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v if isinstance(v, bytes) else bytes(v or b"")) for k, v in items]
+
+
+EXIT_BATCH_FAILED = 70
+"""Exit code of a worker that stopped because a batch could not be committed (EX_SOFTWARE)."""
+
+
+def _stop_now(message: str, exc: BaseException | None) -> NoReturn:
+    log.critical("%s; stopping the worker (exit %d)", message, EXIT_BATCH_FAILED, exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 class Worker:
@@ -52,6 +63,8 @@ class Worker:
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self.store = RocksDBSnapshotStore(settings.data_dir / "snapshots")
         self.processors: dict[TP, asyncio.Task[PartitionProcessor]] = {}
+        """Each owned partition's start-up task; its result is the ready processor."""
+        self._owned: dict[TP, PartitionProcessor] = {}
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
@@ -71,8 +84,8 @@ class Worker:
             broker_session_timeout=settings.session_timeout_ms / 1000,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         )
-        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         for name in self.behaviors:
             self._add_agent(self.topics[name])
         self._assigned_once = False
@@ -112,12 +125,13 @@ class Worker:
                 # loop body returns, committed or not, and Faust then commits those offsets
                 # itself: a dropped batch's commands were skipped by the partition's next owner.
                 batches = manual.noack_take(settings.batch_max_commands, within)
+                bound: dict[TP, PartitionProcessor] = {}  # this actor's processors, for life
                 async for events in batches:
                     by_tp: dict[TP, list[Any]] = {}
                     for event in events:
                         by_tp.setdefault(event.message.tp, []).append(event)
                     for tp, tp_events in by_tp.items():
-                        if await self._handle(tp, tp_events):
+                        if await self._handle(tp, tp_events, bound):
                             for event in tp_events:
                                 await manual.ack(event)
             except asyncio.CancelledError:
@@ -130,24 +144,38 @@ class Worker:
             process_commands
         )
 
-    async def _handle(self, tp: TP, events: Sequence[Any]) -> bool:
-        """Apply one partition's events; True when they are committed and may be acknowledged."""
-        processor = await self._processor(tp)
-        records = [
-            CommandRecord(
-                e.message.offset, e.message.key, e.message.value, _headers(e.message.headers)
-            )
-            for e in events
-        ]
+    async def _handle(
+        self, tp: TP, events: Sequence[Any], bound: dict[TP, PartitionProcessor]
+    ) -> bool:
+        """Apply one partition's events; True when they are committed and may be acknowledged.
+
+        An actor binds to one processor per partition for its whole life. Once that processor
+        is closed (the partition was lost, fenced, or the worker stops), the actor drops every
+        later batch unacknowledged: the commands it has buffered come after a batch that did
+        not commit, and only a new owner, reading from the committed offset, may apply them.
+
+        Any other failure stops the process at once (exit code 70), as a SIGKILL would: later
+        batches must not commit past an unapplied one, and the next owner (this worker,
+        restarted by its supervisor, or another) resumes from the last committed transaction.
+        """
+        processor = bound.get(tp)
         try:
-            await processor.handle(records)
-        except TransactionError as exc:
+            if processor is None:
+                processor = bound[tp] = await self._processor(tp)
             if processor.closed:
-                log.warning("%s: batch dropped, partition moved to another owner: %s", tp, exc)
                 return False
-            log.error("%s: %s; stopping the worker so its commands are redone", tp, exc)
-            await self.app.crash(exc)
-            return False
+            records = [
+                CommandRecord(
+                    e.message.offset, e.message.key, e.message.value, _headers(e.message.headers)
+                )
+                for e in events
+            ]
+            await processor.handle(records)
+        except Exception as exc:
+            if processor is not None and processor.closed:
+                log.warning("%s: batch dropped, the partition was closed: %s", tp, exc)
+                return False
+            _stop_now(f"{tp}: batch failed: {exc!r}", exc)
         return True
 
     async def _processor(self, tp: TP) -> PartitionProcessor:
@@ -172,28 +200,46 @@ class Worker:
 
         task = asyncio.ensure_future(start())
         self.processors[tp] = task
+        self._owned[tp] = processor
         return task
 
     async def _on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """After a rebalance: close the partitions this worker lost, start the new ones.
+
+        Only partitions gone from the new assignment are closed (Faust has stopped their actors
+        by now). A partition kept across the rebalance keeps its processor: its actor goes on
+        with commands it had already read, and closing it would let those be applied while an
+        interrupted batch before them was dropped. A partition that went to another worker is
+        fenced there by `init_transactions`, so its old processor can no longer commit.
+        """
         assigned: set[TP] = args[0]
         self._assigned_once = True
+        for tp in [tp for tp in self._owned if tp not in assigned]:
+            await self._close(tp)
+        fenced = [tp for tp in assigned if tp in self._owned and self._owned[tp].closed]
+        if fenced:  # kept across a rebalance we missed: its actor's buffer is stale
+            _stop_now(f"partitions {fenced} were fenced but are still assigned here", None)
         for tp in assigned:
             if tp.topic in self._by_topic and tp not in self.processors:
                 self._start_processor(tp)
 
-    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        revoked: set[TP] = args[0]
-        for tp in revoked:
-            task = self.processors.pop(tp, None)
-            if task is None:
-                continue
-            try:
-                processor = await task
-            except Exception as exc:  # a failed start: nothing to close but the store
-                log.warning("%s: start had failed: %r", tp, exc)
-            else:
-                await processor.close()
-            self.store.release(self.topics_of(tp).snapshots, tp.partition)
+    async def _on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """A clean stop aborts open transactions, so readers are not held up until they time out."""
+        for tp in list(self._owned):
+            await self._close(tp)
+
+    async def _close(self, tp: TP) -> None:
+        """Close one partition; a start still recovering is cancelled, not awaited."""
+        task = self.processors.pop(tp, None)
+        processor = self._owned.pop(tp, None)
+        if task is None or processor is None:
+            return
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await processor.close()
+        self.store.release(self.topics_of(tp).snapshots, tp.partition)
 
     def topics_of(self, tp: TP) -> AggregateTopics:
         """The layout of the aggregate whose commands topic `tp` belongs to."""

@@ -147,3 +147,22 @@ def test_each_bad_command_has_its_documented_outcome_and_the_partition_flows(
 
     events = list(read_topic(topics.events, topics.partitions, {"bootstrap.servers": bootstrap}))
     assert len(events) == 3  # open acc-1, open acc-3 (forwarded, applied once), acc-1 again
+
+
+def test_sigterm_stops_cleanly_and_a_restart_goes_on(
+    app_cluster: Callable[..., AppCluster],
+) -> None:
+    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    topics = cluster.settings.topics("account")
+    bootstrap = cluster.settings.bootstrap_servers
+    commands = bank_commands(4000, accounts=50, seed=13)
+    worker = cluster.worker("w1")
+    worker.wait_ready()
+    ids = produce(bootstrap, topics, commands[:2000])
+    time.sleep(0.3)
+    worker.stop()
+    assert worker.proc is not None and worker.proc.returncode == 0, worker.log_tail()
+    ids += produce(bootstrap, topics, commands[2000:])
+    worker.start().wait_ready(90)
+    replies = collect_replies(bootstrap, topics, ids, timeout=120)
+    assert_invariants(cluster, replies, ids)
