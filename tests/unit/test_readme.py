@@ -13,3 +13,21 @@ def test_the_thirty_line_entity_example_runs() -> None:
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert "wallet" in namespace
+
+
+def test_the_projection_example_counts_owners() -> None:
+    from schemas.bank.v1.bank_pb2 import AccountOpened
+    from schemas.codec import pack
+    from schemas.kes.v1.envelopes_pb2 import EventEnvelope
+    from stores.readmodels import MemoryReadModelStore
+    from streams.rows import RowBatch
+
+    namespace: dict[str, object] = {}
+    exec(compile(python_blocks()[2], "README.md", "exec"), namespace)
+    totals = namespace["totals"]
+    rows = RowBatch(MemoryReadModelStore())
+    for entity in ("a", "b"):
+        payload = AccountOpened(owner="ann")
+        event = EventEnvelope(entity_id=entity, revision=1, payload=pack(payload))
+        totals.apply(event, payload, rows)  # type: ignore[attr-defined]
+    assert rows.get("ann") == b"2"
