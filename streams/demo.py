@@ -87,7 +87,7 @@ def run_demo(options: DemoOptions) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     broker: LocalBroker | None = None
-    worker: subprocess.Popen[bytes] | None = None
+    children: list[subprocess.Popen[bytes]] = []
     workdir = Path(tempfile.mkdtemp(prefix="kes-demo-"))
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -103,7 +103,7 @@ def run_demo(options: DemoOptions) -> int:
         plan = apply(topics, confluent_config(settings))
         if not plan.ok:
             raise KesError("the topic layout is wrong:\n" + plan.render())
-        _say("3/4 starting a worker for examples.bank ...")
+        _say("3/4 starting a worker and the account-balances projection for examples.bank ...")
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -111,23 +111,29 @@ def run_demo(options: DemoOptions) -> int:
             "KES_DATA_DIR": str(workdir / "worker"),
             "KES_WEB_PORT": str(options.web_port),
         }
-        with (workdir / "worker.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "examples.bank"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        _wait_healthy(options.web_port, worker)
+        kes = [sys.executable, "-m", "streams.cli"]
+        for name, args in [
+            ("worker", ["worker", "examples.bank"]),
+            ("projection", ["projection", "run", "examples.bank", "account-balances"]),
+        ]:
+            with (workdir / f"{name}.log").open("wb") as log:
+                children.append(
+                    subprocess.Popen([*kes, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+                )
+        _wait_healthy(options.web_port, children[0])
         _say(f"4/4 streaming bank commands at {options.rate:g}/s to {options.accounts} accounts")
         _tour(bootstrap, topics.prefix, options.web_port, workdir)
         _stream(settings, options, stop)
         return 0
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
             try:
-                worker.wait(30)
+                child.wait(30)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                child.kill()
         if broker is not None:
             broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -145,6 +151,9 @@ def _tour(bootstrap: str, prefix: str, port: int, workdir: Path) -> None:
     _say(f"    {env} kes send examples.bank account acc-1 CreditAccount '{{\"amount\": 5}}'")
     _say(f"    {env} kes events examples.bank account --entity acc-1 --from-beginning")
     _say(f"    {env} kes events examples.bank account --follow")
+    _say(f"    {env} kes lag examples.bank --watch")
+    data = f"KES_DATA_DIR={workdir / 'worker'}"
+    _say(f"    {env} {data} kes projection status examples.bank account-balances")
     _say()
     _say("  Ctrl-C stops the demo.")
 
