@@ -166,3 +166,15 @@ def test_sigterm_stops_cleanly_and_a_restart_goes_on(
     worker.start().wait_ready(90)
     replies = collect_replies(bootstrap, topics, ids, timeout=120)
     assert_invariants(cluster, replies, ids)
+
+
+def test_at_least_once_is_an_explicit_option_with_the_same_outcomes(
+    app_cluster: Callable[..., AppCluster],
+) -> None:
+    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster.worker("w1", KES_GUARANTEE="at_least_once").wait_ready()
+    topics = cluster.settings.topics("account")
+    bootstrap = cluster.settings.bootstrap_servers
+    ids = produce(bootstrap, topics, bank_commands(3000, accounts=60, seed=21))
+    replies = collect_replies(bootstrap, topics, ids)
+    assert_invariants(cluster, replies, ids)
