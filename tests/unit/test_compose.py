@@ -19,8 +19,18 @@ def _compose() -> dict[str, Any]:
     return data
 
 
-def test_services_are_a_broker_and_a_worker() -> None:
-    assert set(_compose()["services"]) == {"kafka", "worker"}
+def test_services_are_a_broker_a_worker_and_a_projection() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"kafka", "worker", "projection"}
+    assert services["projection"]["command"] == [
+        "projection",
+        "run",
+        "examples.bank",
+        "account-balances",
+    ]
+    for name in ("worker", "projection"):
+        assert services[name]["restart"] == "unless-stopped"
+        assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
 def test_broker_image_is_the_pinned_kafka_version() -> None:
