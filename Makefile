@@ -35,6 +35,11 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit tests/property
 
+## Benchmarks (~15 min, own broker): kes against the ceiling loop, Quix Streams, eventsourcing and
+## Kafka's producer perf tool; rewrites BENCHMARKS.md. Not part of `make test`.
+bench: install
+	$(BIN)/python -m bench.run
+
 ## Faults under load (~15 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
 ## restart, then every invariant checked; then 10,000 fuzzed commands. Not part of `make test`.
 chaos: install

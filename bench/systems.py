@@ -1,0 +1,224 @@
+"""The systems under test as processes: a kes worker, the ceiling loop, the peers, the perf tool.
+
+Each runs in its own process so that its peak memory (VmHWM) is its own, and so that the bench
+driver's work (watching offsets) stays out of its CPU time as far as two cores allow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from bench.venvs import PEERS, ROOT, ensure
+from topology.localbroker import kafka_classpath
+
+__all__ = [
+    "KesWorker",
+    "Process",
+    "kes_worker",
+    "producer_perf",
+    "run_ceiling",
+    "run_eventsourcing",
+    "run_quix",
+]
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) in MiB; NaN once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+@dataclass
+class Process:
+    """A subprocess with its log file; `stop()` is SIGTERM, then SIGKILL after a grace period."""
+
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+
+    def start(self) -> Self:
+        """Start it (returns at once)."""
+        with self.log_path.open("ab") as log:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True while it runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_rss_mb(self) -> float:
+        """Its VmHWM so far, in MiB."""
+        return peak_rss_mb(self.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of its log."""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not exit within `grace` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+@dataclass
+class KesWorker(Process):
+    """`kes worker examples.bank` with a web port to ask /health."""
+
+    web_port: int = 0
+
+    def health(self) -> dict[str, Any] | None:
+        """The /health body, or None while the web server does not answer."""
+        url = f"http://127.0.0.1:{self.web_port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return dict(json.load(resp))
+        except urllib.error.HTTPError as exc:
+            return dict(json.load(exc))
+        except (OSError, ValueError):
+            return None
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds from the process start until /health said ready (polled every 20 ms)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"kes worker exited:\n{self.log_tail()}")
+            body = self.health()
+            if body and body.get("ready"):
+                return time.monotonic() - self.started
+            time.sleep(0.02)
+        raise TimeoutError(f"kes worker not ready in {timeout:.0f}s:\n{self.log_tail()}")
+
+    def recovery_seconds(self) -> list[float]:
+        """Each partition's recovery time, from the worker's INFO log ("ready after N s")."""
+        text = self.log_path.read_text(errors="replace")
+        return [float(s) for s in re.findall(r"ready after (\d+\.\d+)s", text)]
+
+
+def kes_worker(
+    bootstrap: str,
+    *,
+    partitions: int,
+    prefix: str,
+    app_id: str,
+    data_dir: Path,
+    log_path: Path,
+    batch_max_commands: int | None = None,
+    batch_max_ms: int | None = None,
+    profile_to: Path | None = None,
+) -> KesWorker:
+    """A kes worker for the bank example (not started). `profile_to` runs it under py-spy."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KES_PARTITIONS": str(partitions),
+        "KES_TOPIC_PREFIX": prefix,
+        "KES_APP_ID": app_id,
+        "KES_DATA_DIR": str(data_dir),
+        "KES_WEB_PORT": str(port),
+        "KES_SESSION_TIMEOUT_MS": "6000",
+    }
+    if batch_max_commands is not None:
+        env["KES_BATCH_MAX_COMMANDS"] = str(batch_max_commands)
+    if batch_max_ms is not None:
+        env["KES_BATCH_MAX_MS"] = str(batch_max_ms)
+    argv = [sys.executable, "-m", "streams.cli", "worker", "examples.bank", "--loglevel", "INFO"]
+    if profile_to is not None:
+        spy = Path(sys.executable).with_name("py-spy")
+        argv = [str(spy), "record", "-o", str(profile_to), "-f", "speedscope", "-r", "200", "--"]
+        argv += [sys.executable, "-m", "streams.cli", "worker", "examples.bank"]
+    return KesWorker(argv, log_path, env, web_port=port)
+
+
+def run_ceiling(
+    bootstrap: str, commands: str, events: str, replies: str, group: str, log_path: Path
+) -> Process:
+    """The ceiling loop, started."""
+    argv = [sys.executable, "-m", "bench.ceiling", bootstrap, commands, events, replies, group]
+    return Process(argv, log_path).start()
+
+
+def run_quix(
+    bootstrap: str,
+    commands: str,
+    events: str,
+    group: str,
+    state_dir: Path,
+    commit_interval: float,
+    log_path: Path,
+) -> Process:
+    """The Quix Streams app in its own virtualenv, started."""
+    peer = PEERS["quix"]
+    python = ensure(peer)
+    argv = [str(python), "-m", "bench.quix_app", bootstrap, commands, events, group]
+    argv += [str(state_dir), str(commit_interval)]
+    return Process(argv, log_path, peer.env()).start()
+
+
+def run_eventsourcing(commands_file: Path, count: int, db: Path, log_path: Path) -> dict[str, Any]:
+    """Run the eventsourcing peer to completion; its report plus its peak RSS."""
+    peer = PEERS["eventsourcing"]
+    python = ensure(peer)
+    argv = [str(python), "-m", "bench.es_app", str(commands_file), str(count), str(db)]
+    proc = subprocess.run(
+        argv, cwd=ROOT, env=peer.env(), capture_output=True, text=True, timeout=900, check=False
+    )
+    log_path.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"eventsourcing peer failed:\n{proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def producer_perf(bootstrap: str, topic: str, records: int, record_size: int) -> float:
+    """Kafka's ProducerPerformance (acks=all, idempotent): records per second."""
+    argv = ["java", "-Xmx512m", "-cp", kafka_classpath()]
+    argv += ["org.apache.kafka.tools.ProducerPerformance", "--topic", topic]
+    argv += ["--num-records", str(records), "--record-size", str(record_size)]
+    argv += ["--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}"]
+    argv += ["acks=all", "linger.ms=5", "batch.size=262144"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    found = re.findall(r"(\d+) records sent, ([\d.]+) records/sec", proc.stdout)
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"ProducerPerformance failed: {(proc.stderr or proc.stdout)[-1000:]}")
+    return float(found[-1][1])

@@ -1,0 +1,69 @@
+"""Each peer gets its own virtualenv: Quix Streams pins older confluent-kafka releases than kes.
+
+Environments live under the user's cache (`~/.cache/kes/bench/<name>-<hash>`), keyed by their
+requirements, and are created once with the ordinary `python -m venv` and `pip install`. The
+peers import only kes's pure core from the project root (protobuf, no Kafka client), so each
+environment pins the protobuf runtime the project's generated code was built against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+__all__ = ["PEERS", "Peer", "ensure"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer's name and the requirements of its environment."""
+
+    name: str
+    requirements: tuple[str, ...]
+
+    @property
+    def directory(self) -> Path:
+        """Where its environment lives (changes when the requirements do)."""
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        digest = hashlib.sha256("\n".join(self.requirements).encode()).hexdigest()[:12]
+        return base / "kes" / "bench" / f"{self.name}-{digest}"
+
+    @property
+    def python(self) -> Path:
+        """The environment's interpreter."""
+        return self.directory / "bin" / "python"
+
+    def env(self) -> dict[str, str]:
+        """Process environment for running a peer module from the project root."""
+        return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+_PROTOBUF = f"protobuf=={version('protobuf')}"
+PEERS = {
+    "quix": Peer("quix", ("quixstreams==3.28.1", _PROTOBUF)),
+    "eventsourcing": Peer("eventsourcing", ("eventsourcing==9.5.6", _PROTOBUF)),
+}
+
+
+def ensure(peer: Peer) -> Path:
+    """Create the peer's environment unless it exists; returns its interpreter."""
+    stamp = peer.directory / ".installed"
+    if stamp.exists():
+        return peer.python
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # not kes's own metadata
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(peer.directory)], check=True)
+    subprocess.run(
+        [str(peer.python), "-m", "pip", "install", "-q", *peer.requirements],
+        check=True,
+        timeout=900,
+        env=env,
+    )
+    stamp.write_text("\n".join(peer.requirements) + "\n")
+    return peer.python
