@@ -40,7 +40,7 @@ unit: install
 bench: install
 	$(BIN)/python -m bench.run
 
-## Faults under load (~15 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
+## Faults under load (~5 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
 ## restart, then every invariant checked; then 10,000 fuzzed commands. Not part of `make test`.
 chaos: install
 	$(BIN)/python -m bench.chaos --report chaos-report.json
