@@ -117,9 +117,11 @@ def check_outcomes(
         if reply.WhichOneof("outcome") == "accepted":
             accepted[reply.command_id].append(reply.accepted.revision)
     event_revisions: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    applied_from: set[tuple[int, int]] = set()  # (partition, offset) of applied command records
     for record in events:
         env = decode_event(record.value)
         event_revisions[env.command_id].append((env.entity_id, env.revision))
+        applied_from.add((env.source_partition, env.source_offset))
 
     coordinates = {(c.record.partition, c.record.offset) for c in parsed}
     for (partition, offset), count in letters.items():
@@ -195,7 +197,8 @@ def check_outcomes(
     by_coordinates = {(c.record.partition, c.record.offset): c for c in parsed}
     for coordinates_of_letter in letters:
         hit = by_coordinates.get(coordinates_of_letter)
-        if hit is not None and hit.kind == "routed" and event_revisions.get(hit.command_id):
+        # The record itself, not its command id: an id may be re-sent after a poison outcome.
+        if hit is not None and hit.kind == "routed" and coordinates_of_letter in applied_from:
             result._violation(hit.entity_id, f"command {hit.command_id} dead-lettered and applied")
     all_ids = {c.command_id for c in parsed if c.command_id}
     for command_id in reply_count.keys() - all_ids:

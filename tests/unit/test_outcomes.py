@@ -97,3 +97,15 @@ def test_records_past_the_checkpoint_are_pending_not_violations() -> None:
     _command(sim, "acc-9", bank_pb2.OpenAccount(owner="z"), reply_wanted=True)
     found = _check(sim)
     assert found.ok and found.pending == 1
+
+
+def test_a_command_id_resent_after_a_poison_outcome_is_two_records_one_outcome_each() -> None:
+    """Regression (hypothesis): the checker matched dead letters to command ids, not records."""
+    from tests.apps.faulty import account as faulty
+
+    sim = Simulation(faulty, TOPICS)
+    _command(sim, "acc-1", bank_pb2.OpenAccount(owner="boom"), command_id="c1")  # handler raises
+    _command(sim, "acc-1", bank_pb2.OpenAccount(owner="ann"), command_id="c1")  # a fixed retry
+    sim.run()
+    assert len(sim.records(TOPICS.dlq)) == 1 and len(sim.records(TOPICS.events)) == 1
+    assert _check(sim).ok, _check(sim).violations
