@@ -12,6 +12,7 @@ import os
 from streams.apps import behavior_named
 from streams.kafkaconfig import confluent_config
 from streams.outcomes import read_outcomes
+from streams.projection import event_adapters
 from streams.settings import Settings
 from streams.verify import verify
 
@@ -77,7 +78,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     behavior = behavior_named(args.app, args.aggregate)
     topics = settings.topics(behavior.name)
     config = confluent_config(settings)
-    checked = verify(behavior, topics, config)
+    checked = verify(behavior, topics, config, event_adapters(args.app))
     print(f"{topics.events}: {checked.summary()}")
     entities = {v.split(":", 1)[0] for v in checked.violations}
     ok = checked.ok
