@@ -54,6 +54,7 @@ def restart_cold_then_warm(
             app_id=f"{prefix}app",
             data_dir=data_dir,
             log_path=log_path,
+            loglevel="INFO",  # each partition's "ready after" line
         )
 
     cold = worker("cold")

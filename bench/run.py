@@ -16,6 +16,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +52,30 @@ def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
         future.result(30)
 
 
+def through(
+    name: str,
+    proc: systems.Process,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    ends: dict[int, int],
+    result: Run,
+) -> workload.Progress:
+    """Watch one system through the backlog; its rate, CPU per command and peak RSS."""
+    progress = workload.watch(
+        bootstrap, group, topic, ends, timeout=900, alive=proc.alive, cpu=proc.cpu_seconds
+    )
+    result[f"{name}_rate"] = progress.rate
+    result[f"{name}_cpu_us"] = progress.cpu_micros_per_command
+    result[f"{name}_cpu_share"] = progress.cpu_share
+    result[f"{name}_peak_rss_mb"] = proc.peak_rss_mb()
+    log(
+        f"  {name}: {progress.rate:,.0f} commands/s, {progress.cpu_micros_per_command:,.0f} "
+        f"CPU-µs/command, {progress.cpu_share:.2f} cores"
+    )
+    return progress
+
+
 def kes_throughput(
     args: argparse.Namespace,
     bootstrap: str,
@@ -61,7 +86,7 @@ def kes_throughput(
     result: Run,
 ) -> None:
     """kes through the backlog, then ask latency at half that rate on the same worker."""
-    profile = args.profile / f"kes-run{run}.speedscope.json" if args.profile else None
+    profile = args.profile / f"kes-run{run}.folded.txt" if args.profile else None
     worker = systems.kes_worker(
         bootstrap,
         partitions=args.partitions,
@@ -70,15 +95,18 @@ def kes_throughput(
         data_dir=workdir / f"kes-{run}",
         log_path=workdir / f"kes-{run}.log",
         profile_to=profile,
+        batch_max_commands=args.batch_max_commands,
+        batch_max_ms=args.batch_max_ms,
     )
     worker.start()
     try:
-        progress = workload.watch(
-            bootstrap, f"{topics.prefix}kes", topics.commands, ends, timeout=900, alive=worker.alive
+        progress = through(
+            "kes", worker, bootstrap, f"{topics.prefix}kes", topics.commands, ends, result
         )
-        result["kes_rate"] = progress.rate
-        result["kes_peak_rss_mb"] = worker.peak_rss_mb()
-        log(f"  kes: {progress.rate:,.0f} commands/s")
+        counters = worker.counters()
+        if counters.get("batches"):
+            result["kes_commands_per_transaction"] = counters["commands"] / counters["batches"]
+            log(f"  kes: {result['kes_commands_per_transaction']:.1f} commands per transaction")
         if args.latency_seconds > 0 and profile is None:
             worker.wait_ready()
             accounts = [f"acc-{i:06d}" for i in range(args.accounts)]
@@ -121,12 +149,7 @@ def ceiling_throughput(
         workdir / f"ceiling-{run}.log",
     )
     try:
-        progress = workload.watch(
-            bootstrap, group, topics.commands, ends, timeout=900, alive=proc.alive
-        )
-        result["ceiling_rate"] = progress.rate
-        result["ceiling_peak_rss_mb"] = proc.peak_rss_mb()
-        log(f"  ceiling: {progress.rate:,.0f} commands/s")
+        through("ceiling", proc, bootstrap, group, topics.commands, ends, result)
     finally:
         proc.stop()
 
@@ -152,15 +175,57 @@ def quix_throughput(
         workdir / f"quix-{run}.log",
     )
     try:
-        progress = workload.watch(
-            bootstrap, group, topics.commands, ends, timeout=900, alive=proc.alive
-        )
-        result["quix_rate"] = progress.rate
-        result["quix_peak_rss_mb"] = proc.peak_rss_mb()
-        log(f"  quix: {progress.rate:,.0f} commands/s")
+        through("quix", proc, bootstrap, group, topics.commands, ends, result)
     finally:
         proc.stop()
     shutil.rmtree(workdir / f"quix-{run}", ignore_errors=True)
+
+
+def reference_throughput(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    ends: dict[int, int],
+    workdir: Path,
+    run: int,
+    result: Run,
+) -> None:
+    """kes as of `--compare REF` through the same backlog: before/after within one run."""
+    worker = systems.kes_worker(
+        bootstrap,
+        partitions=args.partitions,
+        prefix=topics.prefix,
+        app_id=f"{topics.prefix}kesref",
+        data_dir=workdir / f"kesref-{run}",
+        log_path=workdir / f"kesref-{run}.log",
+        batch_max_commands=args.batch_max_commands,
+        batch_max_ms=args.batch_max_ms,
+        source=args.reference_tree,
+    )
+    worker.start()
+    try:
+        through(
+            "kesref", worker, bootstrap, f"{topics.prefix}kesref", topics.commands, ends, result
+        )
+        counters = worker.counters()
+        if counters.get("batches"):
+            result["kesref_commands_per_tx"] = counters["commands"] / counters["batches"]
+    finally:
+        worker.stop()
+    shutil.rmtree(workdir / f"kesref-{run}", ignore_errors=True)
+
+
+def export_tree(ref: str, workdir: Path) -> Path:
+    """The project as of a git ref, exported (not checked out) into the work directory."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = workdir / f"ref-{sha}"
+    if not target.exists():
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 STEPS: dict[str, Callable[..., None]] = {
@@ -278,7 +343,24 @@ def rows(args: argparse.Namespace) -> list[report.Row]:
             f"worker peak RSS, MiB ({entities}, cold restore)", _get("cold_peak_rss_mb"), "—",
             None, "≤ 300 MB", lambda v: v <= 300 / 1.048576,
         ),
-    ]  # fmt: skip
+        report.Row(
+            "CPU per command, µs", _get("kes_cpu_us"), "ceiling loop", _get("ceiling_cpu_us"),
+            "—", None,
+        ),
+        report.Row(
+            "CPU per command, µs", _get("kes_cpu_us"), "Quix Streams", _get("quix_cpu_us"),
+            "—", None,
+        ),
+    ] + ([
+        report.Row(
+            f"throughput, {per_s}", kes, f"kes as of {args.compare}", _get("kesref_rate"),
+            "> 1x", lambda r: r > 1,
+        ),
+        report.Row(
+            "CPU per command, µs", _get("kes_cpu_us"), f"kes as of {args.compare}",
+            _get("kesref_cpu_us"), "< 1x", lambda r: r < 1,
+        ),
+    ] if args.compare else [])  # fmt: skip
 
 
 FIGURES: list[tuple[str, Callable[[report.Run], float | None], str]] = [
@@ -299,6 +381,16 @@ FIGURES: list[tuple[str, Callable[[report.Run], float | None], str]] = [
     ("kes worker peak RSS, throughput and ask runs, MiB", _get("kes_peak_rss_mb"), "{:.0f}"),
     ("kes worker peak RSS, cold restore, MiB", _get("cold_peak_rss_mb"), "{:.0f}"),
     ("kes worker peak RSS, warm restart, MiB", _get("warm_peak_rss_mb"), "{:.0f}"),
+    ("kes commands per transaction", _get("kes_commands_per_transaction"), "{:.1f}"),
+    ("kes as of --compare, commands/s", _get("kesref_rate"), "{:,.0f}"),
+    ("kes as of --compare, CPU per command, µs", _get("kesref_cpu_us"), "{:,.0f}"),
+    ("kes as of --compare, commands per transaction", _get("kesref_commands_per_tx"), "{:.1f}"),
+    ("kes worker CPU per command, µs", _get("kes_cpu_us"), "{:,.0f}"),
+    ("ceiling loop CPU per command, µs", _get("ceiling_cpu_us"), "{:,.0f}"),
+    ("Quix Streams CPU per command, µs", _get("quix_cpu_us"), "{:,.0f}"),
+    ("kes worker cores busy", _get("kes_cpu_share"), "{:.2f}"),
+    ("ceiling loop cores busy", _get("ceiling_cpu_share"), "{:.2f}"),
+    ("Quix Streams cores busy", _get("quix_cpu_share"), "{:.2f}"),
     ("ceiling loop peak RSS, MiB", _get("ceiling_peak_rss_mb"), "{:.0f}"),
     ("Quix Streams peak RSS, MiB", _get("quix_peak_rss_mb"), "{:.0f}"),
     ("projection, events/s", _get("projection_rate"), "{:,.0f}"),
@@ -349,7 +441,7 @@ def sizes(args: argparse.Namespace) -> list[str]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--commands", type=int, default=200_000)
+    parser.add_argument("--commands", type=int, default=100_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--entities", type=int, default=1_000_000)
@@ -357,7 +449,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--perf-records", type=int, default=500_000)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--quix-commit-interval", type=float, default=1.0)
-    parser.add_argument("--only", nargs="*", choices=list(STEPS), help="throughput steps to run")
+    parser.add_argument("--batch-max-commands", type=int, help="kes worker (default: its own)")
+    parser.add_argument("--batch-max-ms", type=int, help="kes worker (default: its own)")
+    parser.add_argument("--only", nargs="*", choices=[*STEPS, "kesref"], help="steps to run")
+    parser.add_argument(
+        "--compare", metavar="REF", help="also run kes as of this git ref: before/after ratios"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy profiles of kes here (no latency)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
@@ -368,13 +465,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kes-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        args.reference_tree = export_tree(args.compare, workdir)
+        STEPS["kesref"] = reference_throughput
     if args.only is not None:
         for name in list(STEPS):
             if name not in args.only:
                 del STEPS[name]
     began = time.monotonic()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kes-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     for name in ("quix",) if "quix" in STEPS else ():

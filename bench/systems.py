@@ -51,13 +51,39 @@ def peak_rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
+def children(pid: int) -> list[int]:
+    """The process ids of a process's children."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its threads included); NaN once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Process:
-    """A subprocess with its log file; `stop()` is SIGTERM, then SIGKILL after a grace period."""
+    """A subprocess with its log file; `stop()` is SIGTERM, then SIGKILL after a grace period.
+
+    With `wrapper` (a profiler that runs the real program as its child), signals and memory
+    figures go to the child, and the wrapper is left to exit by itself and write its output.
+    """
 
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    wrapper: bool = False
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
 
@@ -66,7 +92,7 @@ class Process:
         with self.log_path.open("ab") as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         return self
 
@@ -80,9 +106,22 @@ class Process:
         """True while it runs."""
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def target_pid(self) -> int:
+        """The measured program's process id (the wrapper's child, if wrapped)."""
+        if self.wrapper:
+            kids = children(self.pid)
+            if kids:
+                return kids[0]
+        return self.pid
+
     def peak_rss_mb(self) -> float:
         """Its VmHWM so far, in MiB."""
-        return peak_rss_mb(self.pid)
+        return peak_rss_mb(self.target_pid)
+
+    def cpu_seconds(self) -> float:
+        """Its CPU time so far."""
+        return cpu_seconds(self.target_pid)
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of its log."""
@@ -92,10 +131,16 @@ class Process:
         """SIGTERM and wait; SIGKILL if it does not exit within `grace` seconds."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        if self.wrapper:
+            for child in children(self.pid):
+                os.kill(child, signal.SIGTERM)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(grace)
         except subprocess.TimeoutExpired:
+            for child in children(self.pid):
+                os.kill(child, signal.SIGKILL)
             self.proc.kill()
             self.proc.wait(30)
 
@@ -116,6 +161,19 @@ class KesWorker(Process):
             return dict(json.load(exc))
         except (OSError, ValueError):
             return None
+
+    def counters(self) -> dict[str, float]:
+        """The worker's `kes_*_total` counters from /metrics, summed over partitions."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                text = resp.read().decode()
+        except (OSError, ValueError):
+            return {}
+        totals: dict[str, float] = {}
+        for name, value in re.findall(r"^kes_(\w+)_total\{[^}]*\} (\S+)$", text, re.MULTILINE):
+            totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
 
     def wait_ready(self, timeout: float = 120) -> float:
         """Seconds from the process start until /health said ready (polled every 20 ms)."""
@@ -146,8 +204,13 @@ def kes_worker(
     batch_max_commands: int | None = None,
     batch_max_ms: int | None = None,
     profile_to: Path | None = None,
+    loglevel: str = "WARNING",
+    source: Path = ROOT,
 ) -> KesWorker:
-    """A kes worker for the bank example (not started). `profile_to` runs it under py-spy."""
+    """A kes worker for the bank example (not started). `profile_to` runs it under py-spy.
+
+    `source` is the project tree whose code runs (an older commit's export, to compare).
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -159,16 +222,18 @@ def kes_worker(
         "KES_WEB_PORT": str(port),
         "KES_SESSION_TIMEOUT_MS": "6000",
     }
+    if source != ROOT:  # ahead of the editable install's finder
+        env["PYTHONPATH"] = str(source)
     if batch_max_commands is not None:
         env["KES_BATCH_MAX_COMMANDS"] = str(batch_max_commands)
     if batch_max_ms is not None:
         env["KES_BATCH_MAX_MS"] = str(batch_max_ms)
-    argv = [sys.executable, "-m", "streams.cli", "worker", "examples.bank", "--loglevel", "INFO"]
+    argv = [sys.executable, "-m", "streams.cli", "worker", "examples.bank", "--loglevel", loglevel]
     if profile_to is not None:
         spy = Path(sys.executable).with_name("py-spy")
-        argv = [str(spy), "record", "-o", str(profile_to), "-f", "speedscope", "-r", "200", "--"]
-        argv += [sys.executable, "-m", "streams.cli", "worker", "examples.bank"]
-    return KesWorker(argv, log_path, env, web_port=port)
+        argv = [str(spy), "record", "-o", str(profile_to), "-f", "raw", "-r", "200", "--", *argv]
+    wrapped = profile_to is not None
+    return KesWorker(argv, log_path, env, wrapper=wrapped, cwd=source, web_port=port)
 
 
 def run_ceiling(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -160,12 +160,25 @@ class Progress:
     """Commands already committed at that first poll (not part of the rate)."""
     last_seconds: float
     """From the watch's start to the poll that saw every command committed."""
+    cpu_seconds: float = float("nan")
+    """CPU time (user + system) the process under test spent between those two polls."""
 
     @property
     def rate(self) -> float:
         """Commands per second between the first and the last committed transaction seen."""
         span = self.last_seconds - self.first_seconds
         return (self.commands - self.first_done) / span if span > 0 else float("nan")
+
+    @property
+    def cpu_micros_per_command(self) -> float:
+        """CPU microseconds per command in that window: less noisy than a rate on a busy box."""
+        return self.cpu_seconds / (self.commands - self.first_done) * 1e6
+
+    @property
+    def cpu_share(self) -> float:
+        """Cores kept busy in that window (1.0 = one core all the time)."""
+        span = self.last_seconds - self.first_seconds
+        return self.cpu_seconds / span if span > 0 else float("nan")
 
 
 def watch(
@@ -176,24 +189,26 @@ def watch(
     *,
     timeout: float,
     interval: float = 0.05,
-    alive: object = None,
+    alive: Callable[[], bool] | None = None,
+    cpu: Callable[[], float] | None = None,
 ) -> Progress:
     """Poll `group`'s committed offsets on `topic` until they reach `ends`.
 
-    `alive`, if given, is called each poll (a callable returning False aborts with an error):
-    it lets the caller notice a system under test that died.
+    `alive`, if given, is called each poll (False aborts with an error): it lets the caller
+    notice a system under test that died. `cpu`, if given, returns the CPU seconds used so far
+    by the system under test, read at the first and the last poll.
     """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     tps = [TopicPartition(topic, p) for p in sorted(ends)]
     total = sum(ends.values())
     began = time.monotonic()
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, float] | None = None
     try:
         while True:
             now = time.monotonic()
             if now - began > timeout:
                 raise TimeoutError(f"group {group} did not finish {topic} in {timeout:.0f}s")
-            if callable(alive) and not alive():
+            if alive is not None and not alive():
                 raise RuntimeError(f"the process of group {group} died")
             try:
                 committed = consumer.committed(tps, timeout=10)
@@ -202,11 +217,12 @@ def watch(
                 continue
             done = sum(max(0, tp.offset) for tp in committed)
             seen = time.monotonic() - began
+            used = cpu() if cpu is not None else float("nan")
             if done > 0 and first is None:
-                first = (seen, done)
+                first = (seen, done, used)
             if done >= total:
                 assert first is not None
-                return Progress(total, first[0], first[1], seen)
+                return Progress(total, first[0], first[1], seen, used - first[2])
             time.sleep(interval)
     finally:
         consumer.close()
