@@ -166,7 +166,11 @@ def render(
         "",
         "| figure | min / median / max |",
         "|---|---|",
-        *(f"| {name} | {spread(_values(runs, get), fmt)} |" for name, get, fmt in figures),
+        *(
+            f"| {name} | {spread(_values(runs, get), fmt)} |"
+            for name, get, fmt in figures
+            if _values(runs, get)
+        ),
         "",
         notes.strip(),
         "",

@@ -22,7 +22,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench import latency, recovery, report, systems, workload
 from bench.commandfile import write_commands
 from bench.venvs import PEERS, ROOT, ensure
+from examples.bank.projections import balances
 from topology.admin import apply
 from topology.layout import AggregateTopics
 from topology.localbroker import LocalBroker
@@ -106,6 +106,7 @@ def kes_throughput(
         counters = worker.counters()
         if counters.get("batches"):
             result["kes_commands_per_transaction"] = counters["commands"] / counters["batches"]
+            result["kes_events"] = counters.get("events_written", 0.0)
             log(f"  kes: {result['kes_commands_per_transaction']:.1f} commands per transaction")
         if args.latency_seconds > 0 and profile is None:
             worker.wait_ready()
@@ -181,6 +182,52 @@ def quix_throughput(
     shutil.rmtree(workdir / f"quix-{run}", ignore_errors=True)
 
 
+def projection_throughput(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    workdir: Path,
+    run: int,
+    result: Run,
+) -> None:
+    """The bank's balances projection through the events kes wrote in this run.
+
+    Its progress is the group offsets the projector commits after each store write; offsets
+    count transaction markers too, so the rate is scaled to the events kes reported writing.
+    """
+    ends = workload.end_offsets(bootstrap, topics.events, args.partitions)
+    offsets, events = sum(ends.values()), result.get("kes_events")
+    if not offsets or not events:
+        return
+    proc = systems.run_projection(
+        bootstrap,
+        name=balances.name,
+        prefix=topics.prefix,
+        data_dir=workdir / f"projection-{run}",
+        log_path=workdir / f"projection-{run}.log",
+    )
+    try:
+        progress = workload.watch(
+            bootstrap,
+            balances.group_id(topics.prefix),
+            topics.events,
+            ends,
+            timeout=900,
+            alive=proc.alive,
+            cpu=proc.cpu_seconds,
+        )
+    finally:
+        proc.stop()
+    shutil.rmtree(workdir / f"projection-{run}", ignore_errors=True)
+    share = events / offsets
+    result["projection_rate"] = progress.rate * share
+    result["projection_cpu_us"] = progress.cpu_micros_per_command / share
+    log(
+        f"  projection {balances.name}: {result['projection_rate']:,.0f} events/s, "
+        f"{result['projection_cpu_us']:,.0f} CPU-µs/event"
+    )
+
+
 def reference_throughput(
     args: argparse.Namespace,
     bootstrap: str,
@@ -236,6 +283,7 @@ STEPS: dict[str, Callable[..., None]] = {
 
 
 def one_run(
+    steps: dict[str, Callable[..., None]],
     args: argparse.Namespace,
     bootstrap: str,
     commands: list[workload.EncodedCommand],
@@ -256,10 +304,12 @@ def one_run(
     ends = workload.end_offsets(bootstrap, topics.commands, args.partitions)
     log(f"run {run}: backlog of {sum(ends.values()):,} commands produced in {seconds:.1f}s")
     result: Run = {"run": run}
-    order = list(STEPS)
+    order = list(steps)
     order = order[run % len(order) :] + order[: run % len(order)]
     for name in order:
-        STEPS[name](args, bootstrap, topics, ends, workdir, run, result)
+        steps[name](args, bootstrap, topics, ends, workdir, run, result)
+    if "kes" in steps and args.projection:
+        projection_throughput(args, bootstrap, topics, workdir, run, result)
     if args.es_commands > 0:
         db = workdir / f"es-{run}.sqlite"
         es = systems.run_eventsourcing(commands_file, args.es_commands, db, workdir / "es.log")
@@ -394,12 +444,12 @@ FIGURES: list[tuple[str, Callable[[report.Run], float | None], str]] = [
     ("ceiling loop peak RSS, MiB", _get("ceiling_peak_rss_mb"), "{:.0f}"),
     ("Quix Streams peak RSS, MiB", _get("quix_peak_rss_mb"), "{:.0f}"),
     ("projection, events/s", _get("projection_rate"), "{:,.0f}"),
+    ("projection CPU per event, µs", _get("projection_cpu_us"), "{:,.0f}"),
 ]  # fmt: skip
 
 
 def sizes(args: argparse.Namespace) -> list[str]:
     """The 'What ran' section."""
-    projector = find_spec("streams.projector") is not None
     return [
         f"- The bank example, {args.accounts:,} accounts, {args.partitions} partitions, one worker "
         "process, exactly-once (kes's defaults: a transaction per partition per batch of at most "
@@ -429,19 +479,16 @@ def sizes(args: argparse.Namespace) -> list[str]:
         "worker on the same directory (warm). Serving = /health ready, counted from the process "
         "start. Records/s = entities ÷ the slowest partition's replay (partitions replay "
         "concurrently).",
-        "- Projection: "
-        + (
-            "streams.projector into its RocksDB read model."
-            if projector
-            else "not measured: `streams/projector.py` has not landed yet."
-        ),
+        f"- Projection: `kes projection run examples.bank {balances.name}` (streams.projector, "
+        "its RocksDB read model) through the events kes wrote in the run; its progress is the "
+        "group offsets it commits after each store write.",
     ]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--commands", type=int, default=100_000)
+    parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--entities", type=int, default=1_000_000)
@@ -449,6 +496,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--perf-records", type=int, default=500_000)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--quix-commit-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--no-projection", dest="projection", action="store_false", help="skip the projection"
+    )
     parser.add_argument("--batch-max-commands", type=int, help="kes worker (default: its own)")
     parser.add_argument("--batch-max-ms", type=int, help="kes worker (default: its own)")
     parser.add_argument("--only", nargs="*", choices=[*STEPS, "kesref"], help="steps to run")
@@ -460,6 +510,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--notes", type=Path, default=ROOT / "bench" / "notes.md")
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory")
+    parser.add_argument("--bootstrap", help="use this cluster instead of starting a broker")
     return parser.parse_args(argv)
 
 
@@ -467,18 +518,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kes-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    steps = dict(STEPS)
     if args.compare:
         args.reference_tree = export_tree(args.compare, workdir)
-        STEPS["kesref"] = reference_throughput
+        steps["kesref"] = reference_throughput
     if args.only is not None:
-        for name in list(STEPS):
-            if name not in args.only:
-                del STEPS[name]
+        steps = {name: step for name, step in steps.items() if name in args.only}
     began = time.monotonic()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    for name in ("quix",) if "quix" in STEPS else ():
-        ensure(PEERS[name])
+    if "quix" in steps:
+        ensure(PEERS["quix"])
     if args.es_commands > 0:
         ensure(PEERS["eventsourcing"])
     commands = workload.bank_commands(args.commands, args.accounts, args.partitions)
@@ -487,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     broker = LocalBroker(heap="1g")
     runs: list[Run] = []
     try:
-        bootstrap = broker.start()
+        bootstrap = args.bootstrap or broker.start()
         log(f"broker at {bootstrap}; work directory {workdir}")
         recovery_prefix = f"recovery-{uuid.uuid4().hex[:6]}-"
         if args.entities > 0:
@@ -500,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{args.entities:,} snapshots produced in {took:.1f}s")
         for run in range(1, args.runs + 1):
             runs.append(
-                one_run(args, bootstrap, commands, commands_file, recovery_prefix, workdir, run)
+                one_run(
+                    steps, args, bootstrap, commands, commands_file, recovery_prefix, workdir, run
+                )
             )
             args.json.write_text(json.dumps(runs, indent=1))
     finally:

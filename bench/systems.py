@@ -30,6 +30,7 @@ __all__ = [
     "producer_perf",
     "run_ceiling",
     "run_eventsourcing",
+    "run_projection",
     "run_quix",
 ]
 
@@ -234,6 +235,20 @@ def kes_worker(
         argv = [str(spy), "record", "-o", str(profile_to), "-f", "raw", "-r", "200", "--", *argv]
     wrapped = profile_to is not None
     return KesWorker(argv, log_path, env, wrapper=wrapped, cwd=source, web_port=port)
+
+
+def run_projection(
+    bootstrap: str, *, name: str, prefix: str, data_dir: Path, log_path: Path
+) -> Process:
+    """`kes projection run examples.bank NAME` (the read model in RocksDB), started."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KES_TOPIC_PREFIX": prefix,
+        "KES_DATA_DIR": str(data_dir),
+    }
+    argv = [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", name]
+    return Process(argv, log_path, env).start()
 
 
 def run_ceiling(
