@@ -30,7 +30,7 @@ from streams.processor import PartitionProcessor
 from streams.settings import Settings
 from topology.layout import AggregateTopics
 
-__all__ = ["EXIT_BATCH_FAILED", "Worker"]
+__all__ = ["EXIT_BATCH_FAILED", "FENCE_GRACE_SECONDS", "Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def _stop_now(message: str, exc: BaseException | None) -> NoReturn:
     os._exit(EXIT_BATCH_FAILED)
 
 
+FENCE_GRACE_SECONDS = 3.0
+"""How long a partition fenced while assigned here may wait for a rebalance to take it away."""
+
+
 class Worker:
     """Processes the commands of `behaviors`; run it with `run()` (blocks until stopped)."""
 
@@ -65,6 +69,7 @@ class Worker:
         self.processors: dict[TP, asyncio.Task[PartitionProcessor]] = {}
         """Each owned partition's start-up task; its result is the ready processor."""
         self._owned: dict[TP, PartitionProcessor] = {}
+        self._fence_watches: dict[TP, asyncio.Future[None]] = {}
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")],
@@ -163,6 +168,7 @@ class Worker:
             if processor is None:
                 processor = bound[tp] = await self._processor(tp)
             if processor.closed:
+                self._watch_fenced(tp, processor)
                 return False
             records = [
                 CommandRecord(
@@ -174,9 +180,30 @@ class Worker:
         except Exception as exc:
             if processor is not None and processor.closed:
                 log.warning("%s: batch dropped, the partition was closed: %s", tp, exc)
+                self._watch_fenced(tp, processor)
                 return False
             _stop_now(f"{tp}: batch failed: {exc!r}", exc)
         return True
+
+    def _watch_fenced(self, tp: TP, processor: PartitionProcessor) -> None:
+        """A partition fenced while still assigned here would stall: its actor drops every batch.
+
+        That happens when another owner fenced this worker's producer (it was paused, or lost
+        the partition for a moment) and the partition came back here in a rebalance that
+        finished before the fence was noticed. A rebalance that takes the partition away closes
+        the processor within moments; if it is still this worker's after `FENCE_GRACE_SECONDS`,
+        stop (exit 70) so the partition is re-read from its committed offset.
+        """
+        if self._owned.get(tp) is not processor or tp in self._fence_watches:
+            return
+
+        async def watch() -> None:
+            await asyncio.sleep(FENCE_GRACE_SECONDS)
+            if self._owned.get(tp) is processor:
+                _stop_now(f"{tp} was fenced by another producer but is still assigned here", None)
+            self._fence_watches.pop(tp, None)
+
+        self._fence_watches[tp] = asyncio.ensure_future(watch())
 
     async def _processor(self, tp: TP) -> PartitionProcessor:
         task = self.processors.get(tp)
