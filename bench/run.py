@@ -282,6 +282,21 @@ STEPS: dict[str, Callable[..., None]] = {
 }
 
 
+def backlog(
+    args: argparse.Namespace,
+    bootstrap: str,
+    commands: list[workload.EncodedCommand],
+    prefix: str,
+) -> tuple[AggregateTopics, dict[int, int]]:
+    """A second set of kes topics under `prefix` with the same backlog."""
+    topics = AggregateTopics("account", args.partitions, prefix=prefix)
+    plan = apply(topics, {"bootstrap.servers": bootstrap})
+    if not plan.ok:
+        raise RuntimeError(plan.render())
+    workload.produce(bootstrap, topics.commands, commands)
+    return topics, workload.end_offsets(bootstrap, topics.commands, args.partitions)
+
+
 def one_run(
     steps: dict[str, Callable[..., None]],
     args: argparse.Namespace,
@@ -303,11 +318,14 @@ def one_run(
     seconds = workload.produce(bootstrap, topics.commands, commands)
     ends = workload.end_offsets(bootstrap, topics.commands, args.partitions)
     log(f"run {run}: backlog of {sum(ends.values()):,} commands produced in {seconds:.1f}s")
+    inputs = {name: (topics, ends) for name in steps}
+    if "kesref" in steps:  # a kes worker needs topics of its own: the changelog is the truth
+        inputs["kesref"] = backlog(args, bootstrap, commands, f"{prefix}ref-")
     result: Run = {"run": run}
     order = list(steps)
     order = order[run % len(order) :] + order[: run % len(order)]
     for name in order:
-        steps[name](args, bootstrap, topics, ends, workdir, run, result)
+        steps[name](args, bootstrap, *inputs[name], workdir, run, result)
     if "kes" in steps and args.projection:
         projection_throughput(args, bootstrap, topics, workdir, run, result)
     if args.es_commands > 0:
