@@ -137,6 +137,8 @@ def check_outcomes(
             copies[(c.command_id, source)] += 1
     wanted_due: Counter[str] = Counter()
     wanted_all: Counter[str] = Counter()
+    routed_due: Counter[str] = Counter()
+    routed_wanted_due: Counter[str] = Counter()
     forwards_due: Counter[tuple[str, int]] = Counter()
     forwards_all: Counter[tuple[str, int]] = Counter()
     known_ids: set[str] = set()
@@ -147,6 +149,9 @@ def check_outcomes(
                 result.dead_lettered += letters[(c.record.partition, c.record.offset)] > 0
                 if not letters[(c.record.partition, c.record.offset)]:
                     result._violation(c.entity_id or where, f"{where}: no dead letter")
+            if c.reply_wanted:  # another aggregate's command: also rejected, if asked
+                wanted_all[c.command_id] += 1
+                wanted_due[c.command_id] += c.due
             continue
         known_ids.add(c.command_id)
         if c.kind == "forward":
@@ -156,10 +161,12 @@ def check_outcomes(
             continue
         if c.due and letters[(c.record.partition, c.record.offset)]:
             result.dead_lettered += 1
+        routed_due[c.command_id] += c.due
         if c.reply_wanted:
             wanted_all[c.command_id] += 1
             wanted_due[c.command_id] += c.due
-    entity_of = {c.command_id: c.entity_id for c in parsed if c.kind != "dead"}
+            routed_wanted_due[c.command_id] += c.due
+    entity_of = {c.command_id: c.entity_id or "?" for c in parsed if c.command_id}
     for key, due in forwards_due.items():
         found = copies[key]
         result.forwarded += min(found, due)
@@ -192,7 +199,8 @@ def check_outcomes(
     for command_id, applied in event_revisions.items():
         if command_id not in known_ids:
             result._violation(applied[0][0], f"events of command {command_id}, not on the topic")
-        if wanted_due[command_id] and not accepted.get(command_id):
+        every_one_wanted_a_reply = routed_wanted_due[command_id] == routed_due[command_id] > 0
+        if every_one_wanted_a_reply and not accepted.get(command_id):
             result._violation(applied[0][0], f"command {command_id} applied, no accepted reply")
     by_coordinates = {(c.record.partition, c.record.offset): c for c in parsed}
     for coordinates_of_letter in letters:

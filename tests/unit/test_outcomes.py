@@ -109,3 +109,26 @@ def test_a_command_id_resent_after_a_poison_outcome_is_two_records_one_outcome_e
     sim.run()
     assert len(sim.records(TOPICS.dlq)) == 1 and len(sim.records(TOPICS.events)) == 1
     assert _check(sim).ok, _check(sim).violations
+
+
+def test_a_command_applied_quietly_then_resent_with_a_reply_wanted_is_one_outcome_each() -> None:
+    sim = Simulation(account, TOPICS)
+    _command(sim, "acc-1", bank_pb2.OpenAccount(owner="a"), command_id="c1")
+    _command(sim, "acc-1", bank_pb2.OpenAccount(owner="a"), command_id="c1", reply_wanted=True)
+    sim.run()
+    found = _check(sim)  # applied by the first; the second is answered DUPLICATE
+    assert found.ok, found.summary()
+    assert found.replied == 1
+
+
+def test_another_aggregates_command_is_a_dead_letter_and_its_rejection() -> None:
+    sim = Simulation(account, TOPICS)
+    _command(sim, "acc-1", bank_pb2.OpenAccount(owner="a"), command_id="c1")
+    env = new_command("acc-1", bank_pb2.OpenAccount(), aggregate="other", command_id="c1")
+    env.reply_wanted = True
+    value, headers = encode_command(env)
+    sim.append(TOPICS.commands, partition_for("acc-1", 3), b"acc-1", value, headers)
+    sim.run()
+    found = _check(sim)
+    assert found.ok, found.summary()
+    assert (found.dead_lettered, len(sim.records(TOPICS.replies))) == (1, 1)
