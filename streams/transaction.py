@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from schemas.errors import TransactionError
 from stores.snapshots import Checkpoint, PartitionSnapshots
-from streams.batch import CHECKPOINT_KEY, BatchResult, OutRecord, reply_records
+from streams.batch import CHECKPOINT_KEY, BatchResult, Entity, OutRecord, reply_records
 from streams.kafkaconfig import aiokafka_options
 from streams.settings import Guarantee, Settings
 from topology.layout import AggregateTopics
@@ -131,12 +131,16 @@ class PartitionWriter:
         """Write one batch; on return it is committed to Kafka and to the local store.
 
         1. begin the partition's transaction;
-        2. send the events, dead letters and forwarded commands, and wait for the events'
-           offsets (a new entity's snapshot records its first event's offset);
-        3. send the changed snapshots and the checkpoint record (next command offset) to the
-           snapshot changelog, and the replies, which carry the events' offsets;
-        4. add the next command offset to the transaction (the group's committed offset);
-        5. commit: everything above becomes visible to read_committed readers at once;
+        2. send the events, dead letters, forwarded commands and the snapshots of entities that
+           existed before the batch, and add the next command offset to the transaction (the
+           group's committed offset) without waiting: those two round trips to the
+           coordinators overlap the records' delivery;
+        3. only if the batch needs the events' offsets (a new entity's snapshot records its
+           first event's offset; replies carry them), wait for them, then send those snapshots
+           and the replies;
+        4. send the checkpoint record (next command offset), the batch's last changelog record;
+        5. commit once every record and the offsets are in: all of it becomes visible to
+           read_committed readers at once;
         6. write the snapshots and the checkpoint to the local store in one atomic write
            (a crash between 5 and 6 only leaves the cache behind; recovery replays it).
         Raises TransactionError when the transaction failed and was aborted, or was fenced.
@@ -144,21 +148,32 @@ class PartitionWriter:
         producer = self._producer
         if producer is None or self.closed:
             raise TransactionError(self.topics.commands, self.partition, "partition is closed")
+        offsets_added: asyncio.Future[None] | None = None
         try:
             if self.exactly_once:
                 await producer.begin_transaction()
             event_futures = [await self._send(producer, r) for r in result.events]
             other = [await self._send(producer, r) for r in result.dead_letters]
             other += [await self._send(producer, r) for r in result.forwards]
-            offsets = [m.offset for m in await asyncio.gather(*event_futures)]
-            for entity_id, index in result.first_events.items():
-                result.changed[entity_id].first_event_offset = offsets[index]
-            snapshots = {e: s.snapshot().SerializeToString() for e, s in result.changed.items()}
-            for entity_id, value in snapshots.items():
-                record = OutRecord(
-                    self.topics.snapshots, self.partition, entity_id.encode(), value, []
+            snapshots: dict[str, bytes] = {}
+            for entity_id, entity in result.changed.items():
+                if entity_id not in result.first_events:
+                    other.append(await self._snapshot(producer, snapshots, entity_id, entity))
+            if self.exactly_once:
+                commands_tp = TopicPartition(self.topics.commands, self.partition)
+                offsets_added = asyncio.ensure_future(
+                    producer.send_offsets_to_transaction(
+                        {commands_tp: result.next_command_offset}, self.settings.group_id
+                    )
                 )
-                other.append(await self._send(producer, record))
+            if result.first_events or result.replies:
+                offsets = [m.offset for m in await asyncio.gather(*event_futures)]
+                for entity_id, index in result.first_events.items():
+                    entity = result.changed[entity_id]
+                    entity.first_event_offset = offsets[index]
+                    other.append(await self._snapshot(producer, snapshots, entity_id, entity))
+                for reply in reply_records(result, offsets, self.topics.replies, self.partition):
+                    other.append(await self._send(producer, reply))
             marker = OutRecord(
                 self.topics.snapshots,
                 self.partition,
@@ -167,29 +182,37 @@ class PartitionWriter:
                 [],
             )
             marker_future = await self._send(producer, marker)
-            for reply in reply_records(result, offsets, self.topics.replies, self.partition):
-                other.append(await self._send(producer, reply))
+            await asyncio.gather(*event_futures, *other)
             changelog_offset = (await marker_future).offset
-            await asyncio.gather(*other)
-            if self.exactly_once:
-                commands_tp = TopicPartition(self.topics.commands, self.partition)
-                await producer.send_offsets_to_transaction(
-                    {commands_tp: result.next_command_offset}, self.settings.group_id
-                )
+            if offsets_added is not None:
+                await offsets_added
                 await producer.commit_transaction()
         except ProducerFenced as exc:
+            _discard(offsets_added)
             self.closed = True
             raise TransactionError(
                 self.topics.commands, self.partition, f"fenced by a newer owner: {exc}"
             ) from exc
         except (KafkaError, OSError) as exc:
+            _discard(offsets_added)
             await self._abort()
             raise TransactionError(
                 self.topics.commands, self.partition, f"transaction aborted: {exc!r}"
             ) from exc
+        except BaseException:  # cancelled (the partition's actor stops): no loose task behind
+            _discard(offsets_added)
+            raise
         if self.closed:  # revoked while committing: the next owner replays the changelog
             raise TransactionError(self.topics.commands, self.partition, "closed during commit")
         self.store.write(snapshots, Checkpoint(changelog_offset, result.next_command_offset))
+
+    async def _snapshot(
+        self, producer: AIOKafkaProducer, encoded: dict[str, bytes], entity_id: str, entity: Entity
+    ) -> asyncio.Future[Any]:
+        """Send an entity's snapshot to the changelog; keep its bytes for the local store."""
+        value = encoded[entity_id] = entity.snapshot().SerializeToString()
+        record = OutRecord(self.topics.snapshots, self.partition, entity_id.encode(), value, [])
+        return await self._send(producer, record)
 
     @staticmethod
     async def _send(producer: AIOKafkaProducer, record: OutRecord) -> asyncio.Future[Any]:
@@ -222,3 +245,11 @@ class PartitionWriter:
             await self._abort()
             self._producer = None
             await producer.stop()
+
+
+def _discard(future: asyncio.Future[None] | None) -> None:
+    """Stop waiting for a transaction step whose transaction is being given up."""
+    if future is not None and not future.done():
+        future.cancel()
+    elif future is not None and not future.cancelled():
+        future.exception()  # retrieved: the error that matters is being raised
