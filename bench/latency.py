@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
 
 from schemas.bank.v1 import bank_pb2
@@ -27,6 +28,8 @@ class Latencies:
     achieved_rate: float
     millis: list[float]
     timeouts: int
+    client_cpu_share: float = float("nan")
+    """Cores the asking process kept busy (its own threads): near 1.0 means it was the limit."""
 
     def percentile(self, p: float) -> float:
         """The p-th percentile (nearest rank), NaN without samples."""
@@ -58,6 +61,7 @@ async def _measure(
             millis.append((loop.time() - due) * 1000)
 
         tasks = []
+        cpu_began = time.process_time()
         began = loop.time()
         for i in range(total):
             due = began + i / rate
@@ -67,8 +71,9 @@ async def _measure(
             tasks.append(asyncio.ensure_future(one(due, rng.choice(accounts))))
         await asyncio.gather(*tasks)
         elapsed = loop.time() - began
+        cpu = time.process_time() - cpu_began
     millis.sort()
-    return Latencies(rate, total / elapsed, millis, timeouts)
+    return Latencies(rate, total / elapsed, millis, timeouts, cpu / elapsed)
 
 
 def measure(

@@ -111,7 +111,7 @@ def kes_throughput(
         if args.latency_seconds > 0 and profile is None:
             worker.wait_ready()
             accounts = [f"acc-{i:06d}" for i in range(args.accounts)]
-            rate = progress.rate / 2
+            rate = args.ask_rate or progress.rate / 2
             lat = latency.measure(bootstrap, topics, accounts, rate, args.latency_seconds)
             result.update(
                 ask_offered_rate=lat.offered_rate,
@@ -119,10 +119,12 @@ def kes_throughput(
                 ask_p50_ms=lat.percentile(50),
                 ask_p99_ms=lat.percentile(99),
                 ask_timeouts=lat.timeouts,
+                ask_client_cpu_share=lat.client_cpu_share,
             )
             log(
                 f"  ask at {rate:,.0f}/s: p50 {lat.percentile(50):.1f} ms, "
-                f"p99 {lat.percentile(99):.1f} ms, {lat.timeouts} timeouts"
+                f"p99 {lat.percentile(99):.1f} ms, {lat.timeouts} timeouts, "
+                f"client {lat.client_cpu_share:.2f} cores"
             )
             result["kes_peak_rss_mb"] = worker.peak_rss_mb()
     finally:
@@ -228,38 +230,45 @@ def projection_throughput(
     )
 
 
-def reference_throughput(
-    args: argparse.Namespace,
-    bootstrap: str,
-    topics: AggregateTopics,
-    ends: dict[int, int],
-    workdir: Path,
-    run: int,
-    result: Run,
-) -> None:
-    """kes as of `--compare REF` through the same backlog: before/after within one run."""
-    worker = systems.kes_worker(
-        bootstrap,
-        partitions=args.partitions,
-        prefix=topics.prefix,
-        app_id=f"{topics.prefix}kesref",
-        data_dir=workdir / f"kesref-{run}",
-        log_path=workdir / f"kesref-{run}.log",
-        batch_max_commands=args.batch_max_commands,
-        batch_max_ms=args.batch_max_ms,
-        source=args.reference_tree,
-    )
-    worker.start()
-    try:
-        through(
-            "kesref", worker, bootstrap, f"{topics.prefix}kesref", topics.commands, ends, result
+def variant_step(name: str, source: Path, batch_max_ms: int | None) -> Callable[..., None]:
+    """A step running another kes worker (older code, or other batch settings) as `name`.
+
+    It reads its own copy of the backlog (see `one_run`): two kes workers on one set of topics
+    would share a snapshot changelog, and the second would skip every command as applied.
+    """
+
+    def step(
+        args: argparse.Namespace,
+        bootstrap: str,
+        topics: AggregateTopics,
+        ends: dict[int, int],
+        workdir: Path,
+        run: int,
+        result: Run,
+    ) -> None:
+        worker = systems.kes_worker(
+            bootstrap,
+            partitions=args.partitions,
+            prefix=topics.prefix,
+            app_id=f"{topics.prefix}{name}",
+            data_dir=workdir / f"{name}-{run}",
+            log_path=workdir / f"{name}-{run}.log",
+            batch_max_commands=args.batch_max_commands,
+            batch_max_ms=batch_max_ms,
+            source=source,
         )
-        counters = worker.counters()
-        if counters.get("batches"):
-            result["kesref_commands_per_tx"] = counters["commands"] / counters["batches"]
-    finally:
-        worker.stop()
-    shutil.rmtree(workdir / f"kesref-{run}", ignore_errors=True)
+        worker.start()
+        try:
+            group = f"{topics.prefix}{name}"
+            through(name, worker, bootstrap, group, topics.commands, ends, result)
+            counters = worker.counters()
+            if counters.get("batches"):
+                result[f"{name}_commands_per_tx"] = counters["commands"] / counters["batches"]
+        finally:
+            worker.stop()
+        shutil.rmtree(workdir / f"{name}-{run}", ignore_errors=True)
+
+    return step
 
 
 def export_tree(ref: str, workdir: Path) -> Path:
@@ -319,8 +328,9 @@ def one_run(
     ends = workload.end_offsets(bootstrap, topics.commands, args.partitions)
     log(f"run {run}: backlog of {sum(ends.values()):,} commands produced in {seconds:.1f}s")
     inputs = {name: (topics, ends) for name in steps}
-    if "kesref" in steps:  # a kes worker needs topics of its own: the changelog is the truth
-        inputs["kesref"] = backlog(args, bootstrap, commands, f"{prefix}ref-")
+    for name in steps:  # another kes worker needs topics of its own: the changelog is the truth
+        if name.startswith("kes") and name != "kes":
+            inputs[name] = backlog(args, bootstrap, commands, f"{prefix}{name}-")
     result: Run = {"run": run}
     order = list(steps)
     order = order[run % len(order) :] + order[: run % len(order)]
@@ -428,10 +438,18 @@ def rows(args: argparse.Namespace) -> list[report.Row]:
             "CPU per command, µs", _get("kes_cpu_us"), f"kes as of {args.compare}",
             _get("kesref_cpu_us"), "< 1x", lambda r: r < 1,
         ),
-    ] if args.compare else [])  # fmt: skip
+    ] if args.compare else []) + [
+        report.Row(
+            f"throughput at batch_max_ms={ms}, {per_s}", _get(f"kes_t{ms}_rate"),
+            "kes, default batch window", kes, "—", None,
+        )
+        for ms in args.sweep_batch_ms
+    ]  # fmt: skip
 
 
-FIGURES: list[tuple[str, Callable[[report.Run], float | None], str]] = [
+Figure = tuple[str, Callable[[report.Run], float | None], str]
+
+FIGURES: list[Figure] = [
     ("kes, commands/s", _get("kes_rate"), "{:,.0f}"),
     ("ceiling loop, commands/s", _get("ceiling_rate"), "{:,.0f}"),
     ("Quix Streams, commands/s", _get("quix_rate"), "{:,.0f}"),
@@ -442,6 +460,7 @@ FIGURES: list[tuple[str, Callable[[report.Run], float | None], str]] = [
     ("ask p50, ms", _get("ask_p50_ms"), "{:.1f}"),
     ("ask p99, ms", _get("ask_p99_ms"), "{:.1f}"),
     ("ask timeouts (30 s)", _get("ask_timeouts"), "{:.0f}"),
+    ("asking client's cores busy", _get("ask_client_cpu_share"), "{:.2f}"),
     ("cold restart until serving, s", _get("cold_seconds"), "{:.2f}"),
     ("cold replay (slowest partition), s", _get("cold_replay_seconds"), "{:.2f}"),
     ("cold restore, records/s", _get("cold_records_per_second"), "{:,.0f}"),
@@ -464,6 +483,20 @@ FIGURES: list[tuple[str, Callable[[report.Run], float | None], str]] = [
     ("projection, events/s", _get("projection_rate"), "{:,.0f}"),
     ("projection CPU per event, µs", _get("projection_cpu_us"), "{:,.0f}"),
 ]  # fmt: skip
+
+
+def figures(args: argparse.Namespace) -> list[Figure]:
+    """FIGURES, and those of each `--sweep-batch-ms` window."""
+    sweep: list[Figure] = [
+        (f"kes at batch_max_ms={ms}, {what}", _get(f"kes_t{ms}_{key}"), fmt)
+        for ms in args.sweep_batch_ms
+        for what, key, fmt in (
+            ("commands/s", "rate", "{:,.0f}"),
+            ("CPU per command, µs", "cpu_us", "{:,.0f}"),
+            ("commands per transaction", "commands_per_tx", "{:.1f}"),
+        )
+    ]
+    return FIGURES + sweep
 
 
 def sizes(args: argparse.Namespace) -> list[str]:
@@ -513,12 +546,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--es-commands", type=int, default=20_000)
     parser.add_argument("--perf-records", type=int, default=500_000)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--ask-rate", type=float, help="offered asks/s (default: half the peak)")
     parser.add_argument("--quix-commit-interval", type=float, default=1.0)
     parser.add_argument(
         "--no-projection", dest="projection", action="store_false", help="skip the projection"
     )
     parser.add_argument("--batch-max-commands", type=int, help="kes worker (default: its own)")
     parser.add_argument("--batch-max-ms", type=int, help="kes worker (default: its own)")
+    parser.add_argument(
+        "--sweep-batch-ms",
+        type=lambda text: [int(v) for v in text.split(",") if v],
+        default=[100],
+        metavar="MS,MS",
+        help="also run kes with these batch windows, each on its own copy of the backlog",
+    )
     parser.add_argument("--only", nargs="*", choices=[*STEPS, "kesref"], help="steps to run")
     parser.add_argument(
         "--compare", metavar="REF", help="also run kes as of this git ref: before/after ratios"
@@ -538,10 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     steps = dict(STEPS)
     if args.compare:
-        args.reference_tree = export_tree(args.compare, workdir)
-        steps["kesref"] = reference_throughput
+        steps["kesref"] = variant_step("kesref", export_tree(args.compare, workdir), None)
+    for ms in args.sweep_batch_ms:
+        steps[f"kes_t{ms}"] = variant_step(f"kes_t{ms}", ROOT, ms)
     if args.only is not None:
-        steps = {name: step for name, step in steps.items() if name in args.only}
+        steps = {n: step for n, step in steps.items() if n in args.only or n.startswith("kes_t")}
     began = time.monotonic()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -582,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(
         runs=runs,
         rows=rows(args),
-        figures=FIGURES,
+        figures=figures(args),
         sizes=sizes(args),
         command=command,
         notes=notes,

@@ -26,7 +26,7 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
     argv = ["--bootstrap", kafka_bootstrap, "--runs", "1", "--only", "kes", "ceiling"]
     argv += ["--commands", "1500", "--accounts", "100", "--partitions", "4"]
     argv += ["--entities", "2000", "--es-commands", "0", "--perf-records", "0"]
-    argv += ["--latency-seconds", "1", "--workdir", str(tmp_path / "work")]
+    argv += ["--latency-seconds", "1", "--sweep-batch-ms", "", "--workdir", str(tmp_path / "work")]
     argv += ["--output", str(output), "--json", str(figures)]
 
     assert main(argv) == 0
