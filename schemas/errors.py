@@ -11,6 +11,7 @@ from enum import StrEnum
 __all__ = [
     "AdminError",
     "BrokerStartError",
+    "CommandGapError",
     "CommandTimeoutError",
     "ConfigurationError",
     "DeadLetterReason",
@@ -79,6 +80,22 @@ class TransactionError(KesError):
 
     def __init__(self, topic: str, partition: int, detail: str) -> None:
         super().__init__(f"{topic}[{partition}]: {detail}")
+        self.topic = topic
+        self.partition = partition
+
+
+class CommandGapError(KesError):
+    """A batch started past the next expected command offset, with commands in between.
+
+    Applying it would skip those commands; the worker stops instead, and the partition is read
+    again from its last committed offset.
+    """
+
+    def __init__(self, topic: str, partition: int, expected: int, got: int, missed: int) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: expected offset {expected}, got {got}: "
+            f"{missed} command(s) in between were not delivered to this worker"
+        )
         self.topic = topic
         self.partition = partition
 

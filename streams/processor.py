@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.codec import decode_snapshot
-from schemas.errors import TransactionError
+from schemas.errors import CommandGapError, TransactionError
 from schemas.kes.v1.envelopes_pb2 import Snapshot
 from stores.snapshots import PartitionSnapshots
 from streams.batch import BatchStep, CommandRecord
 from streams.behavior import Behavior
+from streams.gaps import records_between
 from streams.settings import Settings
 from streams.transaction import PartitionWriter
 from topology.layout import AggregateTopics
@@ -64,6 +65,7 @@ class PartitionProcessor:
             max_command_bytes=settings.max_command_bytes,
             recent_command_ids=settings.recent_command_ids,
         )
+        self.settings = settings
         self.writer = PartitionWriter(settings, topics, partition, store)
         self.ready = asyncio.Event()
         self.next_offset = -1
@@ -87,11 +89,17 @@ class PartitionProcessor:
         self.ready.set()
 
     async def handle(self, records: Sequence[CommandRecord]) -> None:
-        """Apply a batch in one transaction; raises TransactionError when it did not apply."""
+        """Apply a batch in one transaction; raises TransactionError when it did not apply.
+
+        Raises CommandGapError, before applying anything, when the batch starts past the next
+        expected offset and commands lie in between (not only transaction markers).
+        """
         fresh = [r for r in records if r.offset >= self.next_offset]
         self.stats.skipped += len(records) - len(fresh)
         if not fresh:
             return
+        if 0 <= self.next_offset < fresh[0].offset:
+            await self._check_gap(fresh[0].offset)
         result = self.step.run(fresh)
         try:
             await self.writer.write(result)
@@ -108,6 +116,15 @@ class PartitionProcessor:
         stats.events += len(result.events)
         stats.dead_letters += len(result.dead_letters)
         stats.forwarded += len(result.forwards)
+
+    async def _check_gap(self, first: int) -> None:
+        expected = self.next_offset
+        missed = await records_between(
+            self.settings, self.topics.commands, self.partition, expected, first
+        )
+        if missed:
+            raise CommandGapError(self.topics.commands, self.partition, expected, first, missed)
+        self.next_offset = first  # only markers in between
 
     async def close(self) -> None:
         """Stop writing (abort an open transaction) and drop cached entities."""

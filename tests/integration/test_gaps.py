@@ -1,0 +1,79 @@
+"""A batch that starts past the expected offset is applied only if the gap holds no commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Producer
+
+from examples.bank import account
+from schemas.bank.v1 import bank_pb2
+from schemas.codec import encode_command, new_command
+from schemas.errors import CommandGapError
+from stores.snapshots import MemorySnapshotStore
+from streams.batch import CommandRecord
+from streams.gaps import records_between
+from streams.processor import PartitionProcessor
+from streams.settings import Settings
+from streams.verify import read_records
+from topology.admin import apply
+from topology.partitioning import partition_for
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Settings:
+    made = Settings(
+        bootstrap_servers=kafka_bootstrap, partitions=1, topic_prefix=unique_name("gap") + "-"
+    )
+    assert apply(made.topics("account"), {"bootstrap.servers": kafka_bootstrap}).ok
+    return made
+
+
+def _produce(settings: Settings, count: int, transactional: bool) -> None:
+    config = {"bootstrap.servers": settings.bootstrap_servers}
+    if transactional:
+        config["transactional.id"] = f"{settings.topic_prefix}tx"
+    producer = Producer(config)
+    if transactional:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    for _ in range(count):
+        env = new_command("acc-1", bank_pb2.CreditAccount(amount=1), aggregate="account")
+        value, headers = encode_command(env)
+        producer.produce(settings.topics("account").commands, value, b"acc-1", 0, headers=headers)
+    if transactional:
+        producer.commit_transaction(30)
+    assert producer.flush(30) == 0
+
+
+async def test_records_between_counts_commands_not_transaction_markers(settings: Settings) -> None:
+    _produce(settings, 2, transactional=True)  # two commands and a commit marker
+    _produce(settings, 2, transactional=False)
+    topic = settings.topics("account").commands
+    config = {"bootstrap.servers": settings.bootstrap_servers}
+    data = [r.offset for r in read_records(topic, 1, config)]
+    assert len(data) == 4
+    (marker,) = set(range(5)) - set(data)  # the coordinator writes it asynchronously
+    assert await records_between(settings, topic, 0, marker, marker + 1) == 0
+    assert await records_between(settings, topic, 0, 0, 5) == 4
+    assert await records_between(settings, topic, 0, 1, 4) == len([o for o in data if 1 <= o < 4])
+    assert await records_between(settings, topic, 0, 4, 4) == 0
+
+
+async def test_a_batch_past_unseen_commands_is_refused_before_anything_applies(
+    settings: Settings,
+) -> None:
+    _produce(settings, 5, transactional=False)
+    topics = settings.topics("account")
+    assert partition_for("acc-1", 1) == 0
+    records = [
+        CommandRecord(r.offset, r.key, r.value, r.headers)
+        for r in read_records(topics.commands, 1, {"bootstrap.servers": settings.bootstrap_servers})
+    ]
+    store = MemorySnapshotStore().partition(topics.snapshots, 0)
+    processor = PartitionProcessor(account, topics, 0, settings, store)
+    processor.next_offset = 1  # as if offset 0 had been applied
+    with pytest.raises(CommandGapError, match="2 command"):
+        await processor.handle(records[3:])  # offsets 1 and 2 were never delivered
+    assert processor.stats.batches == 0 and processor.next_offset == 1
