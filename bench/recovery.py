@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.systems import KesWorker, kes_worker
+from bench.venvs import ROOT
 
 __all__ = ["Restart", "restart_cold_then_warm"]
 
@@ -39,14 +40,25 @@ class Restart:
 
 
 def restart_cold_then_warm(
-    bootstrap: str, *, partitions: int, prefix: str, entities: int, workdir: Path, run: int
+    bootstrap: str,
+    *,
+    partitions: int,
+    prefix: str,
+    entities: int,
+    workdir: Path,
+    run: int,
+    source: Path = ROOT,
+    label: str = "recovery",
 ) -> Restart:
-    """Cold start on a fresh data directory, SIGTERM, warm start on the same one."""
-    data_dir = workdir / f"recovery-{run}"
+    """Cold start on a fresh data directory, SIGTERM, warm start on the same one.
+
+    `source` is the project tree whose worker runs (an older commit's export, to compare).
+    """
+    data_dir = workdir / f"{label}-{run}"
     shutil.rmtree(data_dir, ignore_errors=True)
 
     def worker(name: str) -> KesWorker:
-        log_path = workdir / f"recovery-{run}-{name}.log"
+        log_path = workdir / f"{label}-{run}-{name}.log"
         return kes_worker(
             bootstrap,
             partitions=partitions,
@@ -55,6 +67,7 @@ def restart_cold_then_warm(
             data_dir=data_dir,
             log_path=log_path,
             loglevel="INFO",  # each partition's "ready after" line
+            source=source,
         )
 
     cold = worker("cold")

@@ -20,9 +20,14 @@ from typing import Any
 
 from topology.localbroker import kafka_version
 
-__all__ = ["Row", "machine", "render", "spread"]
+__all__ = ["Row", "machine", "now", "render", "spread"]
 
 Run = Mapping[str, Any]
+
+
+def now() -> str:
+    """The time of day in UTC, to the minute."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
@@ -139,14 +144,19 @@ def render(
     command: str,
     notes: str,
     elapsed_seconds: float,
+    finished: str = "",
+    commit: str = "",
 ) -> str:
     """The whole BENCHMARKS.md."""
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = finished or now()
+    code = f" on kes {commit}" if commit else ""
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{command}` on {now} ({len(runs)} runs, {elapsed_seconds / 60:.1f} minutes "
-        "in all). Do not edit by hand: the prose after the tables comes from `bench/notes.md`.",
+        f"Measured by `{command}`{code}, finished {when} ({len(runs)} runs, "
+        f"{elapsed_seconds / 60:.1f} minutes in all). Do not edit by hand: the prose after the "
+        "tables comes from `bench/notes.md`; `python -m bench.run --render-only` redoes this "
+        "file from `bench/results.json`.",
         "",
         "## Machine",
         "",

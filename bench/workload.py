@@ -155,9 +155,10 @@ class Progress:
 
     commands: int
     first_seconds: float
-    """From the watch's start to the first poll that saw a committed offset."""
+    """From the watch's start to the last poll that saw nothing committed (the first poll, if
+    something was committed already)."""
     first_done: int
-    """Commands already committed at that first poll (not part of the rate)."""
+    """Commands committed at that poll (not part of the rate): 0 unless the watch began late."""
     last_seconds: float
     """From the watch's start to the poll that saw every command committed."""
     cpu_seconds: float = float("nan")
@@ -165,14 +166,15 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        """Commands per second between the first and the last committed transaction seen."""
+        """Commands per second from just before the first commit to the last one (± a poll)."""
         span = self.last_seconds - self.first_seconds
         return (self.commands - self.first_done) / span if span > 0 else float("nan")
 
     @property
     def cpu_micros_per_command(self) -> float:
         """CPU microseconds per command in that window: less noisy than a rate on a busy box."""
-        return self.cpu_seconds / (self.commands - self.first_done) * 1e6
+        done = self.commands - self.first_done
+        return self.cpu_seconds / done * 1e6 if done > 0 else float("nan")
 
     @property
     def cpu_share(self) -> float:
@@ -218,10 +220,9 @@ def watch(
             done = sum(max(0, tp.offset) for tp in committed)
             seen = time.monotonic() - began
             used = cpu() if cpu is not None else float("nan")
-            if done > 0 and first is None:
-                first = (seen, done, used)
+            if first is None or (done == 0 and first[1] == 0):
+                first = (seen, done, used)  # moves on while nothing is committed
             if done >= total:
-                assert first is not None
                 return Progress(total, first[0], first[1], seen, used - first[2])
             time.sleep(interval)
     finally:

@@ -31,7 +31,7 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
 
     assert main(argv) == 0
 
-    (run,) = json.loads(figures.read_text())
+    (run,) = json.loads(figures.read_text())["runs"]
     for key in (
         "kes_rate",
         "kes_cpu_us",
@@ -49,3 +49,6 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
     report = output.read_text()
     assert "| throughput, commands/s |" in report and "ceiling loop" in report
     assert "## Machine" in report
+    output.unlink()
+    assert main(["--render-only", "--json", str(figures), "--output", str(output)]) == 0
+    assert output.read_text() == report  # the same figures, the same file

@@ -1,0 +1,304 @@
+"""One run's measurements, each a step over the run's backlog: kes, the ceiling loop, Quix.
+
+A step takes the run's arguments, the broker, the topics and the backlog's end offsets, and
+records its figures in the run's result. Another kes worker (older code, another batch window)
+is a step too, on its own copy of the backlog (see `variant_step`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from bench import latency, systems, workload
+from bench.venvs import ROOT
+from examples.bank.projections import balances
+from topology.admin import apply
+from topology.layout import AggregateTopics
+
+__all__ = [
+    "STEPS",
+    "Run",
+    "backlog",
+    "create_topics",
+    "export_tree",
+    "log",
+    "projection_throughput",
+    "variant_step",
+]
+
+Run = dict[str, Any]
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the time of day."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Plain topics for the baselines' output (kes's own come from `topology.admin.apply`)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        future.result(30)
+
+
+def through(
+    name: str,
+    proc: systems.Process,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    ends: dict[int, int],
+    result: Run,
+) -> workload.Progress:
+    """Watch one system through the backlog; its rate, CPU per command and peak RSS."""
+    progress = workload.watch(
+        bootstrap, group, topic, ends, timeout=900, alive=proc.alive, cpu=proc.cpu_seconds
+    )
+    result[f"{name}_rate"] = progress.rate
+    result[f"{name}_cpu_us"] = progress.cpu_micros_per_command
+    result[f"{name}_cpu_share"] = progress.cpu_share
+    result[f"{name}_peak_rss_mb"] = proc.peak_rss_mb()
+    log(
+        f"  {name}: {progress.rate:,.0f} commands/s, {progress.cpu_micros_per_command:,.0f} "
+        f"CPU-µs/command, {progress.cpu_share:.2f} cores"
+    )
+    return progress
+
+
+def kes_throughput(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    ends: dict[int, int],
+    workdir: Path,
+    run: int,
+    result: Run,
+) -> None:
+    """kes through the backlog, then ask latency at half that rate on the same worker."""
+    profile = args.profile / f"kes-run{run}.folded.txt" if args.profile else None
+    worker = systems.kes_worker(
+        bootstrap,
+        partitions=args.partitions,
+        prefix=topics.prefix,
+        app_id=f"{topics.prefix}kes",
+        data_dir=workdir / f"kes-{run}",
+        log_path=workdir / f"kes-{run}.log",
+        profile_to=profile,
+        batch_max_commands=args.batch_max_commands,
+        batch_max_ms=args.batch_max_ms,
+    )
+    worker.start()
+    try:
+        progress = through(
+            "kes", worker, bootstrap, f"{topics.prefix}kes", topics.commands, ends, result
+        )
+        counters = worker.counters()
+        if counters.get("batches"):
+            result["kes_commands_per_transaction"] = counters["commands"] / counters["batches"]
+            result["kes_events"] = counters.get("events_written", 0.0)
+            log(f"  kes: {result['kes_commands_per_transaction']:.1f} commands per transaction")
+        if args.latency_seconds > 0 and profile is None:
+            worker.wait_ready()
+            accounts = [f"acc-{i:06d}" for i in range(args.accounts)]
+            rate = args.ask_rate or progress.rate / 2
+            lat = latency.measure(bootstrap, topics, accounts, rate, args.latency_seconds)
+            result.update(
+                ask_offered_rate=lat.offered_rate,
+                ask_achieved_rate=lat.achieved_rate,
+                ask_p50_ms=lat.percentile(50),
+                ask_p99_ms=lat.percentile(99),
+                ask_timeouts=lat.timeouts,
+                ask_client_cpu_share=lat.client_cpu_share,
+            )
+            log(
+                f"  ask at {rate:,.0f}/s: p50 {lat.percentile(50):.1f} ms, "
+                f"p99 {lat.percentile(99):.1f} ms, {lat.timeouts} timeouts, "
+                f"client {lat.client_cpu_share:.2f} cores"
+            )
+            result["kes_peak_rss_mb"] = worker.peak_rss_mb()
+    finally:
+        worker.stop()
+    shutil.rmtree(workdir / f"kes-{run}", ignore_errors=True)
+
+
+def ceiling_throughput(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    ends: dict[int, int],
+    workdir: Path,
+    run: int,
+    result: Run,
+) -> None:
+    """The plain confluent-kafka transactional loop through the same backlog."""
+    group = f"{topics.prefix}ceiling"
+    proc = systems.run_ceiling(
+        bootstrap,
+        topics.commands,
+        f"{topics.prefix}ceiling.events",
+        f"{topics.prefix}ceiling.replies",
+        group,
+        workdir / f"ceiling-{run}.log",
+    )
+    try:
+        through("ceiling", proc, bootstrap, group, topics.commands, ends, result)
+    finally:
+        proc.stop()
+
+
+def quix_throughput(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    ends: dict[int, int],
+    workdir: Path,
+    run: int,
+    result: Run,
+) -> None:
+    """Quix Streams through the same backlog, exactly-once, RocksDB state."""
+    group = f"{topics.prefix}quix"
+    proc = systems.run_quix(
+        bootstrap,
+        topics.commands,
+        f"{topics.prefix}quix.events",
+        group,
+        workdir / f"quix-{run}",
+        args.quix_commit_interval,
+        workdir / f"quix-{run}.log",
+    )
+    try:
+        through("quix", proc, bootstrap, group, topics.commands, ends, result)
+    finally:
+        proc.stop()
+    shutil.rmtree(workdir / f"quix-{run}", ignore_errors=True)
+
+
+def projection_throughput(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    workdir: Path,
+    run: int,
+    result: Run,
+) -> None:
+    """The bank's balances projection through the events kes wrote in this run.
+
+    Its progress is the group offsets the projector commits after each store write; offsets
+    count transaction markers too, so the rate is scaled to the events kes reported writing.
+    """
+    ends = workload.end_offsets(bootstrap, topics.events, args.partitions)
+    offsets, events = sum(ends.values()), result.get("kes_events")
+    if not offsets or not events:
+        return
+    proc = systems.run_projection(
+        bootstrap,
+        name=balances.name,
+        prefix=topics.prefix,
+        data_dir=workdir / f"projection-{run}",
+        log_path=workdir / f"projection-{run}.log",
+    )
+    try:
+        progress = workload.watch(
+            bootstrap,
+            balances.group_id(topics.prefix),
+            topics.events,
+            ends,
+            timeout=900,
+            alive=proc.alive,
+            cpu=proc.cpu_seconds,
+        )
+    finally:
+        proc.stop()
+    shutil.rmtree(workdir / f"projection-{run}", ignore_errors=True)
+    share = events / offsets
+    result["projection_rate"] = progress.rate * share
+    result["projection_cpu_us"] = progress.cpu_micros_per_command / share
+    log(
+        f"  projection {balances.name}: {result['projection_rate']:,.0f} events/s, "
+        f"{result['projection_cpu_us']:,.0f} CPU-µs/event"
+    )
+
+
+def variant_step(name: str, source: Path, batch_max_ms: int | None) -> Callable[..., None]:
+    """A step running another kes worker (older code, or other batch settings) as `name`.
+
+    It reads its own copy of the backlog (see `one_run`): two kes workers on one set of topics
+    would share a snapshot changelog, and the second would skip every command as applied.
+    """
+
+    def step(
+        args: argparse.Namespace,
+        bootstrap: str,
+        topics: AggregateTopics,
+        ends: dict[int, int],
+        workdir: Path,
+        run: int,
+        result: Run,
+    ) -> None:
+        worker = systems.kes_worker(
+            bootstrap,
+            partitions=args.partitions,
+            prefix=topics.prefix,
+            app_id=f"{topics.prefix}{name}",
+            data_dir=workdir / f"{name}-{run}",
+            log_path=workdir / f"{name}-{run}.log",
+            batch_max_commands=args.batch_max_commands,
+            batch_max_ms=batch_max_ms,
+            source=source,
+        )
+        worker.start()
+        try:
+            group = f"{topics.prefix}{name}"
+            through(name, worker, bootstrap, group, topics.commands, ends, result)
+            counters = worker.counters()
+            if counters.get("batches"):
+                result[f"{name}_commands_per_tx"] = counters["commands"] / counters["batches"]
+        finally:
+            worker.stop()
+        shutil.rmtree(workdir / f"{name}-{run}", ignore_errors=True)
+
+    return step
+
+
+def export_tree(ref: str, workdir: Path) -> Path:
+    """The project as of a git ref, exported (not checked out) into the work directory."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = workdir / f"ref-{sha}"
+    if not target.exists():
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+STEPS: dict[str, Callable[..., None]] = {
+    "kes": kes_throughput,
+    "ceiling": ceiling_throughput,
+    "quix": quix_throughput,
+}
+
+
+def backlog(
+    args: argparse.Namespace,
+    bootstrap: str,
+    commands: list[workload.EncodedCommand],
+    prefix: str,
+) -> tuple[AggregateTopics, dict[int, int]]:
+    """A second set of kes topics under `prefix` with the same backlog."""
+    topics = AggregateTopics("account", args.partitions, prefix=prefix)
+    plan = apply(topics, {"bootstrap.servers": bootstrap})
+    if not plan.ok:
+        raise RuntimeError(plan.render())
+    workload.produce(bootstrap, topics.commands, commands)
+    return topics, workload.end_offsets(bootstrap, topics.commands, args.partitions)
