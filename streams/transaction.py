@@ -28,7 +28,9 @@ __all__ = ["PartitionWriter", "transactional_id"]
 
 log = logging.getLogger(__name__)
 
-_RECOVERY_CHUNK = 20_000
+_RECOVERY_CHUNK = 5_000
+"""Changelog records per local write during recovery. With the small fetches below, it bounds
+what a partition's recovery holds in memory: every partition of a worker recovers at once."""
 
 
 def transactional_id(group_id: str, topic: str, partition: int) -> str:
@@ -85,8 +87,8 @@ class PartitionWriter:
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
             **aiokafka_options(self.settings),
         )
         await consumer.start()
