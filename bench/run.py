@@ -73,7 +73,8 @@ def one_run(
             inputs[name] = backlog(args, bootstrap, commands, f"{prefix}{name}-")
     result: Run = {"run": run}
     order = list(steps)
-    order = order[run % len(order) :] + order[: run % len(order)]
+    turn = run % len(order) if order else 0
+    order = order[turn:] + order[:turn]
     for name in order:
         steps[name](args, bootstrap, *inputs[name], workdir, run, result)
     if "kes" in steps and args.projection:
