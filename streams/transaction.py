@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -154,13 +154,14 @@ class PartitionWriter:
         try:
             if self.exactly_once:
                 await producer.begin_transaction()
-            event_futures = [await self._send(producer, r) for r in result.events]
-            other = [await self._send(producer, r) for r in result.dead_letters]
-            other += [await self._send(producer, r) for r in result.forwards]
+            out = _Outbox(producer)
+            events = [await out.add(r) for r in result.events]
+            for record in (*result.dead_letters, *result.forwards):
+                await out.add(record)
             snapshots: dict[str, bytes] = {}
             for entity_id, entity in result.changed.items():
                 if entity_id not in result.first_events:
-                    other.append(await self._snapshot(producer, snapshots, entity_id, entity))
+                    await out.add(self._snapshot(snapshots, entity_id, entity))
             if self.exactly_once:
                 commands_tp = TopicPartition(self.topics.commands, self.partition)
                 offsets_added = asyncio.ensure_future(
@@ -169,23 +170,26 @@ class PartitionWriter:
                     )
                 )
             if result.first_events or result.replies:
-                offsets = [m.offset for m in await asyncio.gather(*event_futures)]
+                await out.flush()
+                offsets = [await out.offset(slot) for slot in events]
                 for entity_id, index in result.first_events.items():
                     entity = result.changed[entity_id]
                     entity.first_event_offset = offsets[index]
-                    other.append(await self._snapshot(producer, snapshots, entity_id, entity))
+                    await out.add(self._snapshot(snapshots, entity_id, entity))
                 for reply in reply_records(result, offsets, self.topics.replies, self.partition):
-                    other.append(await self._send(producer, reply))
-            marker = OutRecord(
-                self.topics.snapshots,
-                self.partition,
-                CHECKPOINT_KEY,
-                result.next_command_offset.to_bytes(8, "big", signed=True),
-                [],
+                    await out.add(reply)
+            marker = await out.add(
+                OutRecord(
+                    self.topics.snapshots,
+                    self.partition,
+                    CHECKPOINT_KEY,
+                    result.next_command_offset.to_bytes(8, "big", signed=True),
+                    [],
+                )
             )
-            marker_future = await self._send(producer, marker)
-            await asyncio.gather(*event_futures, *other)
-            changelog_offset = (await marker_future).offset
+            await out.flush()
+            await asyncio.gather(*out.sent)
+            changelog_offset = await out.offset(marker)
             if offsets_added is not None:
                 await offsets_added
                 await producer.commit_transaction()
@@ -208,25 +212,10 @@ class PartitionWriter:
             raise TransactionError(self.topics.commands, self.partition, "closed during commit")
         self.store.write(snapshots, Checkpoint(changelog_offset, result.next_command_offset))
 
-    async def _snapshot(
-        self, producer: AIOKafkaProducer, encoded: dict[str, bytes], entity_id: str, entity: Entity
-    ) -> asyncio.Future[Any]:
-        """Send an entity's snapshot to the changelog; keep its bytes for the local store."""
+    def _snapshot(self, encoded: dict[str, bytes], entity_id: str, entity: Entity) -> OutRecord:
+        """An entity's snapshot record for the changelog; its bytes are kept for the local store."""
         value = encoded[entity_id] = entity.snapshot().SerializeToString()
-        record = OutRecord(self.topics.snapshots, self.partition, entity_id.encode(), value, [])
-        return await self._send(producer, record)
-
-    @staticmethod
-    async def _send(producer: AIOKafkaProducer, record: OutRecord) -> asyncio.Future[Any]:
-        headers: Sequence[tuple[str, bytes]] = record.headers
-        future: asyncio.Future[Any] = await producer.send(
-            record.topic,
-            value=record.value,
-            key=record.key,
-            partition=record.partition,
-            headers=list(headers),
-        )
-        return future
+        return OutRecord(self.topics.snapshots, self.partition, entity_id.encode(), value, [])
 
     async def _abort(self) -> None:
         producer = self._producer
@@ -247,6 +236,68 @@ class PartitionWriter:
             await self._abort()
             self._producer = None
             await producer.stop()
+
+
+class _Slot(NamedTuple):
+    """Where a record went: its batch and its place in it (its offset is the batch's + index)."""
+
+    batch: _Batch
+    position: int
+
+
+class _Batch:
+    """One aiokafka record batch for a topic-partition, and its future once it is sent."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.future: asyncio.Future[Any] | None = None
+
+
+class _Outbox:
+    """A transaction's records, appended to one batch per topic-partition, sent with send_batch.
+
+    `producer.send` costs a coroutine, a metadata check and a future per record; a batch has
+    one future, and a record's offset is the batch's base offset plus its index in the batch.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self.sent: list[asyncio.Future[Any]] = []
+
+    async def add(self, record: OutRecord) -> _Slot:
+        """Append a record to its topic-partition's open batch (sending a full one first)."""
+        where = (record.topic, record.partition)
+        for _ in range(2):
+            batch = self._open.get(where)
+            if batch is None:
+                batch = self._open[where] = _Batch(self._producer.create_batch())
+            headers: Sequence[tuple[str, bytes]] = record.headers
+            meta = batch.builder.append(
+                timestamp=None, key=record.key, value=record.value, headers=list(headers)
+            )
+            if meta is not None:
+                return _Slot(batch, meta.offset)
+            await self._send(where)
+        raise KafkaError(f"a record of {len(record.value)} bytes does not fit in a batch")
+
+    async def flush(self) -> None:
+        """Send every open batch."""
+        for where in list(self._open):
+            await self._send(where)
+
+    async def offset(self, slot: _Slot) -> int:
+        """A sent record's offset, once its batch is written."""
+        assert slot.batch.future is not None, "flush before asking for offsets"
+        metadata = await slot.batch.future
+        return int(metadata.offset) + slot.position
+
+    async def _send(self, where: tuple[str, int]) -> None:
+        batch = self._open.pop(where)
+        batch.builder.close()
+        topic, partition = where
+        batch.future = await self._producer.send_batch(batch.builder, topic, partition=partition)
+        self.sent.append(batch.future)
 
 
 def _discard(future: asyncio.Future[None] | None) -> None:
