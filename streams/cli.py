@@ -7,7 +7,6 @@ Each sub-command is a small function taking the parsed arguments and returning a
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -16,23 +15,12 @@ from pathlib import Path
 from types import FrameType
 
 from schemas.errors import KesError
+from streams.cliargs import add_cluster_args, settings_from
 from streams.settings import Guarantee, Settings
 
 __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _bootstrap(args: argparse.Namespace) -> str:
-    return str(args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092")
-
-
-def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap",
-        "-b",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
 
 
 def cmd_dev_broker(args: argparse.Namespace) -> int:
@@ -65,26 +53,14 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        bootstrap_servers=args.bootstrap,
-        partitions=getattr(args, "partitions", None),
-        topic_prefix=getattr(args, "topic_prefix", None),
+    return settings_from(
+        args,
         data_dir=getattr(args, "data_dir", None),
         web_port=getattr(args, "web_port", None),
         web_host=getattr(args, "web_host", None),
         guarantee=getattr(args, "guarantee", None),
         app_id=getattr(args, "app_id", None),
     )
-
-
-def _add_layout(parser: argparse.ArgumentParser) -> None:
-    _add_bootstrap(parser)
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        help="partitions per aggregate topic (default: 12, $KES_PARTITIONS)",
-    )
-    parser.add_argument("--topic-prefix", help="prefix of every topic name ($KES_TOPIC_PREFIX)")
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -174,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     topics.add_argument("action", choices=["plan", "apply", "describe"])
     topics.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
-    _add_layout(topics)
+    add_cluster_args(topics)
     topics.set_defaults(handler=cmd_topics)
 
     worker = sub.add_parser(
@@ -185,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         "with the same --app-id to scale out; each serves web views on --web-port.",
     )
     worker.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
-    _add_layout(worker)
+    add_cluster_args(worker)
     worker.add_argument(
         "--app-id", help="Faust app id = consumer group (default: kes, $KES_APP_ID)"
     )

@@ -27,6 +27,7 @@ from schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from streams.adapters import EventAdapters
 from streams.apps import behavior_named, import_app
 from streams.behavior import Behavior
+from streams.cliargs import add_cluster_args, settings_from
 from streams.client import AsyncCommandClient, CommandClient, outcome
 from streams.history import read_history
 from streams.reading import read_events
@@ -123,7 +124,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send.add_argument(
         "--file", metavar="PATH", help="send the commands in PATH (- for stdin), one a line"
     )
-    _add_connection(send)
+    add_cluster_args(send)
     send.set_defaults(handler=cmd_send)
 
     events = sub.add_parser(
@@ -142,7 +143,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     events.add_argument("--json", action="store_true", help="print JSON lines, for piping")
-    _add_connection(events)
+    add_cluster_args(events)
     events.set_defaults(handler=cmd_events)
 
 
@@ -153,23 +154,6 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("aggregate", metavar="AGGREGATE", help="behavior name, e.g. account")
 
 
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap",
-        "-b",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        help="partitions per aggregate topic, as given to `kes topics` (default 12, "
-        "$KES_PARTITIONS)",
-    )
-    parser.add_argument(
-        "--topic-prefix", help="prefix of topic names, as given to `kes topics` ($KES_TOPIC_PREFIX)"
-    )
-
-
 # --- kes send -----------------------------------------------------------------------------------
 
 
@@ -177,7 +161,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     """Send one command and print its reply (or id), or send every command of `--file`."""
     module = _import_app(args.app)
     behavior = _behavior(module, args.aggregate)
-    settings = _settings(args)
+    settings = settings_from(args)
     topics = settings.topics(behavior.name)
     if args.file is not None:
         if args.entity_id is not None or args.command_id or args.expected_revision is not None:
@@ -307,7 +291,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     """Print the aggregate's events, as text or JSON lines; follow new ones with --follow."""
     module = _import_app(args.app)
     behavior = _behavior(module, args.aggregate)
-    settings = _settings(args)
+    settings = settings_from(args)
     adapters = getattr(module, "EVENT_ADAPTERS", None)
     if adapters is not None and not isinstance(adapters, EventAdapters):
         raise ConfigurationError(
@@ -371,14 +355,6 @@ def _json_line(env: EventEnvelope) -> str:
 
 
 # --- shared -------------------------------------------------------------------------------------
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        bootstrap_servers=args.bootstrap,
-        partitions=args.partitions,
-        topic_prefix=args.topic_prefix,
-    )
 
 
 def _import_app(name: str) -> ModuleType:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import IO
 
 from schemas.errors import ConfigurationError
+from streams.cliargs import add_cluster_args, settings_from
 from streams.groupoffsets import OffsetsReader
 from streams.kafkaconfig import confluent_config
 from streams.lag import LagHistory, LagReport, LagTarget, app_targets
-from streams.settings import Settings
 
 __all__ = ["cmd_lag", "format_report", "register"]
 
@@ -52,12 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
-    parser.add_argument(
-        "--bootstrap",
-        "-b",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument("--topic-prefix", help="prefix of every topic name ($KES_TOPIC_PREFIX)")
+    add_cluster_args(parser, partitions=False)
     parser.add_argument("--app-id", help="the worker's app id = group (default: kes, $KES_APP_ID)")
     parser.add_argument(
         "--group",
@@ -128,11 +122,7 @@ def format_report(report: LagReport) -> str:
 
 def cmd_lag(args: argparse.Namespace, out: IO[str] = sys.stdout) -> int:
     """Print the lag table once, or every `--interval` seconds with `--watch`."""
-    settings = Settings.from_env(
-        bootstrap_servers=args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-        topic_prefix=args.topic_prefix,
-        app_id=args.app_id,
-    )
+    settings = settings_from(args, app_id=args.app_id)
     targets = app_targets(args.app, settings) + _extra(args.group)
     reader = OffsetsReader(confluent_config(settings))
     history = LagHistory(rate_window=max(10.0, args.interval * 5))

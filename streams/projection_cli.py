@@ -15,6 +15,7 @@ from types import FrameType
 
 from schemas.errors import ConfigurationError
 from stores.readmodels import RocksDBReadModelStore
+from streams.cliargs import add_cluster_args, settings_from
 from streams.projection import event_adapters, projection_named
 from streams.projectionadmin import dead_letter_count, rebuild, status
 from streams.projector import Projector, store_path
@@ -85,27 +86,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", help="app module with a PROJECTIONS list, e.g. examples.bank")
     parser.add_argument("name", help="the projection's name, e.g. account-balances")
-    parser.add_argument(
-        "--bootstrap",
-        "-b",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument("--topic-prefix", help="prefix of every topic name ($KES_TOPIC_PREFIX)")
-    parser.add_argument(
-        "--partitions", type=int, help="partitions per aggregate topic ($KES_PARTITIONS)"
-    )
+    add_cluster_args(parser)
     parser.add_argument(
         "--data-dir", help="where read models live (default: .kes-data, $KES_DATA_DIR)"
     )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        bootstrap_servers=args.bootstrap,
-        topic_prefix=args.topic_prefix,
-        partitions=args.partitions,
-        data_dir=args.data_dir,
-    )
+    return settings_from(args, data_dir=args.data_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

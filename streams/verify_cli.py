@@ -7,13 +7,12 @@ gate a deploy or close a chaos run. See streams.verify and streams.outcomes for 
 from __future__ import annotations
 
 import argparse
-import os
 
 from streams.apps import behavior_named
+from streams.cliargs import add_cluster_args, settings_from
 from streams.kafkaconfig import confluent_config
 from streams.outcomes import read_outcomes
 from streams.projection import event_adapters
-from streams.settings import Settings
 from streams.verify import verify
 
 __all__ = ["EXIT_VIOLATIONS", "cmd_verify", "register"]
@@ -56,25 +55,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="also check that every processed command has exactly one outcome",
     )
-    parser.add_argument(
-        "--bootstrap",
-        "-b",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument(
-        "--partitions", type=int, help="partitions per aggregate topic (default: $KES_PARTITIONS)"
-    )
-    parser.add_argument("--topic-prefix", help="prefix of every topic name ($KES_TOPIC_PREFIX)")
+    add_cluster_args(parser)
     parser.set_defaults(handler=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify one aggregate; print the summary; 1 on any violation, naming the entities."""
-    settings = Settings.from_env(
-        bootstrap_servers=args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-        partitions=args.partitions,
-        topic_prefix=args.topic_prefix,
-    )
+    settings = settings_from(args)
     behavior = behavior_named(args.app, args.aggregate)
     topics = settings.topics(behavior.name)
     config = confluent_config(settings)

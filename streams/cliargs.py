@@ -1,0 +1,40 @@
+"""The options every `kes` sub-command that talks to a cluster shares, and Settings from them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from streams.settings import Settings
+
+__all__ = ["add_cluster_args", "settings_from"]
+
+
+def add_cluster_args(parser: argparse.ArgumentParser, *, partitions: bool = True) -> None:
+    """--bootstrap/-b, --topic-prefix and (unless told not to) --partitions."""
+    parser.add_argument(
+        "--bootstrap",
+        "-b",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
+    if partitions:
+        parser.add_argument(
+            "--partitions",
+            type=int,
+            help="partitions per aggregate topic, as given to `kes topics` (default 12, "
+            "$KES_PARTITIONS)",
+        )
+    parser.add_argument(
+        "--topic-prefix",
+        help="prefix of every topic name, as given to `kes topics` ($KES_TOPIC_PREFIX)",
+    )
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """Settings from the environment, then these options and `overrides` (None means unset)."""
+    return Settings.from_env(
+        bootstrap_servers=args.bootstrap,
+        partitions=getattr(args, "partitions", None),
+        topic_prefix=args.topic_prefix,
+        **overrides,
+    )
