@@ -12,9 +12,10 @@ from types import ModuleType
 from typing import Any
 
 from schemas.errors import ConfigurationError
+from streams.adapters import EventAdapters
 from streams.behavior import Behavior
 
-__all__ = ["behavior_named", "import_app", "load_behaviors"]
+__all__ = ["behavior_named", "event_adapters", "import_app", "load_behaviors"]
 
 
 def import_app(name: str) -> ModuleType:
@@ -42,3 +43,14 @@ def behavior_named(app: str | ModuleType, aggregate: str) -> Behavior[Any]:
             return behavior
     known = ", ".join(sorted(b.name for b in behaviors))
     raise ConfigurationError(f"app module has no aggregate {aggregate!r}; it has: {known}")
+
+
+def event_adapters(app: str | ModuleType) -> EventAdapters | None:
+    """The app module's optional `EVENT_ADAPTERS`, applied wherever its events are read."""
+    module = import_app(app) if isinstance(app, str) else app
+    adapters = getattr(module, "EVENT_ADAPTERS", None)
+    if adapters is not None and not isinstance(adapters, EventAdapters):
+        raise ConfigurationError(
+            f"{module.__name__}.EVENT_ADAPTERS is not a streams.adapters.EventAdapters"
+        )
+    return adapters

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from types import ModuleType
 from typing import IO, Any
 
 from google.protobuf import json_format, text_format
@@ -24,8 +23,7 @@ from google.protobuf.message import Message
 from schemas.codec import unpack
 from schemas.errors import ConfigurationError, DecodeError, KesError
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from streams.adapters import EventAdapters
-from streams.apps import behavior_named, import_app
+from streams.apps import behavior_named, event_adapters, import_app
 from streams.behavior import Behavior
 from streams.cliargs import add_cluster_args, settings_from
 from streams.client import AsyncCommandClient, CommandClient, outcome
@@ -159,8 +157,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Send one command and print its reply (or id), or send every command of `--file`."""
-    module = _import_app(args.app)
-    behavior = _behavior(module, args.aggregate)
+    module = import_app(args.app)
+    behavior = behavior_named(module, args.aggregate)
     settings = settings_from(args)
     topics = settings.topics(behavior.name)
     if args.file is not None:
@@ -289,14 +287,10 @@ def _command_type(behavior: Behavior[Any], name: str) -> type[Message]:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Print the aggregate's events, as text or JSON lines; follow new ones with --follow."""
-    module = _import_app(args.app)
-    behavior = _behavior(module, args.aggregate)
+    module = import_app(args.app)
+    behavior = behavior_named(module, args.aggregate)
     settings = settings_from(args)
-    adapters = getattr(module, "EVENT_ADAPTERS", None)
-    if adapters is not None and not isinstance(adapters, EventAdapters):
-        raise ConfigurationError(
-            f"{args.app}.EVENT_ADAPTERS is not a streams.adapters.EventAdapters"
-        )
+    adapters = event_adapters(module)
     events: Iterator[EventEnvelope]
     if args.entity:
         events = read_history(
@@ -355,11 +349,3 @@ def _json_line(env: EventEnvelope) -> str:
 
 
 # --- shared -------------------------------------------------------------------------------------
-
-
-def _import_app(name: str) -> ModuleType:
-    return import_app(name)
-
-
-def _behavior(module: ModuleType, aggregate: str) -> Behavior[Any]:
-    return behavior_named(module, aggregate)

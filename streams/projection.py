@@ -44,7 +44,6 @@ __all__ = [
     "Reactor",
     "RowHandler",
     "StepResult",
-    "event_adapters",
     "load_projections",
     "pending",
     "project",
@@ -343,14 +342,3 @@ def projection_named(app: str | ModuleType, name: str) -> AnyProjection:
             return projection
     known = ", ".join(sorted(p.name for p in found))
     raise ConfigurationError(f"app module has no projection {name!r}; it has: {known}")
-
-
-def event_adapters(app: str | ModuleType) -> EventAdapters | None:
-    """The app module's optional `EVENT_ADAPTERS`."""
-    module = import_app(app) if isinstance(app, str) else app
-    adapters = getattr(module, "EVENT_ADAPTERS", None)
-    if adapters is not None and not isinstance(adapters, EventAdapters):
-        raise ConfigurationError(
-            f"{module.__name__}.EVENT_ADAPTERS is not a streams.adapters.EventAdapters"
-        )
-    return adapters

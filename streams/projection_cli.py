@@ -15,8 +15,9 @@ from types import FrameType
 
 from schemas.errors import ConfigurationError
 from stores.readmodels import RocksDBReadModelStore
+from streams.apps import event_adapters
 from streams.cliargs import add_cluster_args, settings_from
-from streams.projection import event_adapters, projection_named
+from streams.projection import projection_named
 from streams.projectionadmin import dead_letter_count, rebuild, status
 from streams.projector import Projector, store_path
 from streams.settings import Settings

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from streams.apps import behavior_named
+from streams.apps import behavior_named, event_adapters
 from streams.cliargs import add_cluster_args, settings_from
 from streams.kafkaconfig import confluent_config
 from streams.outcomes import read_outcomes
-from streams.projection import event_adapters
 from streams.verify import verify
 
 __all__ = ["EXIT_VIOLATIONS", "cmd_verify", "register"]
