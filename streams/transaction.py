@@ -201,7 +201,7 @@ class PartitionWriter:
             ) from exc
         except (KafkaError, OSError) as exc:
             _discard(offsets_added)
-            await self._abort()
+            await self._abort(producer)
             raise TransactionError(
                 self.topics.commands, self.partition, f"transaction aborted: {exc!r}"
             ) from exc
@@ -217,9 +217,8 @@ class PartitionWriter:
         value = encoded[entity_id] = entity.snapshot().SerializeToString()
         return OutRecord(self.topics.snapshots, self.partition, entity_id.encode(), value, [])
 
-    async def _abort(self) -> None:
-        producer = self._producer
-        if producer is None or not self.exactly_once:
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        if not self.exactly_once:
             return
         try:
             if producer._txn_manager is not None and producer._txn_manager.is_in_transaction():
@@ -232,9 +231,7 @@ class PartitionWriter:
         self.closed = True
         producer, self._producer = self._producer, None
         if producer is not None:
-            self._producer = producer
-            await self._abort()
-            self._producer = None
+            await self._abort(producer)
             await producer.stop()
 
 
