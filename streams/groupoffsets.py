@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -19,17 +18,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from schemas.errors import AdminError, ConfigurationError
 from streams.lag import GroupReading, LagTarget, Owner, PartitionReading
+from topology.admin import admin_result
 
 __all__ = ["OffsetsReader"]
-
-
-def _wait(future: Future[Any], what: str, timeout: float) -> Any:
-    try:
-        return future.result(timeout)
-    except KafkaException as exc:
-        raise AdminError(f"{what}: {exc.args[0] if exc.args else exc}") from exc
-    except TimeoutError as exc:
-        raise AdminError(f"{what}: no answer within {timeout:g}s; is Kafka reachable?") from exc
 
 
 class OffsetsReader:
@@ -92,7 +83,7 @@ class OffsetsReader:
         futures = self._admin.list_offsets(request, request_timeout=self.timeout)
         ends = {}
         for tp, future in futures.items():
-            info = _wait(future, f"log end of {tp.topic}[{tp.partition}]", self.timeout)
+            info = admin_result(future, f"log end of {tp.topic}[{tp.partition}]", self.timeout)
             ends[(tp.topic, tp.partition)] = int(info.offset)
         return ends
 
@@ -101,7 +92,7 @@ class OffsetsReader:
             ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(count)])
         ]
         futures = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout)
-        result = _wait(futures[group], f"committed offsets of group {group}", self.timeout)
+        result = admin_result(futures[group], f"committed offsets of group {group}", self.timeout)
         return {tp.partition: int(tp.offset) for tp in result.topic_partitions if tp.offset >= 0}
 
     def _describe(
@@ -112,7 +103,7 @@ class OffsetsReader:
         futures = self._admin.describe_consumer_groups(list(groups), request_timeout=self.timeout)
         described = {}
         for group, future in futures.items():
-            description = _wait(future, f"describe group {group}", self.timeout)
+            description = admin_result(future, f"describe group {group}", self.timeout)
             owners = {}
             for member in description.members:
                 owner = Owner(member.member_id, member.host, member.client_id)

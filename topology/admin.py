@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
@@ -27,7 +28,15 @@ from schemas.errors import AdminError, ConfigurationError, TopologyError
 from topology.layout import AggregateTopics, TopicSpec
 from topology.plans import ConfigDrift, Plan, TopicCheck, TopicState
 
-__all__ = ["DEFAULT_TIMEOUT", "apply", "describe", "plan", "run_topics", "verify_layout"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "admin_result",
+    "apply",
+    "describe",
+    "plan",
+    "run_topics",
+    "verify_layout",
+]
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for any one admin request, and for created topics to get leaders."""
@@ -124,7 +133,8 @@ def _code(exc: BaseException) -> object:
     return None
 
 
-def _result(future: Future[object], what: str, timeout: float) -> object:
+def admin_result(future: Future[Any], what: str, timeout: float) -> Any:
+    """An admin request's result; a failure or a time-out is one AdminError naming `what`."""
     try:
         return future.result(timeout)
     except KafkaException as exc:
@@ -176,7 +186,7 @@ def _inspect(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> Plan
     for spec in specs:
         state = states.get(spec.name)
         if state is not None:
-            entries = _result(
+            entries = admin_result(
                 futures[resources[spec.name]], f"describing configs of {spec.name}", timeout
             )
             assert isinstance(entries, dict)
@@ -246,7 +256,7 @@ def _alter(
     ]
     futures = admin.incremental_alter_configs(resources, request_timeout=timeout)
     for resource, future in futures.items():
-        _result(future, f"setting configs of {resource.name}", timeout)
+        admin_result(future, f"setting configs of {resource.name}", timeout)
     return [(c.spec.name, d) for c in drifted for d in c.drift]
 
 
