@@ -145,14 +145,21 @@ def test_lag_view_and_kes_lag_equal_the_kafka_tool_at_rest(bank: Bank) -> None:
     assert {(g, t) for g, t, _ in tool} == ours
     assert all(lag and lag > 0 for (g, _, _), (_, _, lag) in tool.items() if g in groups[1:])
 
-    status, body = get(bank.url(bank.workers[0], "/lag"))
-    assert status == 200 and body["error"] is None
-    view = {
-        (g["group"], g["topic"], p["partition"]): (p["committed"], p["log_end"], p["lag"])
-        for g in body["groups"]
-        for p in g["partitions"]
-        if g["group"] in groups
-    }
+    # /lag is the worker's latest sample (taken every few seconds): wait for one taken after
+    # the fixture's rebuild reset the projection's group, then the figures must be equal.
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = get(bank.url(bank.workers[0], "/lag"))
+        assert status == 200 and body["error"] is None
+        view = {
+            (g["group"], g["topic"], p["partition"]): (p["committed"], p["log_end"], p["lag"])
+            for g in body["groups"]
+            for p in g["partitions"]
+            if g["group"] in groups
+        }
+        if all(view.get(key) == row for key, row in tool.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for key, row in tool.items():
         assert view[key] == row, key
 
