@@ -17,6 +17,7 @@ __all__ = [
     "DeadLetterReason",
     "DecodeError",
     "KesError",
+    "OwnershipError",
     "ProjectionTimeoutError",
     "TopologyError",
     "TransactionError",
@@ -98,6 +99,26 @@ class CommandGapError(KesError):
         )
         self.topic = topic
         self.partition = partition
+
+
+class OwnershipError(KesError):
+    """Another consumer group writes this partition's events: two deployments share the topics.
+
+    Two groups writing one aggregate would give two different events the same key, and the
+    compacted events topic would rewrite history. Stop the other deployment, or set
+    `KES_TAKE_OVER=1` (`kes worker --take-over`) once it is gone for good.
+    """
+
+    def __init__(self, topic: str, partition: int, owner: str, group: str) -> None:
+        super().__init__(
+            f"{topic}[{partition}] is written by consumer group {owner!r}, not {group!r}: "
+            f"two deployments must not share an aggregate's topics. Stop {owner!r}, or start "
+            f"this worker with --take-over (KES_TAKE_OVER=1) once {owner!r} is gone for good"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.owner = owner
+        self.group = group
 
 
 class CommandTimeoutError(KesError):

@@ -41,16 +41,20 @@ class Checkpoint:
     """The last snapshot-changelog offset included in the local state."""
     next_command_offset: int = -1
     """The offset of the first command not yet applied (every command below it is applied)."""
+    owner: str = ""
+    """The consumer group that wrote the partition's last checkpoint ("" when not recorded)."""
 
     def encode(self) -> bytes:
-        """Sixteen bytes: both offsets, big-endian signed."""
-        return _CHECKPOINT.pack(self.changelog_offset, self.next_command_offset)
+        """Sixteen bytes, both offsets big-endian signed, then the owner's name (UTF-8)."""
+        return (
+            _CHECKPOINT.pack(self.changelog_offset, self.next_command_offset) + self.owner.encode()
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Checkpoint:
         """The inverse of encode."""
-        changelog, command = _CHECKPOINT.unpack(data)
-        return cls(changelog, command)
+        changelog, command = _CHECKPOINT.unpack(data[: _CHECKPOINT.size])
+        return cls(changelog, command, data[_CHECKPOINT.size :].decode("utf-8", "replace"))
 
 
 class PartitionSnapshots(Protocol):

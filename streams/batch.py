@@ -48,7 +48,16 @@ from streams.decision import Accepted, CommandContext, Failed
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
-__all__ = ["CHECKPOINT_KEY", "BatchResult", "BatchStep", "CommandRecord", "Entity", "OutRecord"]
+__all__ = [
+    "CHECKPOINT_KEY",
+    "BatchResult",
+    "BatchStep",
+    "CommandRecord",
+    "Entity",
+    "OutRecord",
+    "decode_checkpoint",
+    "encode_checkpoint",
+]
 
 CHECKPOINT_KEY = b""
 """Snapshot-changelog key of a partition's checkpoint record (value: next command offset, 8 bytes).
@@ -58,6 +67,16 @@ No entity has an empty id (such commands are dead-lettered), so the key cannot c
 Headers = list[tuple[str, bytes]]
 
 
+def encode_checkpoint(next_command_offset: int, owner: str) -> bytes:
+    """A checkpoint record's value: the next command offset (8 bytes) and the owning group."""
+    return next_command_offset.to_bytes(8, "big", signed=True) + owner.encode()
+
+
+def decode_checkpoint(value: bytes) -> tuple[int, str]:
+    """`(next command offset, owning group)`; the group is "" in records written before it was."""
+    return int.from_bytes(value[:8], "big", signed=True), value[8:].decode("utf-8", "replace")
+
+
 class CommandRecord(NamedTuple):
     """A command record as read from the commands topic."""
 
@@ -65,6 +84,8 @@ class CommandRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+    timestamp: int = 0
+    """When the record was produced (ms since the epoch; 0 when unknown)."""
 
 
 class OutRecord(NamedTuple):
@@ -120,6 +141,9 @@ class BatchResult:
     first_events: dict[str, int] = field(default_factory=dict)
     """Entities whose first event this batch writes: entity id -> index in `events`."""
     next_command_offset: int = -1
+    commands: int = 0
+    timestamps: list[int] = field(default_factory=list)
+    """The commands' record timestamps (ms), for the age metric."""
     accepted: int = 0
     rejected: int = 0
 
@@ -190,6 +214,8 @@ class BatchStep:
         for record in records:
             self._one(record, result)
             result.next_command_offset = record.offset + 1
+        result.commands = len(records)
+        result.timestamps = [r.timestamp for r in records]
         return result
 
     def _one(self, record: CommandRecord, result: BatchResult) -> None:

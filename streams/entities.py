@@ -2,14 +2,15 @@
 
 The entity lives on partition `murmur2(id) % partitions` of its aggregate; the worker that owns
 that commands partition holds its latest committed snapshot. A worker that does not own it looks
-the owner up in the group assignment Faust's assignor shares with every member (each member's
-web URL and its partitions) and forwards the request there, once: a forwarded request that
+the owner up in the group's assignment (each worker's consumer names itself by its web URL, its
+client id) and forwards the request there, once: a forwarded request that
 arrives at a non-owner (the partitions moved meanwhile) is answered 503, never forwarded again.
 Workers must therefore reach each other at their `--web-host`/`--web-port` address.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ from google.protobuf import json_format
 from schemas.codec import decode_snapshot, type_name, unpack
 from schemas.errors import DecodeError
 from schemas.kes.v1.envelopes_pb2 import Snapshot
+from streams.groupoffsets import OffsetsReader
 from topology.partitioning import partition_for
 
 if TYPE_CHECKING:
@@ -42,15 +44,16 @@ def entity_json(aggregate: str, entity_id: str, snapshot: Snapshot) -> dict[str,
     }
 
 
-def partition_owners(app: Any) -> dict[tuple[str, int], str]:
-    """`{(topic, partition): worker URL}` for every partition of the group's last assignment."""
-    owners = {}
-    distribution = app.assignor.external_topics_metadata()
-    for url, topics in distribution.items():
-        for topic, partitions in topics.items():
-            for partition in partitions:
-                owners[(topic, partition)] = str(url)
-    return owners
+def partition_owners(reader: OffsetsReader, group: str) -> dict[tuple[str, int], str]:
+    """`{(topic, partition): worker URL}` for every partition of the group's assignment.
+
+    Blocking (an admin request): call it from a thread in async code.
+    """
+    return {
+        where: owner.client_id
+        for where, owner in reader.owners(group).items()
+        if owner.client_id.startswith("http")
+    }
 
 
 async def entity_response(
@@ -83,7 +86,10 @@ async def entity_response(
         return web.json({**body, **where})
     if request.headers.get(FORWARDED_HEADER):
         return _error(web, 503, f"partition {partition} is moving between workers; retry", me)
-    owner = partition_owners(worker.app).get((topics.commands, partition))
+    owners = await asyncio.to_thread(
+        partition_owners, worker.views.lag.reader, worker.settings.group_id
+    )
+    owner = owners.get((topics.commands, partition))
     if owner is None or owner.rstrip("/") == me.rstrip("/"):
         return _error(web, 503, f"partition {partition} has no ready owner yet; retry", me)
     return await _forward(worker, web, owner, aggregate, entity_id, me)

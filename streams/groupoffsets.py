@@ -95,6 +95,10 @@ class OffsetsReader:
         result = admin_result(futures[group], f"committed offsets of group {group}", self.timeout)
         return {tp.partition: int(tp.offset) for tp in result.topic_partitions if tp.offset >= 0}
 
+    def owners(self, group: str) -> dict[tuple[str, int], Owner]:
+        """`{(topic, partition): member}` of the group's current assignment."""
+        return self._describe([group]).get(group, ("", {}))[1]
+
     def _describe(
         self, groups: Sequence[str]
     ) -> dict[str, tuple[str, dict[tuple[str, int], Owner]]]:

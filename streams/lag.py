@@ -107,7 +107,7 @@ class Owner:
     host: str
     client_id: str
     worker: str | None = None
-    """The kes worker's web address, when a worker knows it (Faust's assignment metadata)."""
+    """The kes worker's web address: a worker's consumer names itself by it (its client id)."""
 
 
 @dataclass(frozen=True)

@@ -60,12 +60,17 @@ class LagMonitor:
         """The target's figures over the last `seconds` (for charts)."""
         return self._history.series(target, seconds)
 
-    def _round(self) -> LagReport:
+    @property
+    def reader(self) -> OffsetsReader:
+        """The admin reader behind the reports (thread-safe; blocking calls)."""
         if self._reader is None:
             self._reader = OffsetsReader(self._config)
+        return self._reader
+
+    def _round(self) -> LagReport:
         targets = list(self.targets)
         try:
-            report = self._history.add(self._reader.read(targets))
+            report = self._history.add(self.reader.read(targets))
             self.error = None
         except KesError as exc:
             self.error = str(exc)

@@ -3,9 +3,10 @@
 Counters are read from the partition processors' own counters (PartitionStats) when Prometheus
 scrapes, per aggregate and partition, counting since this worker took the partition: when a
 partition moves away and back, its series starts again from zero, which Prometheus treats as a
-counter reset. Latencies come from a Faust sensor: a command's time in the worker runs from its
-arrival in the agent's stream to its acknowledgement, which happens only after its transaction
-committed; its age is measured from the record's timestamp (when it was produced) to that moment.
+counter reset. Latencies come from the engine's committed cycles: a command's time in the worker
+runs from the poll that read it to the commit of its transaction; its age is measured from the
+record's timestamp (when it was produced) to that moment. The Kafka clients the worker holds
+and its cycles (transactions, aborts) are gauges and counters too.
 Lag gauges repeat the last `GET /lag` figures (offsets as Kafka reports them), and the
 dead-letter gauge the records counted on each dead-letter topic.
 """
@@ -13,10 +14,9 @@ dead-letter gauge the records counted on each dead-letter topic.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from faust.sensors import Sensor
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from streams.lagmonitor import LagMonitor
 
 if TYPE_CHECKING:
+    from streams.transaction import PartitionWork
     from streams.worker import Worker
 
 __all__ = ["CONTENT_TYPE", "WorkerMetrics"]
@@ -43,31 +44,25 @@ _COUNTERS = (
 )
 
 
-class _LatencySensor(Sensor):  # type: ignore[misc]
-    """Times each command of the worker's commands topics from arrival to acknowledgement."""
+class _Latency:
+    """Observes each committed command's time in the worker and its age."""
 
     def __init__(self, aggregates: Mapping[str, str], in_worker: Any, age: Any) -> None:
-        super().__init__()
         self._aggregates = aggregates
         self._in_worker = in_worker
         self._age = age
-        self._arrived: dict[tuple[Any, int], float] = {}
 
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        if tp.topic in self._aggregates:
-            self._arrived[(tp, offset)] = time.monotonic()
-
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
-        arrived = self._arrived.pop((tp, offset), None)
-        if arrived is None:
-            return
-        aggregate = self._aggregates[tp.topic]
-        self._in_worker.labels(aggregate).observe(time.monotonic() - arrived)
-        stamp = float(getattr(message, "timestamp", 0) or 0)
-        if stamp > 1e11:  # milliseconds
-            stamp /= 1000
-        if stamp > 0:
-            self._age.labels(aggregate).observe(max(0.0, time.time() - stamp))
+    def __call__(self, work: Sequence[PartitionWork], arrived: float) -> None:
+        now, wall = time.monotonic(), time.time()
+        for item in work:
+            aggregate = item.topics.name
+            in_worker = self._in_worker.labels(aggregate)
+            age = self._age.labels(aggregate)
+            spent = now - arrived
+            for stamp in item.result.timestamps:
+                in_worker.observe(spent)
+                if stamp > 0:
+                    age.observe(max(0.0, wall - stamp / 1000))
 
 
 class _WorkerCollector(Collector):
@@ -115,6 +110,21 @@ class _WorkerCollector(Collector):
         ready = GaugeMetricFamily("kes_ready", "1 once every owned partition is recovered.")
         ready.add_metric([], 1.0 if worker.ready() else 0.0)
         yield ready
+        clients = GaugeMetricFamily(
+            "kes_kafka_clients", "Kafka clients this worker holds, by role.", labels=["role"]
+        )
+        for role, count in worker.engine.clients().items():
+            clients.add_metric([role], count)
+        yield clients
+        stats = worker.engine.stats
+        for name, value, doc in (
+            ("kes_cycles", stats.cycles, "Cycles that decided commands."),
+            ("kes_transactions", stats.transactions, "Cycles committed (one transaction each)."),
+            ("kes_transactions_aborted", stats.aborted, "Cycles aborted and redone."),
+        ):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
         yield from self._lag()
 
     def _lag(self) -> Iterator[Metric]:
@@ -164,7 +174,7 @@ class WorkerMetrics:
             buckets=_BUCKETS,
         )
         aggregates = {t.commands: name for name, t in worker.topics.items()}
-        worker.app.sensors.add(_LatencySensor(aggregates, in_worker, age))
+        worker.engine.on_committed.append(_Latency(aggregates, in_worker, age))
 
     def render(self) -> bytes:
         """The metrics in Prometheus text format."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from schemas.codec import decode_command, decode_dead_letter, decode_event, decode_reply
 from schemas.errors import DecodeError
-from streams.batch import CHECKPOINT_KEY
+from streams.batch import CHECKPOINT_KEY, decode_checkpoint
 from streams.verify import TopicRecord, read_records
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
@@ -262,7 +262,7 @@ def read_outcomes(
     next_offsets: dict[int, int] = {}
     for record in read_records(topics.snapshots, topics.partitions, client_config):
         if record.key == CHECKPOINT_KEY and record.value:
-            next_offsets[record.partition] = int.from_bytes(record.value, "big", signed=True)
+            next_offsets[record.partition] = decode_checkpoint(record.value)[0]
     return check_outcomes(
         topics,
         aggregate,

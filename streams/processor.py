@@ -1,22 +1,25 @@
-"""One partition of one aggregate, as its owner runs it: the pure step plus the Kafka writer."""
+"""One partition of one aggregate, as its owner runs it: the pure step, its checkpoint, its stats.
+
+The processor decides; it does not write. The worker's cycle (streams.engine) collects every
+partition's `BatchResult` and writes them all in one transaction; then it calls `committed` on
+each processor (cache and local store move forward) or, if the transaction aborted, `aborted`
+(the decisions are forgotten and the same commands are decided again after a rewind).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.codec import decode_snapshot
-from schemas.errors import CommandGapError, TransactionError
+from schemas.errors import CommandGapError
 from schemas.kes.v1.envelopes_pb2 import Snapshot
-from stores.snapshots import PartitionSnapshots
-from streams.batch import BatchStep, CommandRecord
+from stores.snapshots import Checkpoint, PartitionSnapshots
+from streams.batch import BatchResult, BatchStep, CommandRecord
 from streams.behavior import Behavior
 from streams.gaps import records_between
 from streams.settings import Settings
-from streams.transaction import PartitionWriter
 from topology.layout import AggregateTopics
 
 __all__ = ["PartitionProcessor", "PartitionStats"]
@@ -38,11 +41,11 @@ class PartitionStats:
 
 
 class PartitionProcessor:
-    """Owns a commands partition: recovers its snapshots, then applies batches exactly once.
+    """Owns a commands partition: decides its batches exactly once, from its recovered checkpoint.
 
-    Commands below the recovered checkpoint's next-command offset were applied by an earlier
-    owner (the checkpoint travels in the same transaction as their events), so a redelivery of
-    them, for example after the group offset moved backwards, is skipped, never applied twice.
+    Commands below the checkpoint's next-command offset were applied by an earlier owner (the
+    checkpoint travels in the same transaction as their events and the group's offset), so a
+    redelivery of them is skipped, never applied twice.
     """
 
     def __init__(
@@ -66,56 +69,57 @@ class PartitionProcessor:
             recent_command_ids=settings.recent_command_ids,
         )
         self.settings = settings
-        self.writer = PartitionWriter(settings, topics, partition, store)
-        self.ready = asyncio.Event()
         self.next_offset = -1
+        """The offset of the first command this partition has not applied."""
+        self.closed = False
 
     def _load(self, entity_id: str) -> Snapshot | None:
         raw = self.store.get(entity_id)
         return None if raw is None else decode_snapshot(raw)
 
-    @property
-    def closed(self) -> bool:
-        """True once revoked or fenced: this worker must not write for the partition any more."""
-        return self.writer.closed
-
-    async def start(self) -> None:
-        """Fence older owners, replay the committed changelog, then accept batches."""
-        began = time.monotonic()
-        await self.writer.start()
-        checkpoint = await self.writer.recover()
+    def recovered(self, checkpoint: Checkpoint, seconds: float) -> None:
+        """Start from a recovered checkpoint (the local store now holds the changelog's state)."""
         self.next_offset = checkpoint.next_command_offset
-        self.stats.recovery_seconds = time.monotonic() - began
-        self.ready.set()
+        self.stats.recovery_seconds = seconds
 
-    async def handle(self, records: Sequence[CommandRecord]) -> None:
-        """Apply a batch in one transaction; raises TransactionError when it did not apply.
+    async def handle(self, records: Sequence[CommandRecord]) -> BatchResult | None:
+        """Decide a batch; None when every record was applied before (nothing to write).
 
-        Raises CommandGapError, before applying anything, when the batch starts past the next
+        Raises CommandGapError, before deciding anything, when the batch starts past the next
         expected offset and commands lie in between (not only transaction markers).
         """
         fresh = [r for r in records if r.offset >= self.next_offset]
         self.stats.skipped += len(records) - len(fresh)
         if not fresh:
-            return
+            return None
         if 0 <= self.next_offset < fresh[0].offset:
             await self._check_gap(fresh[0].offset)
-        result = self.step.run(fresh)
-        try:
-            await self.writer.write(result)
-        except TransactionError:
-            self.step.forget()
-            raise
+        return self.step.run(fresh)
+
+    def committed(self, result: BatchResult, snapshots: dict[str, bytes], changelog: int) -> None:
+        """The batch's transaction committed: write the local store, move the checkpoint on.
+
+        1. the snapshots and the checkpoint go to the local store in one atomic write (a crash
+           before it only leaves the cache behind; recovery replays the changelog);
+        2. the changed entities enter the step's cache;
+        3. the next command offset moves past the batch.
+        """
+        checkpoint = Checkpoint(changelog, result.next_command_offset, self.settings.group_id)
+        self.store.write(snapshots, checkpoint)
         self.step.commit(result)
         self.next_offset = result.next_command_offset
         stats = self.stats
         stats.batches += 1
-        stats.commands += len(fresh)
+        stats.commands += result.commands
         stats.accepted += result.accepted
         stats.rejected += result.rejected
         stats.events += len(result.events)
         stats.dead_letters += len(result.dead_letters)
         stats.forwarded += len(result.forwards)
+
+    def aborted(self) -> None:
+        """The batch's transaction aborted: forget cached decisions; the batch is decided again."""
+        self.step.forget()
 
     async def _check_gap(self, first: int) -> None:
         expected = self.next_offset
@@ -126,7 +130,7 @@ class PartitionProcessor:
             raise CommandGapError(self.topics.commands, self.partition, expected, first, missed)
         self.next_offset = first  # only markers in between
 
-    async def close(self) -> None:
-        """Stop writing (abort an open transaction) and drop cached entities."""
-        await self.writer.close()
+    def close(self) -> None:
+        """Stop deciding for this partition and drop cached entities."""
+        self.closed = True
         self.step.forget()

@@ -40,6 +40,7 @@ _ENV = {
     "partitions": "KES_PARTITIONS",
     "topic_prefix": "KES_TOPIC_PREFIX",
     "session_timeout_ms": "KES_SESSION_TIMEOUT_MS",
+    "take_over": "KES_TAKE_OVER",
 }
 
 
@@ -63,10 +64,12 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = DEFAULT_WEB_PORT
     guarantee: Guarantee = Guarantee.EXACTLY_ONCE
-    batch_max_commands: int = 500
-    """A transaction closes after this many commands ..."""
-    batch_max_ms: int = 20
-    """... or this many milliseconds after its first command, whichever comes first."""
+    batch_max_commands: int = 2_000
+    """A cycle (one transaction for every partition the worker owns) takes at most this many
+    commands ..."""
+    batch_max_ms: int = 0
+    """... and waits at most this many milliseconds for more after the first one (0: it takes
+    what has arrived, so batches grow with load and an idle worker adds no latency)."""
     max_command_bytes: int = 1_048_576
     """Larger commands go to the dead-letter topic as TOO_LARGE."""
     recent_command_ids: int = 32
@@ -75,6 +78,8 @@ class Settings:
     """How long a transaction left open by a crashed worker can block read_committed readers."""
     session_timeout_ms: int = 10_000
     """A worker that stops heartbeating (killed, paused) loses its partitions after this long."""
+    take_over: bool = False
+    """Write partitions whose last checkpoint names another consumer group (see OwnershipError)."""
     client_config: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka-style settings (SASL, TLS) passed to every client kes creates."""
 
@@ -125,6 +130,8 @@ class Settings:
                     values[name] = int(values[name])
             if "data_dir" in values:
                 values["data_dir"] = Path(values["data_dir"])
+            if isinstance(values.get("take_over"), str):
+                values["take_over"] = values["take_over"].lower() in ("1", "true", "yes")
             if "guarantee" in values:
                 values["guarantee"] = Guarantee(values["guarantee"])
         except ValueError as exc:

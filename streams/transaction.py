@@ -1,305 +1,255 @@
-"""The per-partition Kafka adapter: one transactional producer, recovery, and the batch write.
+"""The worker's one transactional producer: every partition's batch of a cycle in one transaction.
 
-The snapshot changelog is the truth and the local store its cache. A partition's producer has a
-transactional id derived from the group and the partition, so a new owner's `init_transactions`
-fences the old one (a zombie after a rebalance or a pause cannot write) and aborts whatever it
-left open before this owner reads the changelog.
+Kafka Streams' exactly_once_v2 (KIP-447): one producer per worker process, its transactional id
+stable per worker instance (a restart fences its predecessor and aborts what it left open at
+once), and the commands' offsets sent with the consumer's group metadata, so a zombie (a worker
+that lost its partitions while paused) is fenced by the group generation: its offsets are
+refused and its transaction aborts. Everything here runs on the worker's Kafka thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from schemas.errors import TransactionError
-from stores.snapshots import Checkpoint, PartitionSnapshots
-from streams.batch import CHECKPOINT_KEY, BatchResult, Entity, OutRecord, reply_records
-from streams.kafkaconfig import aiokafka_options
+from schemas.errors import KesError
+from streams.batch import (
+    CHECKPOINT_KEY,
+    BatchResult,
+    Entity,
+    OutRecord,
+    encode_checkpoint,
+    reply_records,
+)
+from streams.kafkaconfig import confluent_config
 from streams.settings import Guarantee, Settings
 from topology.layout import AggregateTopics
 
-__all__ = ["PartitionWriter", "transactional_id"]
+__all__ = [
+    "CycleAbortedError",
+    "FatalKafkaError",
+    "PartitionWork",
+    "TransactionalWriter",
+]
 
 log = logging.getLogger(__name__)
 
-_RECOVERY_CHUNK = 5_000
-"""Changelog records per local write during recovery. With the small fetches below, it bounds
-what a partition's recovery holds in memory: every partition of a worker recovers at once."""
+
+class CycleAbortedError(KesError):
+    """The cycle's transaction was aborted (a stale generation, a broker failover): rewind, redo."""
 
 
-def transactional_id(group_id: str, topic: str, partition: int) -> str:
-    """Stable per (group, commands partition): the next owner of the partition fences the last."""
-    return f"{group_id}-{topic}-{partition}"
+class FatalKafkaError(KesError):
+    """The producer cannot go on (fenced by a newer instance, or an error with no recovery)."""
 
 
-class PartitionWriter:
-    """Writes one partition's batches atomically: events, snapshots, replies, offsets."""
+@dataclass
+class PartitionWork:
+    """One partition's decided batch, and what writing it produced for the local store."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        topics: AggregateTopics,
-        partition: int,
-        store: PartitionSnapshots,
-    ) -> None:
-        self.settings = settings
-        self.topics = topics
-        self.partition = partition
-        self.store = store
-        self.exactly_once = settings.guarantee is Guarantee.EXACTLY_ONCE
-        self._producer: AIOKafkaProducer | None = None
-        self.closed = False
-
-    async def start(self) -> None:
-        """Create the producer; with exactly-once, `init_transactions` fences any older owner."""
-        options: dict[str, Any] = aiokafka_options(self.settings)
-        if self.exactly_once:
-            options["transactional_id"] = transactional_id(
-                self.settings.group_id, self.topics.commands, self.partition
-            )
-            options["transaction_timeout_ms"] = self.settings.transaction_timeout_ms
-        producer = AIOKafkaProducer(
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=2,
-            max_batch_size=512 * 1024,
-            **options,
-        )
-        await producer.start()
-        self._producer = producer
-
-    async def recover(self) -> Checkpoint:
-        """Bring the local store up to the committed changelog; returns the resulting checkpoint.
-
-        1. read the local checkpoint (the changelog offset the local files reflect);
-        2. if it is past the changelog's end (another cluster, a recreated topic), start cold;
-        3. replay committed changelog records after it (read_committed; aborted data is skipped)
-           into the local store in chunks, each chunk with its checkpoint in one atomic write.
-        """
-        tp = TopicPartition(self.topics.snapshots, self.partition)
-        consumer = AIOKafkaConsumer(
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_bytes=4 * 1024 * 1024,
-            max_partition_fetch_bytes=1024 * 1024,
-            **aiokafka_options(self.settings),
-        )
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            checkpoint = self.store.checkpoint()
-            if checkpoint.changelog_offset >= end:
-                log.warning("%s: local state is ahead of the changelog; rebuilding cold", tp)
-                self.store.clear()
-                checkpoint = Checkpoint()
-            start = checkpoint.changelog_offset + 1
-            if start >= end:
-                return checkpoint
-            consumer.seek(tp, start)
-            began, replayed = time.monotonic(), 0
-            pending: dict[str, bytes | None] = {}
-            next_command = checkpoint.next_command_offset
-            last = checkpoint.changelog_offset
-            while await consumer.position(tp) < end:
-                batches = await consumer.getmany(tp, timeout_ms=1000, max_records=_RECOVERY_CHUNK)
-                for record in batches.get(tp, ()):
-                    last = record.offset
-                    if record.key == CHECKPOINT_KEY:
-                        next_command = int.from_bytes(record.value or b"", "big", signed=True)
-                    elif record.key is not None:
-                        pending[record.key.decode()] = record.value
-                    replayed += 1
-                if pending or last != checkpoint.changelog_offset:
-                    checkpoint = Checkpoint(last, next_command)
-                    self.store.write(pending, checkpoint)
-                    pending = {}
-            log.info(
-                "%s: replayed %d changelog records in %.2fs",
-                tp, replayed, time.monotonic() - began,
-            )  # fmt: skip
-            return checkpoint
-        finally:
-            await consumer.stop()
-
-    async def write(self, result: BatchResult) -> None:
-        """Write one batch; on return it is committed to Kafka and to the local store.
-
-        1. begin the partition's transaction;
-        2. send the events, dead letters, forwarded commands and the snapshots of entities that
-           existed before the batch, and add the next command offset to the transaction (the
-           group's committed offset) without waiting: those two round trips to the
-           coordinators overlap the records' delivery;
-        3. only if the batch needs the events' offsets (a new entity's snapshot records its
-           first event's offset; replies carry them), wait for them, then send those snapshots
-           and the replies;
-        4. send the checkpoint record (next command offset), the batch's last changelog record;
-        5. commit once every record and the offsets are in: all of it becomes visible to
-           read_committed readers at once;
-        6. write the snapshots and the checkpoint to the local store in one atomic write
-           (a crash between 5 and 6 only leaves the cache behind; recovery replays it).
-        Raises TransactionError when the transaction failed and was aborted, or was fenced.
-        """
-        producer = self._producer
-        if producer is None or self.closed:
-            raise TransactionError(self.topics.commands, self.partition, "partition is closed")
-        offsets_added: asyncio.Future[None] | None = None
-        try:
-            if self.exactly_once:
-                await producer.begin_transaction()
-            out = _Outbox(producer)
-            events = [await out.add(r) for r in result.events]
-            for record in (*result.dead_letters, *result.forwards):
-                await out.add(record)
-            snapshots: dict[str, bytes] = {}
-            for entity_id, entity in result.changed.items():
-                if entity_id not in result.first_events:
-                    await out.add(self._snapshot(snapshots, entity_id, entity))
-            if self.exactly_once:
-                commands_tp = TopicPartition(self.topics.commands, self.partition)
-                offsets_added = asyncio.ensure_future(
-                    producer.send_offsets_to_transaction(
-                        {commands_tp: result.next_command_offset}, self.settings.group_id
-                    )
-                )
-            if result.first_events or result.replies:
-                await out.flush()
-                offsets = [await out.offset(slot) for slot in events]
-                for entity_id, index in result.first_events.items():
-                    entity = result.changed[entity_id]
-                    entity.first_event_offset = offsets[index]
-                    await out.add(self._snapshot(snapshots, entity_id, entity))
-                for reply in reply_records(result, offsets, self.topics.replies, self.partition):
-                    await out.add(reply)
-            marker = await out.add(
-                OutRecord(
-                    self.topics.snapshots,
-                    self.partition,
-                    CHECKPOINT_KEY,
-                    result.next_command_offset.to_bytes(8, "big", signed=True),
-                    [],
-                )
-            )
-            await out.flush()
-            await asyncio.gather(*out.sent)
-            changelog_offset = await out.offset(marker)
-            if offsets_added is not None:
-                await offsets_added
-                await producer.commit_transaction()
-        except ProducerFenced as exc:
-            _discard(offsets_added)
-            self.closed = True
-            raise TransactionError(
-                self.topics.commands, self.partition, f"fenced by a newer owner: {exc}"
-            ) from exc
-        except (KafkaError, OSError) as exc:
-            _discard(offsets_added)
-            await self._abort(producer)
-            raise TransactionError(
-                self.topics.commands, self.partition, f"transaction aborted: {exc!r}"
-            ) from exc
-        except BaseException:  # cancelled (the partition's actor stops): no loose task behind
-            _discard(offsets_added)
-            raise
-        if self.closed:  # revoked while committing: the next owner replays the changelog
-            raise TransactionError(self.topics.commands, self.partition, "closed during commit")
-        self.store.write(snapshots, Checkpoint(changelog_offset, result.next_command_offset))
-
-    def _snapshot(self, encoded: dict[str, bytes], entity_id: str, entity: Entity) -> OutRecord:
-        """An entity's snapshot record for the changelog; its bytes are kept for the local store."""
-        value = encoded[entity_id] = entity.snapshot().SerializeToString()
-        return OutRecord(self.topics.snapshots, self.partition, entity_id.encode(), value, [])
-
-    async def _abort(self, producer: AIOKafkaProducer) -> None:
-        if not self.exactly_once:
-            return
-        try:
-            if producer._txn_manager is not None and producer._txn_manager.is_in_transaction():
-                await producer.abort_transaction()
-        except Exception as exc:  # the producer is being torn down anyway
-            log.warning("%s[%d]: abort failed: %r", self.topics.commands, self.partition, exc)
-
-    async def close(self) -> None:
-        """Abort an open transaction and stop the producer; the partition no longer writes."""
-        self.closed = True
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await self._abort(producer)
-            await producer.stop()
+    topics: AggregateTopics
+    partition: int
+    result: BatchResult
+    snapshots: dict[str, bytes] = field(default_factory=dict)
+    """Encoded snapshots written to the changelog, for the local store after the commit."""
+    changelog_offset: int = -1
+    """The changelog offset of the batch's checkpoint record, once delivered."""
 
 
-class _Slot(NamedTuple):
-    """Where a record went: its batch and its place in it (its offset is the batch's + index)."""
+class _Delivery:
+    """Delivery reports of one cycle: the first error, and the offsets asked for."""
 
-    batch: _Batch
-    position: int
+    def __init__(self) -> None:
+        self.error: KafkaError | None = None
+        self.pending = 0
+
+    def track(self, slot: list[int] | None = None, index: int = 0) -> Callable[..., None]:
+        self.pending += 1
+
+        def done(error: KafkaError | None, message: Message) -> None:
+            self.pending -= 1
+            if error is not None:
+                self.error = self.error or error
+            elif slot is not None:
+                slot[index] = cast(int, message.offset())
+
+        return done
 
 
-class _Batch:
-    """One aiokafka record batch for a topic-partition, and its future once it is sent."""
+class TransactionalWriter:
+    """Writes a cycle's records: events, snapshots and checkpoints, replies, dead letters, forwards.
 
-    def __init__(self, builder: Any) -> None:
-        self.builder = builder
-        self.future: asyncio.Future[Any] | None = None
-
-
-class _Outbox:
-    """A transaction's records, appended to one batch per topic-partition, sent with send_batch.
-
-    `producer.send` costs a coroutine, a metadata check and a future per record; a batch has
-    one future, and a record's offset is the batch's base offset plus its index in the batch.
+    With exactly-once, also the commands' next offsets, in the same transaction. With
+    at-least-once there is no transaction: records are written in an order where a crash only
+    repeats work (see `write`), and the engine commits the offsets after the local store.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-        self._open: dict[tuple[str, int], _Batch] = {}
-        self.sent: list[asyncio.Future[Any]] = []
+    def __init__(self, settings: Settings, transactional_id: str) -> None:
+        self.settings = settings
+        self.exactly_once = settings.guarantee is Guarantee.EXACTLY_ONCE
+        self.timeout = settings.transaction_timeout_ms / 1000
+        config: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "batch.size": 1024 * 1024,
+            "client.id": transactional_id,
+        }
+        if self.exactly_once:
+            config["transactional.id"] = transactional_id
+            config["transaction.timeout.ms"] = settings.transaction_timeout_ms
+        self.producer = Producer(confluent_config(settings, **config))
 
-    async def add(self, record: OutRecord) -> _Slot:
-        """Append a record to its topic-partition's open batch (sending a full one first)."""
-        where = (record.topic, record.partition)
-        for _ in range(2):
-            batch = self._open.get(where)
-            if batch is None:
-                batch = self._open[where] = _Batch(self._producer.create_batch())
-            headers: Sequence[tuple[str, bytes]] = record.headers
-            meta = batch.builder.append(
-                timestamp=None, key=record.key, value=record.value, headers=list(headers)
-            )
-            if meta is not None:
-                return _Slot(batch, meta.offset)
-            await self._send(where)
-        raise KafkaError(f"a record of {len(record.value)} bytes does not fit in a batch")
+    def start(self) -> None:
+        """Fence an older instance of this worker and abort what it left open."""
+        if self.exactly_once:
+            self._call(self.producer.init_transactions, self.timeout)
 
-    async def flush(self) -> None:
-        """Send every open batch."""
-        for where in list(self._open):
-            await self._send(where)
+    def write(self, work: Sequence[PartitionWork], group_metadata: Callable[[], Any]) -> None:
+        """Write one cycle; on return it is committed (each work's changelog offset is set).
 
-    async def offset(self, slot: _Slot) -> int:
-        """A sent record's offset, once its batch is written."""
-        assert slot.batch.future is not None, "flush before asking for offsets"
-        metadata = await slot.batch.future
-        return int(metadata.offset) + slot.position
+        1. begin the transaction;
+        2. send every partition's events, dead letters, forwarded commands and the snapshots
+           of entities that existed before the batch;
+        3. only if a batch needs the events' offsets (a new entity's snapshot records its first
+           event's offset; replies carry them), wait for them, then send those snapshots and
+           the replies;
+        4. send each partition's checkpoint record (next command offset, owning group), its
+           batch's last changelog record;
+        5. exactly-once: add every partition's next command offset to the transaction with the
+           consumer's group metadata (fetched now: a zombie's stale generation is refused here),
+           then commit: all of it becomes visible to read_committed readers at once;
+           at-least-once: wait until every record is written (the engine commits the offsets
+           after the local store, so a crash only repeats).
+        Raises CycleAbortedError when the transaction was aborted (nothing of it is visible),
+        FatalKafkaError when this producer must not go on.
+        """
+        producer = self.producer
+        delivery = _Delivery()
+        try:
+            if self.exactly_once:
+                producer.begin_transaction()
+            offsets_needed = False
+            event_offsets: list[list[int]] = []
+            for item in work:
+                result = item.result
+                needs = bool(result.first_events or result.replies)
+                offsets_needed |= needs
+                slots = [-1] * len(result.events) if needs else []
+                event_offsets.append(slots)
+                for i, record in enumerate(result.events):
+                    self._produce(record, delivery.track(slots if needs else None, i))
+                for record in (*result.dead_letters, *result.forwards):
+                    self._produce(record, delivery.track())
+                for entity_id, entity in result.changed.items():
+                    if entity_id not in result.first_events:
+                        record = self._snapshot(item, entity_id, entity)
+                        self._produce(record, delivery.track())
+            if offsets_needed:
+                self._flush(delivery)
+                for item, offsets in zip(work, event_offsets, strict=True):
+                    result = item.result
+                    for entity_id, index in result.first_events.items():
+                        entity = result.changed[entity_id]
+                        entity.first_event_offset = offsets[index]
+                        self._produce(self._snapshot(item, entity_id, entity), delivery.track())
+                    replies = reply_records(result, offsets, item.topics.replies, item.partition)
+                    for reply in replies:
+                        self._produce(reply, delivery.track())
+            checkpoints = [-1] * len(work)
+            for i, item in enumerate(work):
+                value = encode_checkpoint(item.result.next_command_offset, self.settings.group_id)
+                record = OutRecord(item.topics.snapshots, item.partition, CHECKPOINT_KEY, value, [])
+                self._produce(record, delivery.track(checkpoints, i))
+            if self.exactly_once:
+                commands = [
+                    TopicPartition(i.topics.commands, i.partition, i.result.next_command_offset)
+                    for i in work
+                ]
+                self._call(
+                    producer.send_offsets_to_transaction, commands, group_metadata(), self.timeout
+                )
+                self._call(producer.commit_transaction, self.timeout)
+                producer.poll(0)
+            else:
+                self._flush(delivery)
+            if delivery.error is not None or delivery.pending:
+                raise KafkaException(delivery.error or KafkaError(KafkaError._TIMED_OUT))
+        except KafkaException as exc:
+            self._failed(exc)
+        for item, offset in zip(work, checkpoints, strict=True):
+            item.changelog_offset = offset
 
-    async def _send(self, where: tuple[str, int]) -> None:
-        batch = self._open.pop(where)
-        batch.builder.close()
-        topic, partition = where
-        batch.future = await self._producer.send_batch(batch.builder, topic, partition=partition)
-        self.sent.append(batch.future)
+    def _failed(self, exc: KafkaException) -> None:
+        """Abort on any error that is not fatal: aborting is always safe, and an abort that
+        fails means the producer is unusable (fatal)."""
+        error: KafkaError = exc.args[0]
+        if error.fatal():
+            raise FatalKafkaError(f"the producer cannot go on: {error}") from exc
+        if self.exactly_once:
+            self.abort()
+        raise CycleAbortedError(f"the cycle's transaction was aborted: {error}") from exc
 
+    def abort(self) -> None:
+        """Abort the open transaction, if any (errors here mean the producer is unusable)."""
+        try:
+            self.producer.abort_transaction(self.timeout)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError._STATE:  # no transaction was open
+                return
+            raise FatalKafkaError(f"could not abort the transaction: {error}") from exc
 
-def _discard(future: asyncio.Future[None] | None) -> None:
-    """Stop waiting for a transaction step whose transaction is being given up."""
-    if future is not None and not future.done():
-        future.cancel()
-    elif future is not None and not future.cancelled():
-        future.exception()  # retrieved: the error that matters is being raised
+    def _snapshot(self, item: PartitionWork, entity_id: str, entity: Entity) -> OutRecord:
+        """An entity's snapshot record for the changelog; its bytes are kept for the local store."""
+        value = item.snapshots[entity_id] = entity.snapshot().SerializeToString()
+        return OutRecord(item.topics.snapshots, item.partition, entity_id.encode(), value, [])
+
+    def _produce(self, record: OutRecord, on_delivery: Callable[..., None]) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    partition=record.partition,
+                    headers=cast(Any, record.headers) or None,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _flush(self, delivery: _Delivery) -> None:
+        deadline = time.monotonic() + self.timeout
+        while delivery.pending and time.monotonic() < deadline:
+            self.producer.flush(min(1.0, self.timeout))
+        if delivery.error is not None or delivery.pending:
+            raise KafkaException(delivery.error or KafkaError(KafkaError._TIMED_OUT))
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call a transactional API, retrying what librdkafka calls retriable."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return method(*args)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if not error.retriable() or time.monotonic() > deadline:
+                    raise
+                log.warning("%s: %s; retrying", getattr(method, "__name__", method), error)
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        """Abort an open transaction and flush: the worker stops writing."""
+        if self.exactly_once:
+            try:
+                self.abort()
+            except FatalKafkaError as exc:
+                log.warning("abort on close: %s", exc)
+        self.producer.flush(5)

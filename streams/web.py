@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streams.entities import entity_response, partition_owners
+from streams.entities import entity_response
 from streams.kafkaconfig import confluent_config
 from streams.lag import LagReport, LagTarget
 from streams.lagmonitor import LagMonitor
@@ -66,15 +66,11 @@ class OperatorViews:
     def lag_json(self, report: LagReport, history: float = 0.0) -> dict[str, Any]:
         """The /lag body: the report, owners' worker URLs, dead letters, optional history."""
         body = report.to_json()
-        try:
-            owners = partition_owners(self.worker.app)
-        except Exception:  # no assignment yet (the worker is still joining the group)
-            owners = {}
         for group, lag in zip(body["groups"], report.groups, strict=True):
             for row in group["partitions"]:
-                url = owners.get((group["topic"], row["partition"]))
-                if url is not None and group["group"] == self.worker.settings.group_id:
-                    row["owner"] = {**(row["owner"] or {}), "worker": url}
+                url = (row["owner"] or {}).get("client_id", "")
+                if url.startswith("http") and group["group"] == self.worker.settings.group_id:
+                    row["owner"] = {**row["owner"], "worker": url}
             group["dead_letters"] = (  # a dead-letter topic not created yet holds none
                 self.lag.dead_letters.get(lag.target.dead_letters, 0)
                 if lag.target.dead_letters

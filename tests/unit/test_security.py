@@ -6,6 +6,7 @@ import ast
 import asyncio
 import ssl
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -13,7 +14,7 @@ import pytest
 
 from schemas.errors import ConfigurationError
 from streams import client as client_module
-from streams import reading, replies, transaction, verify
+from streams import engine, reading, recovery, replies, transaction, verify
 from streams.kafkaconfig import aiokafka_options, confluent_config, faust_credentials
 from streams.settings import Settings
 from topology import admin
@@ -176,8 +177,8 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
         "event reader": _capture(monkeypatch, reading, "Consumer"),
         "verify reader": _capture(monkeypatch, verify, "Consumer"),
         "admin": _capture(monkeypatch, admin, "AdminClient"),
-        "transactional producer": _capture(monkeypatch, transaction, "AIOKafkaProducer"),
-        "changelog reader": _capture(monkeypatch, transaction, "AIOKafkaConsumer"),
+        "transactional producer": _capture(monkeypatch, transaction, "Producer"),
+        "changelog reader": _capture(monkeypatch, recovery, "Consumer"),
     }
     with pytest.raises(_Captured):
         replies.ReplyRouter(TOPICS, config)
@@ -187,11 +188,13 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
         next(verify.read_records("t", 1, config))
     with pytest.raises(_Captured):
         admin.plan(TOPICS, config)
-    writer = transaction.PartitionWriter(settings, TOPICS, 0, store=None)  # type: ignore[arg-type]
     with pytest.raises(_Captured):
-        _run(writer.start())
+        transaction.TransactionalWriter(settings, "tx")
+    request = recovery.RecoveryRequest("c", "s", 0, store=None)  # type: ignore[arg-type]
     with pytest.raises(_Captured):
-        _run(writer.recover())
+        recovery.recover(settings, [request], timeout=1)
+    stand_in = SimpleNamespace(settings=settings, transactional_id="tx", client_id="http://w")
+    seen["command consumer"] = [engine.Engine.consumer_config(stand_in)]  # type: ignore[arg-type]
     producers = _capture(monkeypatch, client_module, "Producer")
     with pytest.raises(_Captured):
         client_module.CommandClient(TOPICS, "b:9093", SASL)
