@@ -60,6 +60,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         web_host=getattr(args, "web_host", None),
         guarantee=getattr(args, "guarantee", None),
         app_id=getattr(args, "app_id", None),
+        take_over=getattr(args, "take_over", None) or None,
     )
 
 
@@ -174,6 +175,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--guarantee", choices=[g.value for g in Guarantee], help="default: exactly_once"
+    )
+    worker.add_argument(
+        "--take-over",
+        action="store_true",
+        help="write partitions whose checkpoint names another app id (that deployment is gone)",
     )
     worker.add_argument("--loglevel", default="WARNING", help="default: WARNING")
     worker.set_defaults(handler=cmd_worker)

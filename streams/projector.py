@@ -76,7 +76,7 @@ class Projector:
         *,
         store: ReadModelStore | None = None,
         adapters: EventAdapters | None = None,
-        max_batch: int = 500,
+        max_batch: int = 5_000,
     ) -> None:
         self.projection = projection
         self.settings = settings
@@ -134,12 +134,23 @@ class Projector:
         )
 
     def poll(self, timeout: float = 0.5) -> int:
-        """Read one batch (waiting up to `timeout` seconds), apply and store it; events read."""
+        """Read one batch, apply and store it; returns the events read.
+
+        The worker's cycle discipline: wait up to `timeout` seconds only when nothing has
+        arrived, then take whatever else is already fetched (up to the batch limit), so
+        batches grow with load and an idle projection adds no latency.
+        """
         if self._consumer is None:
             raise ConfigurationError("start the projector before polling")
         records: list[EventRecord] = []
         ends: dict[tuple[str, int], int] = {}
-        for record in self._consumer.consume(self._max_batch, timeout):
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return 0
+        batch = [first]
+        if self._max_batch > 1:
+            batch += self._consumer.consume(self._max_batch - 1, 0)
+        for record in batch:
             error = record.error()
             where = (record.topic(), record.partition())
             if error is None:

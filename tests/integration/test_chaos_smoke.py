@@ -17,7 +17,7 @@ from tests.fixtures.workers import AppCluster
 
 
 def test_one_kill_and_one_rebalance_under_load_keep_every_invariant(
-    app_cluster: Callable[..., AppCluster],
+    app_cluster: Callable[..., AppCluster], broker_log: Callable[[], str | None]
 ) -> None:
     cluster = app_cluster("examples.bank", ["account"], partitions=12)
     plan = ChaosPlan(
@@ -35,3 +35,6 @@ def test_one_kill_and_one_rebalance_under_load_keep_every_invariant(
         "--partitions", "12", "--topic-prefix", settings.topic_prefix,
     ]  # fmt: skip
     assert main(argv) == 0
+    # The transactions are the command group's only committer: no consumer commits beside them.
+    logged = broker_log()
+    assert logged is None or "Mixing both types of offset commits" not in logged

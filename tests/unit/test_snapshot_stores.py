@@ -70,3 +70,19 @@ def test_rocksdb_files_survive_a_reopen(tmp_path: Path) -> None:
     assert part.get("a") == b"A"
     assert part.checkpoint() == Checkpoint(7, 8)
     second.close()
+
+
+def test_a_checkpoint_keeps_its_owner_and_reads_the_older_sixteen_bytes() -> None:
+    from stores.snapshots import Checkpoint
+
+    checkpoint = Checkpoint(41, 7, "bank-app")
+    assert Checkpoint.decode(checkpoint.encode()) == checkpoint
+    assert Checkpoint.decode(Checkpoint(3, 4).encode()[:16]) == Checkpoint(3, 4, "")
+
+
+def test_a_checkpoint_record_names_the_group_and_reads_the_older_eight_bytes() -> None:
+    from streams.batch import decode_checkpoint, encode_checkpoint
+
+    assert decode_checkpoint(encode_checkpoint(1234, "bank-app")) == (1234, "bank-app")
+    assert decode_checkpoint((99).to_bytes(8, "big", signed=True)) == (99, "")
+    assert decode_checkpoint(encode_checkpoint(-1, "")) == (-1, "")

@@ -1,0 +1,23 @@
+"""Worker settings from the environment and flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.errors import ConfigurationError
+from streams.settings import Settings
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False)])
+def test_take_over_comes_from_kes_take_over(value: str, expected: bool) -> None:
+    assert Settings.from_env({"KES_TAKE_OVER": value}).take_over is expected
+    assert Settings.from_env({}).take_over is False
+    assert Settings.from_env({}, take_over=True).take_over is True
+
+
+def test_a_cycle_takes_what_has_arrived_by_default_and_refuses_nonsense() -> None:
+    settings = Settings.from_env({"KES_BATCH_MAX_COMMANDS": "50", "KES_BATCH_MAX_MS": "5"})
+    assert (settings.batch_max_commands, settings.batch_max_ms) == (50, 5)
+    assert Settings().batch_max_ms == 0
+    with pytest.raises(ConfigurationError):
+        Settings(batch_max_commands=0)
