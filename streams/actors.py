@@ -52,6 +52,13 @@ async def _apply_batches(stream: Any) -> None:
         await job.run()
 
 
+def _by_topic(tps: Iterable[TP]) -> dict[str, set[TP]]:
+    grouped: dict[str, set[TP]] = {}
+    for tp in tps:
+        grouped.setdefault(tp.topic, set()).add(tp)
+    return grouped
+
+
 class PartitionActors:
     """The agents of a worker's aggregates, keyed by commands topic."""
 
@@ -69,18 +76,12 @@ class PartitionActors:
 
     async def assign(self, tps: Iterable[TP]) -> None:
         """Start an actor for each partition."""
-        by_topic: dict[str, set[TP]] = {}
-        for tp in tps:
-            by_topic.setdefault(tp.topic, set()).add(tp)
-        for topic, assigned in by_topic.items():
+        for topic, assigned in _by_topic(tps).items():
             await self.agents[topic].on_partitions_assigned(assigned)
 
     async def revoke(self, tps: Iterable[TP]) -> None:
         """Stop each partition's actor (its queue is dropped with it)."""
-        by_topic: dict[str, set[TP]] = {}
-        for tp in tps:
-            by_topic.setdefault(tp.topic, set()).add(tp)
-        for topic, revoked in by_topic.items():
+        for topic, revoked in _by_topic(tps).items():
             await self.agents[topic].on_partitions_revoked(revoked)
 
     def submit(self, tp: TP, work: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
