@@ -15,6 +15,7 @@ Per command, in order:
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,8 @@ class BatchResult:
     first_events: dict[str, int] = field(default_factory=dict)
     """Entities whose first event this batch writes: entity id -> index in `events`."""
     next_command_offset: int = -1
+    now: Timestamp = field(default_factory=Timestamp)
+    """The time the batch was decided: every event of it carries this timestamp."""
     commands: int = 0
     timestamps: list[int] = field(default_factory=list)
     """The commands' record timestamps (ms), for the age metric."""
@@ -174,7 +177,17 @@ class BatchStep:
         self._recent = recent_command_ids
         self._cache: OrderedDict[str, Entity] = OrderedDict()
         self._cache_size = cache_size
+        self._owners: dict[str, int] = {}
         self._out_headers: Headers = [("aggregate", behavior.name.encode())]
+
+    def _owner(self, entity_id: str) -> int:
+        """murmur2(entity id) % partitions, remembered for the entities seen recently."""
+        owner = self._owners.get(entity_id)
+        if owner is None:
+            if len(self._owners) >= self._cache_size:
+                self._owners.clear()
+            owner = self._owners[entity_id] = partition_for(entity_id, self.topics.partitions)
+        return owner
 
     def entity(self, entity_id: str) -> Entity:
         """The committed entity (cache, then store, then the behavior's initial state)."""
@@ -211,6 +224,8 @@ class BatchStep:
     def run(self, records: Sequence[CommandRecord]) -> BatchResult:
         """Decide a batch: see the module docstring for the order of checks."""
         result = BatchResult()
+        stamp = time.time_ns()
+        result.now = Timestamp(seconds=stamp // 1_000_000_000, nanos=stamp % 1_000_000_000)
         for record in records:
             self._one(record, result)
             result.next_command_offset = record.offset + 1
@@ -236,7 +251,7 @@ class BatchStep:
             self._dead(record, result, DeadLetterReason.UNKNOWN_COMMAND, detail)
             self._reject(env, entity_id, result, RejectionCode.UNKNOWN_COMMAND, detail, 0)
             return
-        owner = partition_for(entity_id, self.topics.partitions)
+        owner = self._owner(entity_id)
         if owner != self.partition:
             headers = [*record.headers, ("kes-forwarded-from", str(self.partition).encode())]
             value = record.value or b""
@@ -289,8 +304,7 @@ class BatchStep:
         result: BatchResult,
     ) -> None:
         result.accepted += 1
-        now = Timestamp()
-        now.GetCurrentTime()
+        now = result.now
         indexes = []
         for i, event in enumerate(decision.events, start=1):
             revision = current.revision + i
@@ -302,12 +316,13 @@ class BatchStep:
                 command_id=env.command_id,
                 correlation_id=env.correlation_id,
                 timestamp=now,
-                metadata=env.metadata,
                 source_partition=self.partition,
                 source_offset=record.offset,
                 aggregate=self.behavior.name,
                 event_type=event_type,
             )
+            if env.metadata:
+                envelope.metadata.update(env.metadata)
             headers = [
                 ("entity-id", current.entity_id.encode()),
                 ("revision", str(revision).encode()),

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
-_PRODUCER_DEFAULTS: dict[str, object] = {"linger.ms": 5, "message.timeout.ms": 30_000}
+_PRODUCER_DEFAULTS: dict[str, object] = {"linger.ms": 1, "message.timeout.ms": 30_000}
 """Overridable through `client_config`."""
 _PRODUCER_ENFORCED: dict[str, object] = {
     "enable.idempotence": True,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from faust.types import TP
@@ -303,26 +303,30 @@ class Engine:
             await self._rebalance()
         if not messages:
             return
-        slices: dict[TP, list[CommandRecord]] = {}
+        by_key: dict[tuple[Any, Any], list[CommandRecord]] = {}
+        ready = self._ready  # keyed by TP, a named tuple: a plain (topic, partition) finds it
         for message in messages:
             error = message.error()
             if error is not None:
                 self._message_error(error)
                 continue
-            tp = TP(cast(str, message.topic()), cast(int, message.partition()))
-            if tp in self._ready:  # else paused and recovering: it is re-read from its checkpoint
-                headers = cast(list[tuple[str, bytes]], message.headers() or [])
-                slices.setdefault(tp, []).append(
+            key = (message.topic(), message.partition())
+            if key in ready:  # else paused and recovering: it is re-read from its checkpoint
+                records = by_key.get(key)
+                if records is None:
+                    records = by_key[key] = []
+                records.append(
                     CommandRecord(
-                        cast(int, message.offset()),
+                        message.offset(),  # type: ignore[arg-type]
                         message.key(),
                         message.value(),
-                        headers,
+                        message.headers() or [],  # type: ignore[arg-type]
                         message.timestamp()[1],
                     )
                 )
-        if not slices:
+        if not by_key:
             return
+        slices = {TP(*key): records for key, records in by_key.items()}
         self.stats.cycles += 1
         began = time.monotonic()
         work = await self._decide(slices)

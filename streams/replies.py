@@ -85,7 +85,10 @@ class ReplyRouter:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                records = self._consumer.consume(num_messages=_BATCH, timeout=0.1)
+                # Wait only while nothing has arrived, then take what else is there: a
+                # consume(N, 0.1) would hold every reply back until N arrive or 100 ms pass.
+                first = self._consumer.poll(0.1)
+                records = [] if first is None else [first, *self._consumer.consume(_BATCH, 0)]
             except KafkaException as exc:  # pragma: no cover - broker trouble; keep trying
                 log.warning("reading %s failed: %s", self._topic, exc)
                 continue

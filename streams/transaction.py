@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -69,6 +70,7 @@ class _Delivery:
         self.pending = 0
 
     def track(self, slot: list[int] | None = None, index: int = 0) -> Callable[..., None]:
+        """A delivery callback for one record; with `slot`, it stores the record's offset."""
         self.pending += 1
 
         def done(error: KafkaError | None, message: Message) -> None:
@@ -96,7 +98,7 @@ class TransactionalWriter:
         config: dict[str, Any] = {
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 1,
+            "linger.ms": 0,
             "batch.size": 1024 * 1024,
             "client.id": transactional_id,
         }
@@ -104,6 +106,7 @@ class TransactionalWriter:
             config["transactional.id"] = transactional_id
             config["transaction.timeout.ms"] = settings.transaction_timeout_ms
         self.producer = Producer(confluent_config(settings, **config))
+        self._beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kes-offsets")
 
     def start(self) -> None:
         """Fence an older instance of this worker and abort what it left open."""
@@ -115,15 +118,17 @@ class TransactionalWriter:
 
         1. begin the transaction;
         2. send every partition's events, dead letters, forwarded commands and the snapshots
-           of entities that existed before the batch;
+           of entities that existed before the batch; exactly-once: add every partition's next
+           command offset to the transaction with the consumer's group metadata (fetched now:
+           a zombie's stale generation is refused there), on a second thread, so those round
+           trips to the coordinators overlap the records' delivery;
         3. only if a batch needs the events' offsets (a new entity's snapshot records its first
            event's offset; replies carry them), wait for them, then send those snapshots and
            the replies;
         4. send each partition's checkpoint record (next command offset, owning group), its
            batch's last changelog record;
-        5. exactly-once: add every partition's next command offset to the transaction with the
-           consumer's group metadata (fetched now: a zombie's stale generation is refused here),
-           then commit: all of it becomes visible to read_committed readers at once;
+        5. exactly-once: once the offsets are in, commit: all of it becomes visible to
+           read_committed readers at once;
            at-least-once: wait until every record is written (the engine commits the offsets
            after the local store, so a crash only repeats).
         Raises CycleAbortedError when the transaction was aborted (nothing of it is visible),
@@ -131,6 +136,13 @@ class TransactionalWriter:
         """
         producer = self.producer
         delivery = _Delivery()
+
+        # Exactly-once: a failed delivery fails the commit, so only the records whose offsets
+        # are needed get a delivery callback. At-least-once: every record does.
+        def every() -> Callable[..., None] | None:
+            return None if self.exactly_once else delivery.track()
+
+        offsets_sent: Future[Any] | None = None
         try:
             if self.exactly_once:
                 producer.begin_transaction()
@@ -143,13 +155,24 @@ class TransactionalWriter:
                 slots = [-1] * len(result.events) if needs else []
                 event_offsets.append(slots)
                 for i, record in enumerate(result.events):
-                    self._produce(record, delivery.track(slots if needs else None, i))
+                    self._produce(record, delivery.track(slots, i) if needs else every())
                 for record in (*result.dead_letters, *result.forwards):
-                    self._produce(record, delivery.track())
+                    self._produce(record, every())
                 for entity_id, entity in result.changed.items():
                     if entity_id not in result.first_events:
-                        record = self._snapshot(item, entity_id, entity)
-                        self._produce(record, delivery.track())
+                        self._produce(self._snapshot(item, entity_id, entity), every())
+            if self.exactly_once:  # two round trips to the coordinators, beside the records'
+                commands = [
+                    TopicPartition(i.topics.commands, i.partition, i.result.next_command_offset)
+                    for i in work
+                ]
+                offsets_sent = self._beside.submit(
+                    self._call,
+                    producer.send_offsets_to_transaction,
+                    commands,
+                    group_metadata(),
+                    self.timeout,
+                )
             if offsets_needed:
                 self._flush(delivery)
                 for item, offsets in zip(work, event_offsets, strict=True):
@@ -157,23 +180,17 @@ class TransactionalWriter:
                     for entity_id, index in result.first_events.items():
                         entity = result.changed[entity_id]
                         entity.first_event_offset = offsets[index]
-                        self._produce(self._snapshot(item, entity_id, entity), delivery.track())
+                        self._produce(self._snapshot(item, entity_id, entity), every())
                     replies = reply_records(result, offsets, item.topics.replies, item.partition)
                     for reply in replies:
-                        self._produce(reply, delivery.track())
+                        self._produce(reply, every())
             checkpoints = [-1] * len(work)
             for i, item in enumerate(work):
                 value = encode_checkpoint(item.result.next_command_offset, self.settings.group_id)
                 record = OutRecord(item.topics.snapshots, item.partition, CHECKPOINT_KEY, value, [])
                 self._produce(record, delivery.track(checkpoints, i))
-            if self.exactly_once:
-                commands = [
-                    TopicPartition(i.topics.commands, i.partition, i.result.next_command_offset)
-                    for i in work
-                ]
-                self._call(
-                    producer.send_offsets_to_transaction, commands, group_metadata(), self.timeout
-                )
+            if offsets_sent is not None:
+                offsets_sent.result()
                 self._call(producer.commit_transaction, self.timeout)
                 producer.poll(0)
             else:
@@ -181,6 +198,8 @@ class TransactionalWriter:
             if delivery.error is not None or delivery.pending:
                 raise KafkaException(delivery.error or KafkaError(KafkaError._TIMED_OUT))
         except KafkaException as exc:
+            if offsets_sent is not None:
+                wait([offsets_sent])  # no transactional call may still run when aborting
             self._failed(exc)
         for item, offset in zip(work, checkpoints, strict=True):
             item.changelog_offset = offset
@@ -210,17 +229,26 @@ class TransactionalWriter:
         value = item.snapshots[entity_id] = entity.snapshot().SerializeToString()
         return OutRecord(item.topics.snapshots, item.partition, entity_id.encode(), value, [])
 
-    def _produce(self, record: OutRecord, on_delivery: Callable[..., None]) -> None:
+    def _produce(self, record: OutRecord, on_delivery: Callable[..., None] | None) -> None:
         while True:
             try:
-                self.producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    partition=record.partition,
-                    headers=cast(Any, record.headers) or None,
-                    on_delivery=on_delivery,
-                )
+                if on_delivery is None:
+                    self.producer.produce(
+                        record.topic,
+                        record.value,
+                        record.key,
+                        partition=record.partition,
+                        headers=cast(Any, record.headers) or None,
+                    )
+                else:
+                    self.producer.produce(
+                        record.topic,
+                        record.value,
+                        record.key,
+                        partition=record.partition,
+                        headers=cast(Any, record.headers) or None,
+                        on_delivery=on_delivery,
+                    )
                 return
             except BufferError:
                 self.producer.poll(0.05)
