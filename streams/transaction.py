@@ -232,23 +232,14 @@ class TransactionalWriter:
     def _produce(self, record: OutRecord, on_delivery: Callable[..., None] | None) -> None:
         while True:
             try:
-                if on_delivery is None:
-                    self.producer.produce(
-                        record.topic,
-                        record.value,
-                        record.key,
-                        partition=record.partition,
-                        headers=cast(Any, record.headers) or None,
-                    )
-                else:
-                    self.producer.produce(
-                        record.topic,
-                        record.value,
-                        record.key,
-                        partition=record.partition,
-                        headers=cast(Any, record.headers) or None,
-                        on_delivery=on_delivery,
-                    )
+                self.producer.produce(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    partition=record.partition,
+                    headers=cast(Any, record.headers) or None,
+                    on_delivery=on_delivery,  # None: no callback
+                )
                 return
             except BufferError:
                 self.producer.poll(0.05)
