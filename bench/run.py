@@ -36,6 +36,8 @@ from bench.steps import (
     log,
     projection_throughput,
     variant_step,
+    wait_quiet,
+    wide_run,
 )
 from bench.tables import figures, rows, sizes
 from bench.venvs import PEERS, ROOT, ensure
@@ -76,9 +78,13 @@ def one_run(
     turn = run % len(order) if order else 0
     order = order[turn:] + order[:turn]
     for name in order:
+        wait_quiet(args)
         steps[name](args, bootstrap, *inputs[name], workdir, run, result)
     if "kes" in steps and args.projection:
+        wait_quiet(args)
         projection_throughput(args, bootstrap, topics, workdir, run, result)
+    if "kes" in steps and args.wide_partitions > 0 and run == 1:
+        wide_run(args, bootstrap, workdir, run, result)
     if args.es_commands > 0:
         db = workdir / f"es-{run}.sqlite"
         es = systems.run_eventsourcing(commands_file, args.es_commands, db, workdir / "es.log")
@@ -133,6 +139,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--ask-rate", type=float, help="offered asks/s (default: half the peak)")
     parser.add_argument("--quix-commit-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--wide-partitions", type=int, default=256, help="one kes run on this many (0: none)"
+    )
+    parser.add_argument("--wide-commands", type=int, default=20_000)
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle CPU window")
     parser.add_argument(
         "--no-projection", dest="projection", action="store_false", help="skip the projection"
     )
@@ -232,6 +243,7 @@ def measure(args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
     try:
         bootstrap = args.bootstrap or broker.start()
+        args.broker_pid = None if args.bootstrap else broker.pid
         log(f"broker at {bootstrap}; work directory {workdir}")
         recovery_prefix = f"recovery-{uuid.uuid4().hex[:6]}-"
         if args.entities > 0:

@@ -33,6 +33,8 @@ __all__ = [
     "log",
     "projection_throughput",
     "variant_step",
+    "wait_quiet",
+    "wide_run",
 ]
 
 Run = dict[str, Any]
@@ -50,7 +52,32 @@ def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
         future.result(30)
 
 
+def broker_cpu(args: argparse.Namespace) -> Callable[[], float] | None:
+    """The broker's CPU seconds so far, when the bench started the broker (else None)."""
+    pid = getattr(args, "broker_pid", None)
+    return None if pid is None else (lambda: systems.cpu_seconds(pid))
+
+
+def wait_quiet(args: argparse.Namespace, cores: float = 0.15, limit: float = 90.0) -> None:
+    """Wait until the broker is nearly idle (below `cores` over a second), at most `limit` s.
+
+    Nothing else may load the broker while a system is timed: compaction or replication after
+    the snapshot preload ran at 1.6 cores right before the first throughput step.
+    """
+    read = broker_cpu(args)
+    if read is None:
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = read()
+        time.sleep(1.0)
+        if read() - before < cores:
+            return
+    log(f"  the broker stayed busy for {limit:.0f}s; measuring anyway")
+
+
 def through(
+    args: argparse.Namespace,
     name: str,
     proc: systems.Process,
     bootstrap: str,
@@ -61,15 +88,24 @@ def through(
 ) -> workload.Progress:
     """Watch one system through the backlog; its rate, CPU per command and peak RSS."""
     progress = workload.watch(
-        bootstrap, group, topic, ends, timeout=900, alive=proc.alive, cpu=proc.cpu_seconds
+        bootstrap,
+        group,
+        topic,
+        ends,
+        timeout=900,
+        alive=proc.alive,
+        cpu=proc.cpu_seconds,
+        broker_cpu=broker_cpu(args),
     )
     result[f"{name}_rate"] = progress.rate
     result[f"{name}_cpu_us"] = progress.cpu_micros_per_command
+    result[f"{name}_broker_cpu_us"] = progress.broker_cpu_micros_per_command
     result[f"{name}_cpu_share"] = progress.cpu_share
     result[f"{name}_peak_rss_mb"] = proc.peak_rss_mb()
     log(
         f"  {name}: {progress.rate:,.0f} commands/s, {progress.cpu_micros_per_command:,.0f} "
-        f"CPU-µs/command, {progress.cpu_share:.2f} cores"
+        f"CPU-µs/command, {progress.cpu_share:.2f} cores, broker "
+        f"{progress.broker_cpu_micros_per_command:,.0f} CPU-µs/command"
     )
     return progress
 
@@ -99,11 +135,12 @@ def kes_throughput(
     worker.start()
     try:
         progress = through(
-            "kes", worker, bootstrap, f"{topics.prefix}kes", topics.commands, ends, result
+            args, "kes", worker, bootstrap, f"{topics.prefix}kes", topics.commands, ends, result
         )
         counters = worker.counters()
-        if counters.get("batches"):
-            result["kes_commands_per_transaction"] = counters["commands"] / counters["batches"]
+        transactions = counters.get("transactions") or counters.get("batches")
+        if transactions:
+            result["kes_commands_per_transaction"] = counters["commands"] / transactions
             result["kes_events"] = counters.get("events_written", 0.0)
             log(f"  kes: {result['kes_commands_per_transaction']:.1f} commands per transaction")
         if args.latency_seconds > 0 and profile is None:
@@ -124,10 +161,82 @@ def kes_throughput(
                 f"p99 {lat.percentile(99):.1f} ms, {lat.timeouts} timeouts, "
                 f"client {lat.client_cpu_share:.2f} cores"
             )
+            fixed_rate(args, bootstrap, topics, worker, accounts, result)
             result["kes_peak_rss_mb"] = worker.peak_rss_mb()
     finally:
         worker.stop()
     shutil.rmtree(workdir / f"kes-{run}", ignore_errors=True)
+
+
+def fixed_rate(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: AggregateTopics,
+    worker: systems.KesWorker,
+    accounts: list[str],
+    result: Run,
+) -> None:
+    """Ask latency at a fixed 100 asks/s, then the worker's and the broker's cores at the
+    demo's 50 commands/s (asks: every command wants its reply)."""
+    lat = latency.measure(bootstrap, topics, accounts, 100.0, args.latency_seconds)
+    result.update(ask100_p50_ms=lat.percentile(50), ask100_p99_ms=lat.percentile(99))
+    log(f"  ask at 100/s: p50 {lat.percentile(50):.1f} ms, p99 {lat.percentile(99):.1f} ms")
+    read_broker = broker_cpu(args)
+    began, worker_began = time.monotonic(), worker.cpu_seconds()
+    broker_began = read_broker() if read_broker else float("nan")
+    latency.measure(bootstrap, topics, accounts, 50.0, args.latency_seconds)
+    elapsed = time.monotonic() - began
+    result["demo_worker_cores"] = (worker.cpu_seconds() - worker_began) / elapsed
+    if read_broker is not None:
+        result["demo_broker_cores"] = (read_broker() - broker_began) / elapsed
+    log(
+        f"  at 50 commands/s: worker {result['demo_worker_cores']:.3f} cores, broker "
+        f"{result.get('demo_broker_cores', float('nan')):.3f} cores"
+    )
+
+
+def wide_run(
+    args: argparse.Namespace, bootstrap: str, workdir: Path, run: int, result: Run
+) -> None:
+    """One worker on `--wide-partitions` partitions: time to ready, throughput through a
+    backlog, then its idle CPU and the broker's over `--idle-seconds` without traffic."""
+    prefix = f"wide{run}-{time.monotonic_ns() % 1_000_000}-"
+    topics = AggregateTopics("account", args.wide_partitions, prefix=prefix)
+    if not apply(topics, {"bootstrap.servers": bootstrap}).ok:
+        raise RuntimeError("cannot create the wide topics")
+    commands = workload.bank_commands(args.wide_commands, args.accounts, args.wide_partitions)
+    workload.produce(bootstrap, topics.commands, commands)
+    ends = workload.end_offsets(bootstrap, topics.commands, args.wide_partitions)
+    wait_quiet(args)
+    worker = systems.kes_worker(
+        bootstrap,
+        partitions=args.wide_partitions,
+        prefix=prefix,
+        app_id=f"{prefix}kes",
+        data_dir=workdir / f"wide-{run}",
+        log_path=workdir / f"wide-{run}.log",
+    )
+    worker.start()
+    try:
+        result["wide_ready_seconds"] = worker.wait_ready(300)
+        through(args, "wide", worker, bootstrap, f"{prefix}kes", topics.commands, ends, result)
+        time.sleep(5)  # let the last commit and the lag views settle
+        read_broker = broker_cpu(args)
+        began, worker_began = time.monotonic(), worker.cpu_seconds()
+        broker_began = read_broker() if read_broker else float("nan")
+        time.sleep(args.idle_seconds)
+        elapsed = time.monotonic() - began
+        result["idle_worker_cores"] = (worker.cpu_seconds() - worker_began) / elapsed
+        if read_broker is not None:
+            result["idle_broker_cores"] = (read_broker() - broker_began) / elapsed
+        log(
+            f"  {args.wide_partitions} partitions: ready in {result['wide_ready_seconds']:.1f}s, "
+            f"idle worker {result['idle_worker_cores']:.3f} cores, broker "
+            f"{result.get('idle_broker_cores', float('nan')):.3f} cores"
+        )
+    finally:
+        worker.stop()
+    shutil.rmtree(workdir / f"wide-{run}", ignore_errors=True)
 
 
 def ceiling_throughput(
@@ -150,7 +259,7 @@ def ceiling_throughput(
         workdir / f"ceiling-{run}.log",
     )
     try:
-        through("ceiling", proc, bootstrap, group, topics.commands, ends, result)
+        through(args, "ceiling", proc, bootstrap, group, topics.commands, ends, result)
     finally:
         proc.stop()
 
@@ -176,7 +285,7 @@ def quix_throughput(
         workdir / f"quix-{run}.log",
     )
     try:
-        through("quix", proc, bootstrap, group, topics.commands, ends, result)
+        through(args, "quix", proc, bootstrap, group, topics.commands, ends, result)
     finally:
         proc.stop()
     shutil.rmtree(workdir / f"quix-{run}", ignore_errors=True)
@@ -258,10 +367,11 @@ def variant_step(name: str, source: Path, batch_max_ms: int | None) -> Callable[
         worker.start()
         try:
             group = f"{topics.prefix}{name}"
-            through(name, worker, bootstrap, group, topics.commands, ends, result)
+            through(args, name, worker, bootstrap, group, topics.commands, ends, result)
             counters = worker.counters()
-            if counters.get("batches"):
-                result[f"{name}_commands_per_tx"] = counters["commands"] / counters["batches"]
+            transactions = counters.get("transactions") or counters.get("batches")
+            if transactions:
+                result[f"{name}_commands_per_tx"] = counters["commands"] / transactions
         finally:
             worker.stop()
         shutil.rmtree(workdir / f"{name}-{run}", ignore_errors=True)

@@ -172,7 +172,7 @@ class KesWorker(Process):
         except (OSError, ValueError):
             return {}
         totals: dict[str, float] = {}
-        for name, value in re.findall(r"^kes_(\w+)_total\{[^}]*\} (\S+)$", text, re.MULTILINE):
+        for name, value in re.findall(r"^kes_(\w+)_total(?:\{[^}]*\})? (\S+)$", text, re.M):
             totals[name] = totals.get(name, 0.0) + float(value)
         return totals
 

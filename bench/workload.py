@@ -163,6 +163,8 @@ class Progress:
     """From the watch's start to the poll that saw every command committed."""
     cpu_seconds: float = float("nan")
     """CPU time (user + system) the process under test spent between those two polls."""
+    broker_cpu_seconds: float = float("nan")
+    """CPU time the broker spent between those two polls (the cost put on the cluster)."""
 
     @property
     def rate(self) -> float:
@@ -175,6 +177,12 @@ class Progress:
         """CPU microseconds per command in that window: less noisy than a rate on a busy box."""
         done = self.commands - self.first_done
         return self.cpu_seconds / done * 1e6 if done > 0 else float("nan")
+
+    @property
+    def broker_cpu_micros_per_command(self) -> float:
+        """The broker's CPU microseconds per command in that window."""
+        done = self.commands - self.first_done
+        return self.broker_cpu_seconds / done * 1e6 if done > 0 else float("nan")
 
     @property
     def cpu_share(self) -> float:
@@ -193,18 +201,20 @@ def watch(
     interval: float = 0.05,
     alive: Callable[[], bool] | None = None,
     cpu: Callable[[], float] | None = None,
+    broker_cpu: Callable[[], float] | None = None,
 ) -> Progress:
     """Poll `group`'s committed offsets on `topic` until they reach `ends`.
 
     `alive`, if given, is called each poll (False aborts with an error): it lets the caller
     notice a system under test that died. `cpu`, if given, returns the CPU seconds used so far
-    by the system under test, read at the first and the last poll.
+    by the system under test, read at the first and the last poll; `broker_cpu` the same for
+    the broker.
     """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     tps = [TopicPartition(topic, p) for p in sorted(ends)]
     total = sum(ends.values())
     began = time.monotonic()
-    first: tuple[float, int, float] | None = None
+    first: tuple[float, int, float, float] | None = None
     try:
         while True:
             now = time.monotonic()
@@ -220,10 +230,13 @@ def watch(
             done = sum(max(0, tp.offset) for tp in committed)
             seen = time.monotonic() - began
             used = cpu() if cpu is not None else float("nan")
+            brokers = broker_cpu() if broker_cpu is not None else float("nan")
             if first is None or (done == 0 and first[1] == 0):
-                first = (seen, done, used)  # moves on while nothing is committed
+                first = (seen, done, used, brokers)  # moves on while nothing is committed
             if done >= total:
-                return Progress(total, first[0], first[1], seen, used - first[2])
+                return Progress(
+                    total, first[0], first[1], seen, used - first[2], brokers - first[3]
+                )
             time.sleep(interval)
     finally:
         consumer.close()

@@ -28,6 +28,7 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
     argv += ["--entities", "2000", "--es-commands", "0", "--perf-records", "0"]
     argv += ["--latency-seconds", "1", "--sweep-batch-ms", "", "--workdir", str(tmp_path / "work")]
     argv += ["--output", str(output), "--json", str(figures)]
+    argv += ["--wide-partitions", "8", "--wide-commands", "300", "--idle-seconds", "1"]
 
     assert main(argv) == 0
 
@@ -42,6 +43,10 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
         "warm_seconds",
         "cold_peak_rss_mb",
         "projection_rate",
+        "ask100_p99_ms",
+        "demo_worker_cores",
+        "wide_ready_seconds",
+        "idle_worker_cores",
     ):
         assert math.isfinite(run[key]) and run[key] > 0, key
     assert "ceiling_rate" in run  # NaN when one poll saw the whole tiny backlog committed
