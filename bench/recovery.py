@@ -63,7 +63,7 @@ def restart_cold_then_warm(
             bootstrap,
             partitions=partitions,
             prefix=prefix,
-            app_id=f"{prefix}app",
+            app_id=f"{prefix}{label}-{run}",  # its own group: no member of another run in it
             data_dir=data_dir,
             log_path=log_path,
             loglevel="INFO",  # each partition's "ready after" line

@@ -437,9 +437,7 @@ class Engine:
             requests.append(RecoveryRequest(tp.topic, topics.snapshots, tp.partition, store))
         self._recovering += 1
         try:
-            await asyncio.to_thread(
-                recover, self.settings, requests, self.settings.transaction_timeout_ms / 1000
-            )
+            await recover(self.settings, requests, self.settings.transaction_timeout_ms / 1000)
         except OwnershipError as exc:
             stop_now(str(exc), None, EXIT_CONFIGURATION)
         except Exception as exc:

@@ -178,7 +178,8 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
         "verify reader": _capture(monkeypatch, verify, "Consumer"),
         "admin": _capture(monkeypatch, admin, "AdminClient"),
         "transactional producer": _capture(monkeypatch, transaction, "Producer"),
-        "changelog reader": _capture(monkeypatch, recovery, "Consumer"),
+        "committed-offsets reader": _capture(monkeypatch, recovery, "Consumer"),
+        "changelog reader": _capture(monkeypatch, recovery, "AIOKafkaConsumer"),
     }
     with pytest.raises(_Captured):
         replies.ReplyRouter(TOPICS, config)
@@ -192,7 +193,10 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
         transaction.TransactionalWriter(settings, "tx")
     request = recovery.RecoveryRequest("c", "s", 0, store=None)  # type: ignore[arg-type]
     with pytest.raises(_Captured):
-        recovery.recover(settings, [request], timeout=1)
+        recovery._committed_offsets(settings, [request], timeout=1)
+    monkeypatch.setattr(recovery, "_committed_offsets", lambda *args: [-1])
+    with pytest.raises(_Captured):
+        _run(recovery.recover(settings, [request], timeout=1))
     stand_in = SimpleNamespace(settings=settings, transactional_id="tx", client_id="http://w")
     seen["command consumer"] = [engine.Engine.consumer_config(stand_in)]  # type: ignore[arg-type]
     producers = _capture(monkeypatch, client_module, "Producer")
