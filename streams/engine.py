@@ -71,7 +71,10 @@ _EMPTY_READY_SECONDS = 3.0
 """How long an empty assignment must last before a worker without partitions calls itself ready."""
 
 _POLL_SECONDS = 0.1
-"""How long a poll waits when nothing has arrived (also how soon a recovered partition resumes)."""
+"""How long one poll waits when nothing has arrived (how soon a recovered partition resumes)."""
+
+_IDLE_SECONDS = 1.0
+"""How long the Kafka thread polls on its own before the cycle looks around (watchdog, stop)."""
 
 
 def stop_now(message: str, exc: BaseException | None, code: int = EXIT_BATCH_FAILED) -> NoReturn:
@@ -190,8 +193,28 @@ class Engine:
         self._rebalances.append(("revoke", [TP(p.topic, p.partition) for p in partitions]))
 
     def _poll(self) -> list[Message]:
+        """What has arrived; while nothing does, wait here (not on the event loop) for up to
+        `_IDLE_SECONDS`, returning early for a rebalance or a stop."""
         consumer = self._consumer
         assert consumer is not None
+        idle_until = time.monotonic() + _IDLE_SECONDS
+        while True:
+            self._resume_recovered(consumer)
+            first = consumer.poll(_POLL_SECONDS)
+            if first is not None:
+                break
+            if self._rebalances or not self._running or time.monotonic() > idle_until:
+                return []
+        limit = self.settings.batch_max_commands
+        messages = [first]
+        if limit > 1:
+            messages.extend(consumer.consume(limit - 1, 0))
+        linger = self.settings.batch_max_ms / 1000
+        if linger and len(messages) < limit:
+            messages.extend(consumer.consume(limit - len(messages), linger))
+        return messages
+
+    def _resume_recovered(self, consumer: Consumer) -> None:
         while self._resume:
             tp = self._resume.pop()
             try:
@@ -200,17 +223,6 @@ class Engine:
                 log.info("%s[%d]: not resumed: %s", tp.topic, tp.partition, exc)
                 continue
             consumer.resume([TopicPartition(tp.topic, tp.partition)])
-        limit = self.settings.batch_max_commands
-        first = consumer.poll(_POLL_SECONDS)
-        if first is None:
-            return []
-        messages = [first]
-        if limit > 1:
-            messages.extend(consumer.consume(limit - 1, 0))
-        linger = self.settings.batch_max_ms / 1000
-        if linger and len(messages) < limit:
-            messages.extend(consumer.consume(limit - len(messages), linger))
-        return messages
 
     def _rewind(self, offsets: list[TopicPartition]) -> None:
         consumer = self._consumer

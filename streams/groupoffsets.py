@@ -22,6 +22,9 @@ from topology.admin import admin_result
 
 __all__ = ["OffsetsReader"]
 
+_METADATA_TTL = 30.0
+"""Seconds a reader keeps the cluster's partition counts (a new target topic asks at once)."""
+
 
 class OffsetsReader:
     """Reads committed offsets, log ends and owners of (group, topic) targets."""
@@ -31,6 +34,8 @@ class OffsetsReader:
             raise ConfigurationError("client config has no bootstrap.servers: set the broker")
         self.timeout = timeout
         self._admin = AdminClient(dict(client_config))
+        self._counts: tuple[float, dict[str, int]] | None = None
+        self._known: set[str] = set()
 
     def read(self, targets: Sequence[LagTarget]) -> list[GroupReading]:
         """One reading per target, in order; a target whose topic is missing carries an error.
@@ -62,15 +67,24 @@ class OffsetsReader:
         return readings
 
     def _partition_counts(self, topics: set[str]) -> dict[str, int]:
-        try:
-            metadata = self._admin.list_topics(timeout=self.timeout)
-        except KafkaException as exc:
-            raise AdminError(f"list topics: {exc.args[0] if exc.args else exc}") from exc
-        return {
-            name: len(meta.partitions)
-            for name, meta in metadata.topics.items()
-            if name in topics and meta.error is None
-        }
+        """Partition counts of the topics that exist, from metadata at most `_METADATA_TTL` old.
+
+        The cluster's whole metadata is asked for (asking for a missing topic by name could
+        create it), so it is kept a while: a monitor reads lag every few seconds.
+        """
+        now = time.monotonic()
+        if self._counts is None or now - self._counts[0] > _METADATA_TTL or topics - self._known:
+            try:
+                metadata = self._admin.list_topics(timeout=self.timeout)
+            except KafkaException as exc:
+                raise AdminError(f"list topics: {exc.args[0] if exc.args else exc}") from exc
+            counts = {
+                name: len(meta.partitions)
+                for name, meta in metadata.topics.items()
+                if meta.error is None and not name.startswith("__")
+            }
+            self._counts, self._known = (now, counts), set(topics)
+        return {name: n for name, n in self._counts[1].items() if name in topics}
 
     def _log_ends(self, counts: Mapping[str, int]) -> dict[tuple[str, int], int]:
         if not counts:
