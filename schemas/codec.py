@@ -32,8 +32,12 @@ from schemas.kes.v1.envelopes_pb2 import (
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "JSON",
+    "MAX_ENTITY_ID_BYTES",
+    "MAX_ID_BYTES",
+    "MAX_METADATA_BYTES",
     "PROTOBUF",
     "Headers",
+    "check_entity_id",
     "content_type_of",
     "decode_command",
     "decode_dead_letter",
@@ -61,6 +65,14 @@ PROTOBUF = "application/x-protobuf"
 """Protobuf binary: the default when a record has no content-type header."""
 JSON = "application/json"
 """Protobuf canonical JSON, as `json_format.MessageToJson` writes it."""
+
+MAX_ID_BYTES = 256
+"""Longest command id, correlation id or aggregate name (UTF-8 bytes): each is copied into
+every event, reply and snapshot the command leads to."""
+MAX_ENTITY_ID_BYTES = 1024
+"""Longest entity id (UTF-8 bytes): it is part of every event key."""
+MAX_METADATA_BYTES = 16 * 1024
+"""Most metadata a command may carry (keys and values, UTF-8 bytes): copied into its events."""
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as both aiokafka and confluent-kafka hand them over."""
@@ -136,12 +148,45 @@ def decode_command(
             raise DecodeError(_U, "command envelope has no command_id")
         if not env.HasField("payload") or not env.payload.type_url:
             raise DecodeError(_U, "command envelope has no payload type_url")
+        _check_sizes(env)
         _message_class(env.payload.type_url)
     except DecodeError:
         raise
     except Exception as exc:  # The boundary: nothing but DecodeError leaves.
         raise DecodeError(_U, f"cannot decode command: {exc!r}") from exc
     return env
+
+
+def _check_sizes(env: CommandEnvelope) -> None:
+    """Ids and metadata within their limits (they are copied into what the command writes)."""
+    for name, text in (
+        ("command_id", env.command_id),
+        ("correlation_id", env.correlation_id),
+        ("aggregate", env.aggregate),
+    ):
+        if len(text.encode()) > MAX_ID_BYTES:
+            raise DecodeError(
+                DeadLetterReason.TOO_LARGE,
+                f"{name} is {len(text.encode())} bytes, the limit is {MAX_ID_BYTES}",
+            )
+    if env.entity_id:
+        check_entity_id(env.entity_id)
+    metadata = sum(len(k.encode()) + len(v.encode()) for k, v in env.metadata.items())
+    if metadata > MAX_METADATA_BYTES:
+        raise DecodeError(
+            DeadLetterReason.TOO_LARGE,
+            f"metadata is {metadata} bytes, the limit is {MAX_METADATA_BYTES}",
+        )
+
+
+def check_entity_id(entity_id: str) -> None:
+    """Raise DecodeError(TOO_LARGE) for an entity id over MAX_ENTITY_ID_BYTES."""
+    size = len(entity_id.encode())
+    if size > MAX_ENTITY_ID_BYTES:
+        raise DecodeError(
+            DeadLetterReason.TOO_LARGE,
+            f"entity id is {size} bytes, the limit is {MAX_ENTITY_ID_BYTES}",
+        )
 
 
 def _parse_json_command(value: bytes) -> CommandEnvelope:

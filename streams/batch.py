@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.codec import (
+    check_entity_id,
     decode_command,
     event_key,
     new_dead_letter,
@@ -58,6 +59,7 @@ __all__ = [
     "OutRecord",
     "decode_checkpoint",
     "encode_checkpoint",
+    "record_size",
 ]
 
 CHECKPOINT_KEY = b""
@@ -66,6 +68,15 @@ CHECKPOINT_KEY = b""
 No entity has an empty id (such commands are dead-lettered), so the key cannot collide."""
 
 Headers = list[tuple[str, bytes]]
+
+
+_REPLY_ROOM = 4096
+"""Bytes kept free under the record limit for a record's other fields and headers."""
+
+
+def record_size(record: OutRecord) -> int:
+    """What a record weighs against the record limit: key, value and headers."""
+    return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers)
 
 
 def encode_checkpoint(next_command_offset: int, owner: str) -> bytes:
@@ -165,7 +176,8 @@ class BatchStep:
         partition: int,
         load: Callable[[str], Snapshot | None],
         *,
-        max_command_bytes: int = 1_048_576,
+        max_command_bytes: int = 900_000,
+        max_record_bytes: int = 1_000_000,
         recent_command_ids: int = 32,
         cache_size: int = 10_000,
     ) -> None:
@@ -174,6 +186,7 @@ class BatchStep:
         self.partition = partition
         self._load = load
         self._max_bytes = max_command_bytes
+        self._max_record = max_record_bytes
         self._recent = recent_command_ids
         self._cache: OrderedDict[str, Entity] = OrderedDict()
         self._cache_size = cache_size
@@ -237,6 +250,7 @@ class BatchStep:
         try:
             env = decode_command(record.value, record.headers, max_bytes=self._max_bytes)
             entity_id = env.entity_id or (record.key or b"").decode("utf-8")
+            check_entity_id(entity_id)
         except DecodeError as exc:
             self._dead(record, result, exc.reason, exc.detail)
             return
@@ -303,9 +317,8 @@ class BatchStep:
         decision: Accepted[Any],
         result: BatchResult,
     ) -> None:
-        result.accepted += 1
         now = result.now
-        indexes = []
+        events: list[OutRecord] = []
         for i, event in enumerate(decision.events, start=1):
             revision = current.revision + i
             event_type = type_name(event)
@@ -330,8 +343,7 @@ class BatchStep:
                 ("command-id", env.command_id.encode()),
                 ("correlation-id", env.correlation_id.encode()),
             ]
-            indexes.append(len(result.events))
-            result.events.append(
+            events.append(
                 OutRecord(
                     self.topics.events,
                     self.partition,
@@ -341,6 +353,17 @@ class BatchStep:
                 )
             )
         recent = [*current.recent_command_ids, env.command_id][-self._recent :]
+        state_size = decision.new_state.ByteSize()
+        too_large = self._too_large(events, current.entity_id, state_size, recent)
+        if too_large:
+            self._dead(record, result, DeadLetterReason.TOO_LARGE, too_large)
+            self._reject(
+                env, current.entity_id, result, RejectionCode.POISON, too_large, current.revision
+            )
+            return
+        result.accepted += 1
+        indexes = list(range(len(result.events), len(result.events) + len(events)))
+        result.events.extend(events)
         updated = Entity(
             current.entity_id,
             decision.revision,
@@ -357,13 +380,27 @@ class BatchStep:
                 command_id=env.command_id,
                 entity_id=current.entity_id,
                 correlation_id=env.correlation_id,
-                accepted=AcceptedReply(
-                    revision=decision.revision,
-                    state=pack(decision.new_state),
-                    partition=self.partition,
-                ),
+                accepted=AcceptedReply(revision=decision.revision, partition=self.partition),
             )
+            if state_size + _REPLY_ROOM <= self._max_record:  # else the reply leaves it out
+                reply.accepted.state.CopyFrom(pack(decision.new_state))
             result.replies.append(PendingReply(reply, indexes))
+
+    def _too_large(
+        self, events: Sequence[OutRecord], entity_id: str, state_size: int, recent: list[str]
+    ) -> str:
+        """Why the command's records would not fit under the record limit ("" when they do)."""
+        for event in events:
+            size = record_size(event)
+            if size > self._max_record:
+                return f"an event of {size} bytes would exceed the record limit {self._max_record}"
+        snapshot = state_size + len(entity_id.encode()) + sum(len(c) + 2 for c in recent) + 64
+        if snapshot > self._max_record:
+            return (
+                f"the entity's snapshot ({snapshot} bytes) would exceed the record limit "
+                f"{self._max_record}"
+            )
+        return ""
 
     def _reject(
         self,
@@ -398,6 +435,11 @@ class BatchStep:
             reason=reason,
             error=error,
         )
+        excess = letter.ByteSize() + len(record.key or b"") + _REPLY_ROOM - self._max_record
+        if excess > 0:  # keep the head of the value: the dead letter itself must be writable
+            kept = max(0, len(letter.original_value) - excess)
+            letter.error += f" (original value truncated from {len(letter.original_value)} bytes)"
+            letter.original_value = letter.original_value[:kept]
         headers = [("reason", reason.value.encode()), *self._out_headers]
         key = record.key or b""
         result.dead_letters.append(

@@ -28,7 +28,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.codec import decode_command, decode_dead_letter, decode_event, decode_reply
+from schemas.codec import (
+    check_entity_id,
+    decode_command,
+    decode_dead_letter,
+    decode_event,
+    decode_reply,
+)
 from schemas.errors import DecodeError
 from streams.batch import CHECKPOINT_KEY, decode_checkpoint
 from streams.verify import TopicRecord, read_records
@@ -94,7 +100,7 @@ def check_outcomes(
     replies: Iterable[TopicRecord],
     dead_letters: Iterable[TopicRecord],
     *,
-    max_command_bytes: int = 1_048_576,
+    max_command_bytes: int = 900_000,
 ) -> Outcomes:
     """Check that every due command record has exactly one outcome; see the module docstring.
 
@@ -238,6 +244,7 @@ def _classify(
     try:
         env = decode_command(record.value, record.headers, max_bytes=max_command_bytes)
         entity_id = env.entity_id or (record.key or b"").decode("utf-8")
+        check_entity_id(entity_id)
     except (DecodeError, UnicodeDecodeError):
         return _Command(record, "", "", False, due, "dead")
     if not entity_id or (env.aggregate and env.aggregate != aggregate):
@@ -252,7 +259,7 @@ def read_outcomes(
     aggregate: str,
     client_config: Mapping[str, Any],
     *,
-    max_command_bytes: int = 1_048_576,
+    max_command_bytes: int = 900_000,
 ) -> Outcomes:
     """Read the checkpoints first (what is due), then the topics, and `check_outcomes`.
 

@@ -66,6 +66,7 @@ class PartitionProcessor:
             partition,
             self._load,
             max_command_bytes=settings.max_command_bytes,
+            max_record_bytes=settings.max_record_bytes,
             recent_command_ids=settings.recent_command_ids,
         )
         self.settings = settings

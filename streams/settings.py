@@ -41,6 +41,8 @@ _ENV = {
     "topic_prefix": "KES_TOPIC_PREFIX",
     "session_timeout_ms": "KES_SESSION_TIMEOUT_MS",
     "take_over": "KES_TAKE_OVER",
+    "max_command_bytes": "KES_MAX_COMMAND_BYTES",
+    "max_record_bytes": "KES_MAX_RECORD_BYTES",
 }
 
 
@@ -70,8 +72,14 @@ class Settings:
     batch_max_ms: int = 0
     """... and waits at most this many milliseconds for more after the first one (0: it takes
     what has arrived, so batches grow with load and an idle worker adds no latency)."""
-    max_command_bytes: int = 1_048_576
-    """Larger commands go to the dead-letter topic as TOO_LARGE."""
+    max_command_bytes: int = 900_000
+    """Larger commands go to the dead-letter topic as TOO_LARGE (kept below the record limit, so
+    a command always fits in a forward or a dead letter)."""
+    max_record_bytes: int = 1_000_000
+    """The largest record kes writes (key, value, headers). A command whose event or snapshot
+    would be larger is dead-lettered as TOO_LARGE and rejected; a reply whose state would be
+    larger leaves the state out. Keep it under the topics' `max.message.bytes` (the broker's
+    default is 1,048,588)."""
     recent_command_ids: int = 32
     """Command ids remembered per entity (in its snapshot) to answer duplicates."""
     transaction_timeout_ms: int = 20_000
@@ -86,6 +94,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.batch_max_commands < 1 or self.batch_max_ms < 0:
             raise ConfigurationError("batch_max_commands must be >= 1 and batch_max_ms >= 0")
+        if not 0 < self.max_command_bytes < self.max_record_bytes:
+            raise ConfigurationError(
+                "max_command_bytes must be positive and below max_record_bytes (a command must "
+                "fit in the forward or dead letter it may become)"
+            )
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
 
@@ -125,6 +138,8 @@ class Settings:
                 "batch_max_ms",
                 "partitions",
                 "session_timeout_ms",
+                "max_command_bytes",
+                "max_record_bytes",
             ):
                 if name in values:
                     values[name] = int(values[name])

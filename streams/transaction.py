@@ -100,6 +100,8 @@ class TransactionalWriter:
             "acks": "all",
             "linger.ms": 0,
             "batch.size": 1024 * 1024,
+            # Records are checked against settings.max_record_bytes before they get here.
+            "message.max.bytes": max(1_048_576, settings.max_record_bytes + 65_536),
             "client.id": transactional_id,
         }
         if self.exactly_once:
