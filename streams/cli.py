@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -61,6 +62,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         guarantee=getattr(args, "guarantee", None),
         app_id=getattr(args, "app_id", None),
         take_over=getattr(args, "take_over", None) or None,
+        replication_factor=getattr(args, "replication_factor", None),
+        min_insync_replicas=getattr(args, "min_insync_replicas", None),
     )
 
 
@@ -68,9 +71,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
     """Plan, apply or describe the topics of an app module's aggregates."""
     from streams.apps import load_behaviors
     from streams.kafkaconfig import confluent_config
-    from topology.admin import run_topics
+    from topology.admin import replication_for, run_topics
 
     settings = _settings(args)
+    if not settings.replication_factor:  # what the cluster can hold
+        factor = replication_for(confluent_config(settings))
+        settings = replace(settings, replication_factor=factor)
     code = 0
     for behavior in load_behaviors(args.app):
         code = max(
@@ -152,6 +158,18 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["plan", "apply", "describe"])
     topics.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
     add_cluster_args(topics)
+    topics.add_argument(
+        "--replication-factor",
+        type=int,
+        help="replicas per topic (default: 3 with three brokers or more, else one per broker; "
+        "$KES_REPLICATION_FACTOR)",
+    )
+    topics.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        help="min.insync.replicas (default: 2 with three replicas or more, else 1; "
+        "$KES_MIN_INSYNC_REPLICAS)",
+    )
     topics.set_defaults(handler=cmd_topics)
 
     worker = sub.add_parser(

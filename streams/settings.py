@@ -43,6 +43,8 @@ _ENV = {
     "take_over": "KES_TAKE_OVER",
     "max_command_bytes": "KES_MAX_COMMAND_BYTES",
     "max_record_bytes": "KES_MAX_RECORD_BYTES",
+    "replication_factor": "KES_REPLICATION_FACTOR",
+    "min_insync_replicas": "KES_MIN_INSYNC_REPLICAS",
 }
 
 
@@ -86,6 +88,11 @@ class Settings:
     """How long a transaction left open by a crashed worker can block read_committed readers."""
     session_timeout_ms: int = 10_000
     """A worker that stops heartbeating (killed, paused) loses its partitions after this long."""
+    replication_factor: int = 0
+    """Replicas of each topic kes creates; 0: what the cluster can hold (3 with three brokers or
+    more, else one per broker), resolved by `kes topics` (see topology.admin.replication_for)."""
+    min_insync_replicas: int = 0
+    """`min.insync.replicas` of each topic; 0: 2 with a replication factor of 3 or more, else 1."""
     take_over: bool = False
     """Write partitions whose last checkpoint names another consumer group (see OwnershipError)."""
     client_config: Mapping[str, str] = field(default_factory=dict)
@@ -108,8 +115,20 @@ class Settings:
         return self.app_id
 
     def topics(self, aggregate: str) -> AggregateTopics:
-        """The topic layout of one aggregate under these settings."""
-        return AggregateTopics(aggregate, partitions=self.partitions, prefix=self.topic_prefix)
+        """The topic layout of one aggregate under these settings.
+
+        A replication setting left at 0 declares 1 here; `kes topics` resolves it from the
+        cluster first (`topology.admin.replication_for`), and a worker does not refuse topics
+        whose replication differs from the declaration (it logs a warning).
+        """
+        factor = self.replication_factor or 1
+        return AggregateTopics(
+            aggregate,
+            partitions=self.partitions,
+            prefix=self.topic_prefix,
+            replication_factor=factor,
+            min_insync_replicas=self.min_insync_replicas or (2 if factor >= 3 else 1),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -140,6 +159,8 @@ class Settings:
                 "session_timeout_ms",
                 "max_command_bytes",
                 "max_record_bytes",
+                "replication_factor",
+                "min_insync_replicas",
             ):
                 if name in values:
                     values[name] = int(values[name])

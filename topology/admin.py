@@ -7,6 +7,7 @@ partition count or replication factor, and never touches a config key kes does n
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -34,9 +35,12 @@ __all__ = [
     "apply",
     "describe",
     "plan",
+    "replication_for",
     "run_topics",
     "verify_layout",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for any one admin request, and for created topics to get leaders."""
@@ -87,12 +91,26 @@ def describe(
 def verify_layout(
     topics: Topics, client_config: Mapping[str, str], *, timeout: float = DEFAULT_TIMEOUT
 ) -> None:
-    """Raise TopologyError naming every missing or mismatched topic: a worker refuses to start."""
+    """Raise TopologyError naming every missing topic and every mismatch a worker must not run
+    with (partition counts, cleanup policies); log the others (replication factor,
+    `min.insync.replicas`, retention) as warnings: they are the operator's choice."""
     found = plan(topics, client_config, timeout=timeout)
     problems = [f"{s.name}: missing (run `kes topics apply`)" for s in found.to_create]
-    problems += found.problems
+    problems += found.blocking
     if problems:
         raise TopologyError(problems)
+    for line in found.problems:
+        log.warning("topic layout: %s (not what is declared; the worker runs anyway)", line)
+
+
+def replication_for(client_config: Mapping[str, str], *, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """The replication factor the cluster can hold: 3 with three brokers or more, else one
+    replica per broker (Settings.topics then declares min.insync.replicas 2 from 3 on, else 1)."""
+    try:
+        brokers = len(_admin(client_config).list_topics(timeout=timeout).brokers)
+    except KafkaException as exc:
+        raise AdminError(f"listing the cluster's brokers: {exc.args[0]}") from exc
+    return max(1, min(3, brokers))
 
 
 def run_topics(action: str, topics: AggregateTopics, client_config: dict[str, str]) -> int:

@@ -92,6 +92,16 @@ class TopicCheck:
         return tuple(found) or (TopicStatus.OK,)
 
     @property
+    def blocking(self) -> list[str]:
+        """The mismatches a worker must not run with: the partition count (entities would move
+        between partitions) and the cleanup policy (events must never be deleted)."""
+        return [
+            line
+            for line in self.problems
+            if "partitions, declared" in line or ": cleanup.policy=" in line
+        ]
+
+    @property
     def problems(self) -> list[str]:
         """One line per mismatch, naming the topic, what is wanted and what is there."""
         actual, spec = self.actual, self.spec
@@ -128,6 +138,11 @@ class Plan:
     def problems(self) -> list[str]:
         """Every mismatch of an existing topic, one human line each (missing topics excluded)."""
         return [line for check in self.checks for line in check.problems]
+
+    @property
+    def blocking(self) -> list[str]:
+        """The mismatches of existing topics a worker must not run with (see TopicCheck)."""
+        return [line for check in self.checks for line in check.blocking]
 
     @property
     def ok(self) -> bool:

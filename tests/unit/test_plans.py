@@ -68,3 +68,31 @@ def test_render_lists_topics_and_what_apply_did() -> None:
     assert "created account.dlq" in lines
     assert "changed account.replies: retention.ms 60000 -> 3600000" in lines
     assert lines[-1] == "all 5 topics as declared"
+
+
+def test_only_partition_counts_and_cleanup_policies_block_a_worker() -> None:
+    from topology.layout import AggregateTopics
+    from topology.plans import Plan, TopicCheck, TopicState
+
+    declared = AggregateTopics("account", partitions=4, replication_factor=3, min_insync_replicas=2)
+    by_name = {s.name: s for s in declared.specs()}
+    events, replies = by_name[declared.events], by_name[declared.replies]
+    checks = (
+        TopicCheck(
+            events, TopicState(events.name, 4, 1, {**events.config, "min.insync.replicas": "1"})
+        ),
+        TopicCheck(
+            replies, TopicState(replies.name, 4, 3, {**replies.config, "retention.ms": "5"})
+        ),
+    )
+    plan = Plan(checks)
+    assert len(plan.problems) == 3 and plan.blocking == []
+    wrong = (
+        TopicCheck(
+            events, TopicState(events.name, 6, 3, {**events.config, "cleanup.policy": "delete"})
+        ),
+    )
+    assert [line.split(": ", 1)[1] for line in Plan(wrong).blocking] == [
+        "has 6 partitions, declared 4",
+        "cleanup.policy=delete (wanted compact)",
+    ]

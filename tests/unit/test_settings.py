@@ -21,3 +21,17 @@ def test_a_cycle_takes_what_has_arrived_by_default_and_refuses_nonsense() -> Non
     assert Settings().batch_max_ms == 0
     with pytest.raises(ConfigurationError):
         Settings(batch_max_commands=0)
+
+
+def test_replication_comes_from_the_environment_and_derives_min_insync() -> None:
+    three = Settings.from_env({"KES_REPLICATION_FACTOR": "3"}).topics("account")
+    assert (three.replication_factor, three.min_insync_replicas) == (3, 2)
+    two = Settings.from_env({"KES_REPLICATION_FACTOR": "2"}).topics("account")
+    assert (two.replication_factor, two.min_insync_replicas) == (2, 1)
+    chosen = Settings.from_env(
+        {"KES_REPLICATION_FACTOR": "5", "KES_MIN_INSYNC_REPLICAS": "3"}
+    ).topics("account")
+    assert (chosen.replication_factor, chosen.min_insync_replicas) == (5, 3)
+    assert Settings().topics("account").replication_factor == 1  # `kes topics` asks the cluster
+    with pytest.raises(ConfigurationError, match="min_insync_replicas"):
+        Settings(replication_factor=2, min_insync_replicas=3).topics("account")
