@@ -46,9 +46,10 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
         "ask100_p99_ms",
         "demo_worker_cores",
         "wide_ready_seconds",
-        "idle_worker_cores",
     ):
         assert math.isfinite(run[key]) and run[key] > 0, key
+    idle = run["idle_worker_cores"]  # over 1 s of an idle worker: may well be 0
+    assert math.isfinite(idle) and idle >= 0
     assert "ceiling_rate" in run  # NaN when one poll saw the whole tiny backlog committed
     assert run["ask_timeouts"] == 0
     report = output.read_text()
