@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,7 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from faust.types import TP
 
 from schemas.errors import CommandGapError, OwnershipError
@@ -72,6 +80,9 @@ _EMPTY_READY_SECONDS = 3.0
 
 _POLL_SECONDS = 0.1
 """How long one poll waits when nothing has arrived (how soon a recovered partition resumes)."""
+
+_SEEK_WARN_SECONDS = 30.0
+"""How long a recovered partition may wait to be sought before each warning."""
 
 _IDLE_SECONDS = 1.0
 """How long the Kafka thread polls on its own before the cycle looks around (watchdog, stop)."""
@@ -131,6 +142,8 @@ class Engine:
         self._rebalances: list[tuple[str, list[TP]]] = []
         """Filled by the rebalance callbacks on the Kafka thread, drained by the cycle."""
         self._resume: list[TopicPartition] = []
+        self._seek_waits: dict[tuple[str, int], float] = {}
+        self._resume_lock = threading.Lock()
         """Recovered partitions to seek and resume, on the Kafka thread before its next poll."""
         self._recovering = 0
         self._rebalanced_at = 0.0
@@ -215,14 +228,43 @@ class Engine:
         return messages
 
     def _resume_recovered(self, consumer: Consumer) -> None:
-        while self._resume:
-            tp = self._resume.pop()
+        """Seek each recovered partition to its checkpoint, then resume it.
+
+        A seek fails ("erroneous state") while the consumer still waits for the partition's
+        committed offset, which read_committed holds back while a predecessor's transaction
+        has offsets pending: such a partition stays paused and is tried again at the next poll.
+        One no longer assigned is dropped (its revocation is on its way).
+        """
+        if not self._resume:
+            return
+        with self._resume_lock:
+            pending, self._resume = self._resume, []
+        waiting: list[TopicPartition] = []
+        assigned: set[tuple[str, int]] | None = None
+        for tp in pending:
             try:
                 consumer.seek(tp)
-            except Exception as exc:  # revoked meanwhile: the rebalance drops it
-                log.info("%s[%d]: not resumed: %s", tp.topic, tp.partition, exc)
+            except KafkaException as exc:
+                if assigned is None:
+                    assigned = {(a.topic, a.partition) for a in consumer.assignment()}
+                if (tp.topic, tp.partition) in assigned:
+                    waiting.append(tp)
+                    self._note_waiting(tp, exc)
+                else:
+                    log.info("%s[%d]: not resumed, no longer assigned", tp.topic, tp.partition)
                 continue
             consumer.resume([TopicPartition(tp.topic, tp.partition)])
+            self._seek_waits.pop((tp.topic, tp.partition), None)
+        if waiting:
+            with self._resume_lock:
+                self._resume.extend(waiting)
+
+    def _note_waiting(self, tp: TopicPartition, exc: KafkaException) -> None:
+        key = (tp.topic, tp.partition)
+        first = self._seek_waits.setdefault(key, time.monotonic())
+        if time.monotonic() - first > _SEEK_WARN_SECONDS:
+            log.warning("%s[%d]: still cannot seek to %d: %s", *key, tp.offset, exc.args[0])
+            self._seek_waits[key] = time.monotonic()
 
     def _rewind(self, offsets: list[TopicPartition]) -> None:
         consumer = self._consumer
@@ -471,9 +513,12 @@ class Engine:
             self._ready[tp] = processor
             future.set_result(processor)
             start = processor.next_offset if processor.next_offset >= 0 else request.committed
-            self._resume.append(
-                TopicPartition(tp.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING)
-            )
+            with self._resume_lock:
+                self._resume.append(
+                    TopicPartition(
+                        tp.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING
+                    )
+                )
             log.info("%s: ready after %.2fs (next command offset %d)", tp, seconds, start)
 
 

@@ -142,16 +142,20 @@ def _committed_offsets(
 def _committed(
     reader: Consumer, partitions: list[TopicPartition], timeout: float
 ) -> list[TopicPartition]:
-    """The group's committed offsets, asked again while the coordinator moves or loads."""
-    deadline = time.monotonic() + timeout
+    """The group's committed offsets, asked again while the coordinator moves or loads, or
+    while a predecessor's transaction keeps them pending: the coordinator aborts such a
+    transaction only after its timeout (`timeout`) plus its clean-up interval, so the wait
+    lasts up to twice the timeout and a minute more."""
+    deadline = time.monotonic() + 2 * timeout + 60
     while True:
         try:
-            return reader.committed(partitions, timeout=timeout)
+            return reader.committed(partitions, timeout=min(timeout, 10.0))
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             transient = error.retriable() or error.code() in _TRANSIENT
             if not transient or time.monotonic() > deadline:
                 raise
+            log.info("committed offsets not stable yet (%s); asking again", error)
             time.sleep(0.2)
 
 
