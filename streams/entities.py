@@ -60,7 +60,7 @@ async def entity_response(
     worker: Worker, web: Any, request: Any, aggregate: str, entity_id: str
 ) -> Any:
     """Answer from the local snapshot store when this worker owns the entity, else forward."""
-    me = str(worker.app.conf.canonical_url)
+    me = worker.settings.advertised_url
     topics = worker.topics.get(aggregate)
     if topics is None:
         known = ", ".join(sorted(worker.topics))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -33,6 +34,7 @@ _ENV = {
     "data_dir": "KES_DATA_DIR",
     "web_host": "KES_WEB_HOST",
     "web_port": "KES_WEB_PORT",
+    "web_advertised_url": "KES_WEB_ADVERTISED_URL",
     "guarantee": "KES_GUARANTEE",
     "app_id": "KES_APP_ID",
     "batch_max_commands": "KES_BATCH_MAX_COMMANDS",
@@ -67,6 +69,10 @@ class Settings:
     """Where the worker keeps its RocksDB files (a cache of the snapshot changelog)."""
     web_host: str = "127.0.0.1"
     web_port: int = DEFAULT_WEB_PORT
+    web_advertised_url: str = ""
+    """How other workers reach this one's views (owner routing of /entities, the dashboard's
+    owners); "" : `http://<web_host>:<web_port>`, or the machine's host name when web_host
+    binds every address (0.0.0.0 is never advertised)."""
     guarantee: Guarantee = Guarantee.EXACTLY_ONCE
     batch_max_commands: int = 2_000
     """A cycle (one transaction for every partition the worker owns) takes at most this many
@@ -108,6 +114,16 @@ class Settings:
             )
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
+
+    @property
+    def advertised_url(self) -> str:
+        """This worker's web address as other workers reach it (never 0.0.0.0)."""
+        if self.web_advertised_url:
+            return self.web_advertised_url.rstrip("/")
+        host = self.web_host
+        if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"
 
     @property
     def group_id(self) -> str:

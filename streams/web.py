@@ -83,7 +83,7 @@ class OperatorViews:
                      "produce_rate": _number(g.produce_rate)}
                     for g in self.lag.series(lag.target, history)
                 ]  # fmt: skip
-        body["worker"] = str(self.worker.app.conf.canonical_url)
+        body["worker"] = self.worker.settings.advertised_url
         body["app_id"] = self.worker.settings.app_id
         body["error"] = self.lag.error
         return body

@@ -64,6 +64,7 @@ class Worker:
             web_bind=settings.web_host,
             web_host=settings.web_host,
             web_port=settings.web_port,
+            canonical_url=settings.advertised_url,
             topic_allow_declare=False,
         )
         self.actors = PartitionActors(self.app, [t.commands for t in self.topics.values()])
@@ -72,7 +73,7 @@ class Worker:
             self.behaviors,
             self.actors,
             self.store,
-            client_id=str(self.app.conf.canonical_url),
+            client_id=settings.advertised_url,
         )
         self._engine_task: asyncio.Task[None] | None = None
         self._add_services()
