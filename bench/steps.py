@@ -168,6 +168,25 @@ def kes_throughput(
     shutil.rmtree(workdir / f"kes-{run}", ignore_errors=True)
 
 
+def cores_during(
+    args: argparse.Namespace,
+    worker: systems.KesWorker,
+    action: Callable[[], object],
+    name: str,
+    result: Run,
+) -> None:
+    """Run `action`; record the worker's and the broker's cores busy meanwhile as
+    `<name>_worker_cores` and `<name>_broker_cores` (the latter when the bench runs the broker)."""
+    read_broker = broker_cpu(args)
+    began, worker_began = time.monotonic(), worker.cpu_seconds()
+    broker_began = read_broker() if read_broker else float("nan")
+    action()
+    elapsed = time.monotonic() - began
+    result[f"{name}_worker_cores"] = (worker.cpu_seconds() - worker_began) / elapsed
+    if read_broker is not None:
+        result[f"{name}_broker_cores"] = (read_broker() - broker_began) / elapsed
+
+
 def fixed_rate(
     args: argparse.Namespace,
     bootstrap: str,
@@ -181,14 +200,13 @@ def fixed_rate(
     lat = latency.measure(bootstrap, topics, accounts, 100.0, args.latency_seconds)
     result.update(ask100_p50_ms=lat.percentile(50), ask100_p99_ms=lat.percentile(99))
     log(f"  ask at 100/s: p50 {lat.percentile(50):.1f} ms, p99 {lat.percentile(99):.1f} ms")
-    read_broker = broker_cpu(args)
-    began, worker_began = time.monotonic(), worker.cpu_seconds()
-    broker_began = read_broker() if read_broker else float("nan")
-    latency.measure(bootstrap, topics, accounts, 50.0, args.latency_seconds)
-    elapsed = time.monotonic() - began
-    result["demo_worker_cores"] = (worker.cpu_seconds() - worker_began) / elapsed
-    if read_broker is not None:
-        result["demo_broker_cores"] = (read_broker() - broker_began) / elapsed
+    cores_during(
+        args,
+        worker,
+        lambda: latency.measure(bootstrap, topics, accounts, 50.0, args.latency_seconds),
+        "demo",
+        result,
+    )
     log(
         f"  at 50 commands/s: worker {result['demo_worker_cores']:.3f} cores, broker "
         f"{result.get('demo_broker_cores', float('nan')):.3f} cores"
@@ -221,14 +239,7 @@ def wide_run(
         result["wide_ready_seconds"] = worker.wait_ready(300)
         through(args, "wide", worker, bootstrap, f"{prefix}kes", topics.commands, ends, result)
         time.sleep(5)  # let the last commit and the lag views settle
-        read_broker = broker_cpu(args)
-        began, worker_began = time.monotonic(), worker.cpu_seconds()
-        broker_began = read_broker() if read_broker else float("nan")
-        time.sleep(args.idle_seconds)
-        elapsed = time.monotonic() - began
-        result["idle_worker_cores"] = (worker.cpu_seconds() - worker_began) / elapsed
-        if read_broker is not None:
-            result["idle_broker_cores"] = (read_broker() - broker_began) / elapsed
+        cores_during(args, worker, lambda: time.sleep(args.idle_seconds), "idle", result)
         log(
             f"  {args.wide_partitions} partitions: ready in {result['wide_ready_seconds']:.1f}s, "
             f"idle worker {result['idle_worker_cores']:.3f} cores, broker "

@@ -155,11 +155,15 @@ class BatchResult:
     next_command_offset: int = -1
     now: Timestamp = field(default_factory=Timestamp)
     """The time the batch was decided: every event of it carries this timestamp."""
-    commands: int = 0
     timestamps: list[int] = field(default_factory=list)
-    """The commands' record timestamps (ms), for the age metric."""
+    """The commands' record timestamps (ms), for the age metric: one per command of the batch."""
     accepted: int = 0
     rejected: int = 0
+
+    @property
+    def commands(self) -> int:
+        """Commands in the batch."""
+        return len(self.timestamps)
 
 
 class BatchStep:
@@ -242,7 +246,6 @@ class BatchStep:
         for record in records:
             self._one(record, result)
             result.next_command_offset = record.offset + 1
-        result.commands = len(records)
         result.timestamps = [r.timestamp for r in records]
         return result
 

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -113,8 +114,6 @@ class CycleStats:
     cycles: int = 0
     transactions: int = 0
     aborted: int = 0
-    commands: int = 0
-    last_cycle_seconds: float = 0.0
 
 
 class Engine:
@@ -129,8 +128,9 @@ class Engine:
         client_id: str,
     ) -> None:
         self.settings = settings
-        self.topics = {name: settings.topics(name) for name in behaviors}
-        self._by_topic = {t.commands: (behaviors[n], t) for n, t in self.topics.items()}
+        self._by_topic = {
+            settings.topics(n).commands: (b, settings.topics(n)) for n, b in behaviors.items()
+        }
         self.actors = actors
         self.store = store
         self.instance = instance_id(settings.data_dir)
@@ -142,9 +142,9 @@ class Engine:
         self._rebalances: list[tuple[str, list[TP]]] = []
         """Filled by the rebalance callbacks on the Kafka thread, drained by the cycle."""
         self._resume: list[TopicPartition] = []
-        self._seek_waits: dict[tuple[str, int], float] = {}
-        self._resume_lock = threading.Lock()
         """Recovered partitions to seek and resume, on the Kafka thread before its next poll."""
+        self._resume_lock = threading.Lock()
+        self._seek_waits: dict[tuple[str, int], float] = {}
         self._recovering = 0
         self._rebalanced_at = 0.0
         self._tasks: set[asyncio.Future[None]] = set()
@@ -338,7 +338,7 @@ class Engine:
         if self._done is not None:
             await self._done
         for tp in list(self.processors):
-            await self._drop(tp)
+            self._drop(tp)
         await self._on_kafka(self._close)
         self._kafka.shutdown(wait=False)
 
@@ -382,11 +382,9 @@ class Engine:
             return
         slices = {TP(*key): records for key, records in by_key.items()}
         self.stats.cycles += 1
-        began = time.monotonic()
         work = await self._decide(slices)
         if work:
             await self._write(work, slices, arrived)
-        self.stats.last_cycle_seconds = time.monotonic() - began
 
     def _message_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -397,7 +395,7 @@ class Engine:
     async def _decide(self, slices: dict[TP, list[CommandRecord]]) -> list[PartitionWork]:
         """Each partition's actor decides its slice; all run before anything is written."""
         futures = {
-            tp: self.actors.submit(tp, _handler(self._ready[tp], records))
+            tp: self.actors.submit(tp, partial(self._ready[tp].handle, records))
             for tp, records in slices.items()
         }
         work = []
@@ -437,14 +435,9 @@ class Engine:
         for item in work:
             tp = TP(item.topics.commands, item.partition)
             self._ready[tp].committed(item.result, item.snapshots, item.changelog_offset)
-            self.stats.commands += item.result.commands
         self.stats.transactions += 1
         if self.settings.guarantee is Guarantee.AT_LEAST_ONCE:
-            offsets = [
-                TopicPartition(i.topics.commands, i.partition, i.result.next_command_offset)
-                for i in work
-            ]
-            await self._on_kafka(self._commit_offsets, offsets)
+            await self._on_kafka(self._commit_offsets, [i.next_offset for i in work])
         for hook in self.on_committed:
             hook(work, arrived)
 
@@ -457,7 +450,7 @@ class Engine:
         for kind, tps in events:
             if kind == "revoke":
                 for tp in tps:
-                    await self._drop(tp)
+                    self._drop(tp)
                 await self.actors.revoke([tp for tp in tps if tp.topic in self._by_topic])
             else:
                 self.assigned_once = True
@@ -470,7 +463,7 @@ class Engine:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
 
-    async def _drop(self, tp: TP) -> None:
+    def _drop(self, tp: TP) -> None:
         future = self.processors.pop(tp, None)
         processor = self._ready.pop(tp, None)
         if processor is not None:
@@ -480,7 +473,8 @@ class Engine:
             future.cancel()  # still recovering: its reader releases the store when it ends
 
     async def _recover(self, tps: list[TP]) -> None:
-        """Recover newly assigned partitions in a thread; then resume them at their checkpoint."""
+        """Recover newly assigned partitions beside the cycle, then resume them at their
+        checkpoints."""
         loop = asyncio.get_running_loop()
         began = time.monotonic()
         requests = []
@@ -520,10 +514,3 @@ class Engine:
                     )
                 )
             log.info("%s: ready after %.2fs (next command offset %d)", tp, seconds, start)
-
-
-def _handler(processor: PartitionProcessor, records: list[CommandRecord]) -> Callable[..., Any]:
-    async def work() -> BatchResult | None:
-        return await processor.handle(records)
-
-    return work

@@ -14,7 +14,7 @@ dead-letter gauge the records counted on each dead-letter topic.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -47,8 +47,7 @@ _COUNTERS = (
 class _Latency:
     """Observes each committed command's time in the worker and its age."""
 
-    def __init__(self, aggregates: Mapping[str, str], in_worker: Any, age: Any) -> None:
-        self._aggregates = aggregates
+    def __init__(self, in_worker: Any, age: Any) -> None:
         self._in_worker = in_worker
         self._age = age
 
@@ -191,8 +190,7 @@ class WorkerMetrics:
             registry=self.registry,
             buckets=_BUCKETS,
         )
-        aggregates = {t.commands: name for name, t in worker.topics.items()}
-        worker.engine.on_committed.append(_Latency(aggregates, in_worker, age))
+        worker.engine.on_committed.append(_Latency(in_worker, age))
 
     def render(self) -> bytes:
         """The metrics in Prometheus text format."""

@@ -61,6 +61,11 @@ class PartitionWork:
     changelog_offset: int = -1
     """The changelog offset of the batch's checkpoint record, once delivered."""
 
+    @property
+    def next_offset(self) -> TopicPartition:
+        """The group's offset to commit for this partition: its next command."""
+        return TopicPartition(self.topics.commands, self.partition, self.result.next_command_offset)
+
 
 class _Delivery:
     """Delivery reports of one cycle: the first error, and the offsets asked for."""
@@ -81,6 +86,12 @@ class _Delivery:
                 slot[index] = cast(int, message.offset())
 
         return done
+
+
+def _raise_failed(delivery: _Delivery) -> None:
+    """Raise the first failed delivery, or a time-out for reports still missing."""
+    if delivery.error is not None or delivery.pending:
+        raise KafkaException(delivery.error or KafkaError(KafkaError._TIMED_OUT))
 
 
 class TransactionalWriter:
@@ -164,14 +175,10 @@ class TransactionalWriter:
                     if entity_id not in result.first_events:
                         self._produce(self._snapshot(item, entity_id, entity), every())
             if self.exactly_once:  # two round trips to the coordinators, beside the records'
-                commands = [
-                    TopicPartition(i.topics.commands, i.partition, i.result.next_command_offset)
-                    for i in work
-                ]
                 offsets_sent = self._beside.submit(
                     self._call,
                     producer.send_offsets_to_transaction,
-                    commands,
+                    [i.next_offset for i in work],
                     group_metadata(),
                     self.timeout,
                 )
@@ -194,11 +201,10 @@ class TransactionalWriter:
             if offsets_sent is not None:
                 offsets_sent.result()
                 self._call(producer.commit_transaction, self.timeout)
-                producer.poll(0)
+                producer.poll(0)  # the checkpoints' delivery reports
+                _raise_failed(delivery)
             else:
                 self._flush(delivery)
-            if delivery.error is not None or delivery.pending:
-                raise KafkaException(delivery.error or KafkaError(KafkaError._TIMED_OUT))
         except KafkaException as exc:
             if offsets_sent is not None:
                 wait([offsets_sent])  # no transactional call may still run when aborting
@@ -250,8 +256,7 @@ class TransactionalWriter:
         deadline = time.monotonic() + self.timeout
         while delivery.pending and time.monotonic() < deadline:
             self.producer.flush(min(1.0, self.timeout))
-        if delivery.error is not None or delivery.pending:
-            raise KafkaException(delivery.error or KafkaError(KafkaError._TIMED_OUT))
+        _raise_failed(delivery)
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call a transactional API, retrying what librdkafka calls retriable."""
