@@ -25,11 +25,18 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_dev_broker(args: argparse.Namespace) -> int:
-    """Run a local Kafka broker in the foreground until Ctrl-C."""
+    """Run a local Kafka broker (or a cluster of `--nodes`) in the foreground until Ctrl-C."""
     from topology.localbroker import LocalBroker, kafka_version
+    from topology.localcluster import LocalCluster
 
     data_dir = Path(args.data_dir) if args.data_dir else None
-    broker = LocalBroker(data_dir=data_dir, port=args.port)
+    server: LocalBroker | LocalCluster
+    if args.nodes == 1:
+        server = LocalBroker(data_dir=data_dir, port=args.port)
+        name, shape = "broker", "single node"
+    else:
+        server = LocalCluster(args.nodes, data_dir=data_dir, port=args.port)
+        name, shape = "cluster", f"{args.nodes} nodes, each a broker and a controller"
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -37,19 +44,21 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"starting Kafka {kafka_version()} (KRaft, single node) ...", flush=True)
+    print(f"starting Kafka {kafka_version()} (KRaft, {shape}) ...", flush=True)
     try:
-        bootstrap = broker.start()
-        print(f"broker ready at {bootstrap}", flush=True)
+        bootstrap = server.start()
+        print(f"{name} ready at {bootstrap}", flush=True)
         print(f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)
-        print(f"  log: {broker.log_file}", flush=True)
+        nodes = server.nodes if isinstance(server, LocalCluster) else [server]
+        for node in nodes:
+            print(f"  log: {node.log_file}", flush=True)
         print("Ctrl-C stops it.", flush=True)
         while not stop.wait(0.5):
-            if broker.pid is None:
+            if all(node.pid is None for node in nodes):
                 break
     finally:
-        broker.stop()
-        print("broker stopped", flush=True)
+        server.stop()
+        print(f"{name} stopped", flush=True)
     return 0
 
 
@@ -139,12 +148,26 @@ def _parser() -> argparse.ArgumentParser:
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="WHAT")
     broker = dev_sub.add_parser(
         "broker",
-        help="run a local Kafka broker (from Maven Central jars) until Ctrl-C",
-        description="Resolve Kafka's jars with Maven (once), start a single-node KRaft broker on "
-        "loopback, print its bootstrap address, and stop it on Ctrl-C.",
+        help="run a local Kafka broker or cluster (from Maven Central jars) until Ctrl-C",
+        description="Resolve Kafka's jars with Maven (once), start a single-node KRaft broker "
+        "(or --nodes of them in one cluster) on loopback, print the bootstrap address, and stop "
+        "on Ctrl-C.",
     )
-    broker.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
+    broker.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="listener port; with --nodes, the first node's, the next ones count up "
+        "(default: free ones)",
+    )
     broker.add_argument("--data-dir", help="keep data here across runs (default: a temp dir)")
+    broker.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="brokers (each also a KRaft controller); 3 gives a replicated cluster with "
+        "production defaults: replication factor 3, min.insync.replicas 2 (default 1)",
+    )
     broker.set_defaults(handler=cmd_dev_broker)
 
     topics = sub.add_parser(

@@ -25,7 +25,7 @@ from types import TracebackType
 
 from schemas.errors import BrokerStartError
 
-__all__ = ["LocalBroker", "kafka_classpath", "kafka_version"]
+__all__ = ["LocalBroker", "free_ports", "kafka_classpath", "kafka_version"]
 
 _HERE = Path(__file__).parent / "broker"
 POM = _HERE / "pom.xml"
@@ -83,10 +83,13 @@ def kafka_classpath(timeout: float = 900.0) -> str:
     return cp_file.read_text().strip()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all bound at once, so no two are the same)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def _port_in_use(port: int) -> bool:
@@ -113,15 +116,20 @@ class LocalBroker:
 
     With no `data_dir`, storage lives in a temporary directory that `stop()` removes; with one,
     the data survives `stop()` and a later `start()` on the same directory (a broker restart).
+    As one node of a LocalCluster it has its `node_id` and the cluster's `voters`
+    (controller.quorum.voters); alone it is node 1 and its own quorum.
     """
 
     data_dir: Path | None = None
     port: int = 0
     controller_port: int = 0
     heap: str = "768m"
+    node_id: int = 1
+    voters: str = ""
     extra_config: dict[str, str] = field(default_factory=dict)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: Path | None = field(default=None, init=False, repr=False)
+    _log_start: int = field(default=0, init=False, repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -151,8 +159,10 @@ class LocalBroker:
         """The server.properties this broker runs with."""
         conf = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": (
+                self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"
+            ),
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
@@ -176,16 +186,26 @@ class LocalBroker:
 
     def start(self, timeout: float = 60.0) -> str:
         """Format storage (idempotent), start the JVM, wait until it answers a metadata request."""
-        if self._proc is not None:
-            return self.bootstrap_servers
+        if self._proc is None:
+            self.launch()
+            self.wait_ready(timeout)
+        return self.bootstrap_servers
+
+    def launch(self) -> None:
+        """Format storage (idempotent) and start the JVM without waiting for it (`wait_ready`).
+
+        Call it from the thread that stays alive as long as the broker should: the JVM is told
+        to stop when the thread that started it ends (PR_SET_PDEATHSIG is per thread).
+        """
         java = shutil.which("java")
         if java is None:
             raise BrokerStartError("Java is not on PATH: install a JDK 17+ to run the local broker")
         for wanted in (self.port, self.controller_port):
             if wanted and _port_in_use(wanted):
                 raise BrokerStartError(f"port {wanted} on 127.0.0.1 is already in use")
-        self.port = self.port or _free_port()
-        self.controller_port = self.controller_port or _free_port()
+        spare = iter(free_ports(2))
+        self.port = self.port or next(spare)
+        self.controller_port = self.controller_port or next(spare)
         classpath = kafka_classpath()
         directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -200,24 +220,27 @@ class LocalBroker:
         if fmt.returncode != 0:
             lines = (fmt.stderr or fmt.stdout).strip().splitlines() or ["no output"]
             raise BrokerStartError(f"formatting Kafka storage failed: {lines[-1][:300]}")
-        seen = self.log_file.stat().st_size if self.log_file.exists() else 0
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         with (directory / "stderr.log").open("wb") as stderr:
             self._proc = subprocess.Popen(
                 [*jvm, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "kafka.Kafka", str(props)],
                 stdout=subprocess.DEVNULL, stderr=stderr,
                 start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the launched broker answers a metadata request; stop it if it does not."""
         try:
-            self._wait_ready(timeout, seen)
+            self._wait_ready(timeout, self._log_start)
         except BaseException:
             self.stop()
             raise
-        return self.bootstrap_servers
 
     def _wait_ready(self, timeout: float, seen: int = 0) -> None:
         """Wait for the ready line after byte `seen` of the log (a restart appends to it)."""
         deadline = time.monotonic() + timeout
-        assert self._proc is not None
+        if self._proc is None:
+            raise BrokerStartError("the broker was not launched")
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise BrokerStartError(f"the broker exited at start: {self._last_error()}")

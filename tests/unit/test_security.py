@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["streams", "topology", "stores", "schemas", "examples", "bench", "tests"]
 UNSAFE = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "jsonpickle", "shelve", "marshal"}
 CLIENTS = {"Consumer", "Producer", "AdminClient", "AIOKafkaConsumer", "AIOKafkaProducer"}
-DEV_ONLY = {"topology/localbroker.py"}  # the local development broker's own readiness probe
+DEV_ONLY = {"topology/localbroker.py", "topology/localcluster.py"}  # local brokers' own probes
 
 SASL = {
     "security.protocol": "sasl_ssl",
