@@ -169,6 +169,8 @@ def _check_sizes(env: CommandEnvelope) -> None:
                 DeadLetterReason.TOO_LARGE,
                 f"{name} is {len(text.encode())} bytes, the limit is {MAX_ID_BYTES}",
             )
+    if "\x00" in env.command_id:
+        raise DecodeError(_U, "command_id holds a NUL character")
     if env.entity_id:
         check_entity_id(env.entity_id)
     metadata = sum(len(k.encode()) + len(v.encode()) for k, v in env.metadata.items())
@@ -180,13 +182,16 @@ def _check_sizes(env: CommandEnvelope) -> None:
 
 
 def check_entity_id(entity_id: str) -> None:
-    """Raise DecodeError(TOO_LARGE) for an entity id over MAX_ENTITY_ID_BYTES."""
+    """Raise DecodeError for an entity id over MAX_ENTITY_ID_BYTES (TOO_LARGE) or holding a NUL
+    (UNDECODABLE: NUL starts the keys of the partition's own records, such as outcomes)."""
     size = len(entity_id.encode())
     if size > MAX_ENTITY_ID_BYTES:
         raise DecodeError(
             DeadLetterReason.TOO_LARGE,
             f"entity id is {size} bytes, the limit is {MAX_ENTITY_ID_BYTES}",
         )
+    if "\x00" in entity_id:
+        raise DecodeError(_U, "entity id holds a NUL character")
 
 
 def _parse_json_command(value: bytes) -> CommandEnvelope:

@@ -5,6 +5,10 @@ stores the snapshots together with the checkpoint (changelog offset, next comman
 atomic write, so after any crash the local files are a consistent prefix of the changelog and
 recovery only has to replay the committed suffix.
 
+Keys that start with NUL are a command's outcome (see streams.idempotency): the store keeps them
+beside the snapshots, indexed by the time in their value's first 8 bytes, so the oldest can be
+found for expiry (`expired`) and counted (`outcomes`). `items` lists snapshots only.
+
 Two backends pass one contract suite: `MemorySnapshotStore` (tests, pure logic) and
 `RocksDBSnapshotStore` (rocksdict; one database per partition, one shared block cache).
 """
@@ -29,8 +33,18 @@ __all__ = [
 ]
 
 _ENTITY = b"e"
+_OUTCOME = "\x00"
+_FIRST_SNAPSHOT = b"e\x01"  # after every outcome key (e + NUL + ...)
+_INDEX = b"t"
 _META = b"m/checkpoint"
+_COUNT = b"m/outcomes"
 _CHECKPOINT = struct.Struct(">qq")
+_TIME = struct.Struct(">q")
+
+
+def _decided(value: bytes) -> int:
+    """An outcome's decision time (ms), from its value's first 8 bytes."""
+    return int(_TIME.unpack_from(value)[0])
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,14 @@ class PartitionSnapshots(Protocol):
         """Store snapshots (None deletes) and the checkpoint in one atomic write."""
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        """Every (entity id, encoded snapshot), in key order."""
+        """Every (entity id, encoded snapshot), in key order (outcomes left out)."""
+
+    def outcomes(self) -> int:
+        """How many outcomes the store holds."""
+
+    def expired(self, before_ms: int, keep: int, limit: int) -> list[str]:
+        """Outcome keys to remove, oldest first, at most `limit`: those decided before
+        `before_ms`, and the oldest beyond the newest `keep`."""
 
     def clear(self) -> None:
         """Forget everything (a cold rebuild from the changelog follows)."""
@@ -92,6 +113,7 @@ class SnapshotStore(Protocol):
 class _MemoryPartition:
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
+        self._decided: dict[str, int] = {}
         self._checkpoint = Checkpoint()
 
     def get(self, entity_id: str) -> bytes | None:
@@ -102,17 +124,34 @@ class _MemoryPartition:
 
     def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
         for key, value in snapshots.items():
+            outcome = key.startswith(_OUTCOME)
             if value is None:
                 self._data.pop(key, None)
+                self._decided.pop(key, None)
             else:
                 self._data[key] = value
+                if outcome:
+                    self._decided[key] = _decided(value)
         self._checkpoint = checkpoint
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        return iter(sorted(self._data.items()))
+        return iter(sorted((k, v) for k, v in self._data.items() if not k.startswith(_OUTCOME)))
+
+    def outcomes(self) -> int:
+        return len(self._decided)
+
+    def expired(self, before_ms: int, keep: int, limit: int) -> list[str]:
+        excess = len(self._decided) - keep
+        out: list[str] = []
+        for key, decided in sorted(self._decided.items(), key=lambda kv: (kv[1], kv[0])):
+            if len(out) >= limit or (decided >= before_ms and len(out) >= excess):
+                break
+            out.append(key)
+        return out
 
     def clear(self) -> None:
         self._data.clear()
+        self._decided.clear()
         self._checkpoint = Checkpoint()
 
     def close(self) -> None:
@@ -150,21 +189,63 @@ class _RocksDBPartition:
         return Checkpoint() if raw is None else Checkpoint.decode(bytes(raw))
 
     def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
+        """1. snapshots put or deleted; 2. each outcome with its time-index entry (an outcome
+        that replaces or deletes another also drops the other's entry) and the outcome count;
+        3. the checkpoint; all in one atomic write."""
         batch = WriteBatch(raw_mode=True)
+        count: int | None = None
+        delta = 0
         for key, value in snapshots.items():
+            stored = _ENTITY + key.encode()
+            if key.startswith(_OUTCOME):
+                if count is None:
+                    count = self.outcomes()
+                old = self._db.get(stored)
+                if old is not None:
+                    batch.delete(_INDEX + bytes(old)[: _TIME.size] + stored)
+                    delta -= 1
+                if value is not None:
+                    batch.put(_INDEX + value[: _TIME.size] + stored, b"")
+                    delta += 1
             if value is None:
-                batch.delete(_ENTITY + key.encode())
+                batch.delete(stored)
             else:
-                batch.put(_ENTITY + key.encode(), value)
+                batch.put(stored, value)
+        if count is not None and delta:
+            batch.put(_COUNT, _TIME.pack(count + delta))
         batch.put(_META, checkpoint.encode())
         self._db.write(batch, self._write_options)
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        for key, value in self._db.items(from_key=_ENTITY):
+        empty = self._db.get(_ENTITY)  # the empty id sorts before the outcomes
+        if empty is not None:
+            yield "", bytes(empty)
+        for key, value in self._db.items(from_key=_FIRST_SNAPSHOT):
             assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
             if not key.startswith(_ENTITY):
                 break
             yield key[1:].decode(), value
+
+    def outcomes(self) -> int:
+        raw = self._db.get(_COUNT)
+        return 0 if raw is None else int(_TIME.unpack(bytes(raw))[0])
+
+    def expired(self, before_ms: int, keep: int, limit: int) -> list[str]:
+        excess = self.outcomes() - keep
+        out: list[str] = []
+        if limit <= 0:
+            return out
+        for key in self._db.keys(from_key=_INDEX):
+            assert isinstance(key, bytes)
+            if not key.startswith(_INDEX):
+                break
+            decided = int(_TIME.unpack_from(key, 1)[0])
+            if decided >= before_ms and len(out) >= excess:
+                break
+            out.append(key[1 + _TIME.size + 1 :].decode())
+            if len(out) >= limit:
+                break
+        return out
 
     def clear(self) -> None:
         self._db.close()

@@ -8,9 +8,16 @@ writes them; this module never talks to Kafka, so every rule here is unit-tested
 Per command, in order:
  1. decode the envelope (poison -> dead letter with the reason; no reply: the envelope is unread);
  2. route: murmur2(entity id) must be this partition, else forward it there and apply nothing;
- 3. dedup: a command id among the entity's recent ids is answered DUPLICATE, no new events;
+ 3. retry: an (entity, command id) with an outcome inside the horizon (earlier in this batch,
+    or in the partition's outcome store) is answered that outcome, marked as a replay, and
+    decided no second time; past the horizon, an id among the entity's recent ids is answered
+    DUPLICATE;
  4. expected revision: a mismatch is answered CONFLICT;
  5. decide with the behavior: accepted (events, new state), rejected, or failed (dead letter).
+Every routed command decided in steps 4-5 leaves its outcome (streams.idempotency), written in
+the same transaction as its events, except a dead-lettered one (a handler error, a payload this
+deployment cannot read, output too large): nothing was decided, so a retry or a redrive of the
+dead letter is decided anew.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from schemas.kes.v1.envelopes_pb2 import (
 )
 from streams.behavior import Behavior
 from streams.decision import Accepted, CommandContext, Failed
+from streams.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
@@ -135,10 +143,14 @@ class Entity:
 
 @dataclass
 class PendingReply:
-    """A reply whose accepted event offsets are known only once the events are written."""
+    """A command's outcome as a reply, whose accepted event offsets are known only once the
+    events are written; sent when the command wanted a reply, stored when `outcome` is set."""
 
     reply: Reply
     event_indexes: list[int]
+    send: bool = True
+    outcome: str = ""
+    """The outcome-store key this reply is kept under ("" when it is not kept)."""
 
 
 @dataclass
@@ -147,6 +159,9 @@ class BatchResult:
 
     events: list[OutRecord] = field(default_factory=list)
     replies: list[PendingReply] = field(default_factory=list)
+    """Every outcome of the batch (sent, kept, or both), in command order."""
+    expired: list[str] = field(default_factory=list)
+    """Outcome keys to remove (tombstones): past the horizon or beyond the count."""
     dead_letters: list[OutRecord] = field(default_factory=list)
     forwards: list[OutRecord] = field(default_factory=list)
     changed: dict[str, Entity] = field(default_factory=dict)
@@ -159,6 +174,14 @@ class BatchResult:
     """The commands' record timestamps (ms), for the age metric: one per command of the batch."""
     accepted: int = 0
     rejected: int = 0
+    replayed: int = 0
+    outcomes: dict[str, PendingReply] = field(default_factory=dict)
+    """The outcomes this batch keeps, by key: a retry later in the batch is answered from here."""
+
+    @property
+    def decided_ms(self) -> int:
+        """The decision time in ms since the epoch (what outcomes are stamped with)."""
+        return self.now.seconds * 1000 + self.now.nanos // 1_000_000
 
     @property
     def commands(self) -> int:
@@ -180,6 +203,8 @@ class BatchStep:
         partition: int,
         load: Callable[[str], Snapshot | None],
         *,
+        load_outcome: Callable[[str], bytes | None] = lambda key: None,
+        outcomes: OutcomePolicy | None = None,
         max_command_bytes: int = 900_000,
         max_record_bytes: int = 1_000_000,
         recent_command_ids: int = 32,
@@ -189,6 +214,8 @@ class BatchStep:
         self.topics = topics
         self.partition = partition
         self._load = load
+        self._load_outcome = load_outcome
+        self.outcomes = outcomes or OutcomePolicy()
         self._max_bytes = max_command_bytes
         self._max_record = max_record_bytes
         self._recent = recent_command_ids
@@ -276,13 +303,17 @@ class BatchStep:
             result.forwards.append(out)
             return
         current = result.changed.get(entity_id) or self.entity(entity_id)
+        key = outcome_key(entity_id, env.command_id) if self.outcomes.enabled else ""
+        if key and self._replay(env, key, result):
+            return
         if env.command_id in current.recent_command_ids:
             detail = f"command {env.command_id} was already applied"
             self._reject(env, entity_id, result, RejectionCode.DUPLICATE, detail, current.revision)
             return
         if env.HasField("expected_revision") and env.expected_revision != current.revision:
             detail = f"expected revision {env.expected_revision}, entity is at {current.revision}"
-            self._reject(env, entity_id, result, RejectionCode.CONFLICT, detail, current.revision)
+            code = RejectionCode.CONFLICT
+            self._reject(env, entity_id, result, code, detail, current.revision, key)
             return
         try:
             command = unpack(env.payload)
@@ -299,18 +330,41 @@ class BatchStep:
         )
         decision = self.behavior.decide(current.state, command, ctx)
         if isinstance(decision, Accepted):
-            self._accept(record, env, current, decision, result)
+            self._accept(record, env, current, decision, result, key)
         elif isinstance(decision, Failed):
             self._dead(record, result, decision.reason, decision.error)
-            self._reject(
-                env, entity_id, result, RejectionCode.POISON, decision.error, current.revision
-            )
+            code = RejectionCode.POISON
+            self._reject(env, entity_id, result, code, decision.error, current.revision)
         else:
             code = RejectionCode.Value(decision.rejection.code.value)
             message = decision.rejection.message
             if code == RejectionCode.UNKNOWN_COMMAND:
                 self._dead(record, result, DeadLetterReason.UNKNOWN_COMMAND, message)
-            self._reject(env, entity_id, result, code, message, current.revision)
+                key = ""  # dead-lettered: a later deployment may know it
+            self._reject(env, entity_id, result, code, message, current.revision, key)
+
+    def _replay(self, env: CommandEnvelope, key: str, result: BatchResult) -> bool:
+        """Answer a retry from its outcome (this batch's, else the store's, inside the horizon);
+        False when the command has no such outcome and must be decided."""
+        earlier = result.outcomes.get(key)
+        if earlier is None:
+            stored = self._load_outcome(key)
+            if stored is None:
+                return False
+            decided, reply = decode_outcome(stored)
+            if decided < result.decided_ms - self.outcomes.horizon_ms:
+                return False  # expired, not yet removed
+            earlier = PendingReply(reply, [])
+        result.replayed += 1
+        if env.reply_wanted:
+            reply = Reply()
+            reply.CopyFrom(earlier.reply)
+            if reply.HasField("accepted"):
+                reply.accepted.ClearField("state")
+            reply.correlation_id = env.correlation_id
+            reply.replay = True
+            result.replies.append(PendingReply(reply, earlier.event_indexes))
+        return True
 
     def _accept(
         self,
@@ -319,6 +373,7 @@ class BatchStep:
         current: Entity,
         decision: Accepted[Any],
         result: BatchResult,
+        key: str,
     ) -> None:
         now = result.now
         events: list[OutRecord] = []
@@ -360,9 +415,8 @@ class BatchStep:
         too_large = self._too_large(events, current.entity_id, state_size, recent)
         if too_large:
             self._dead(record, result, DeadLetterReason.TOO_LARGE, too_large)
-            self._reject(
-                env, current.entity_id, result, RejectionCode.POISON, too_large, current.revision
-            )
+            code = RejectionCode.POISON
+            self._reject(env, current.entity_id, result, code, too_large, current.revision)
             return
         result.accepted += 1
         indexes = list(range(len(result.events), len(result.events) + len(events)))
@@ -378,16 +432,17 @@ class BatchStep:
         if current.revision == 0 and indexes:
             result.first_events[current.entity_id] = indexes[0]
         result.changed[current.entity_id] = updated
-        if env.reply_wanted:
+        if env.reply_wanted or key:
             reply = Reply(
                 command_id=env.command_id,
                 entity_id=current.entity_id,
                 correlation_id=env.correlation_id,
                 accepted=AcceptedReply(revision=decision.revision, partition=self.partition),
             )
-            if state_size + _REPLY_ROOM <= self._max_record:  # else the reply leaves it out
+            fits = state_size + _REPLY_ROOM <= self._max_record  # else the reply leaves it out
+            if env.reply_wanted and fits:
                 reply.accepted.state.CopyFrom(pack(decision.new_state))
-            result.replies.append(PendingReply(reply, indexes))
+            self._outcome(result, PendingReply(reply, indexes, env.reply_wanted, key))
 
     def _too_large(
         self, events: Sequence[OutRecord], entity_id: str, state_size: int, recent: list[str]
@@ -413,9 +468,11 @@ class BatchStep:
         code: int,
         message: str,
         revision: int,
+        key: str = "",
     ) -> None:
+        """A rejection: replied when wanted, kept as the command's outcome under `key` if set."""
         result.rejected += 1
-        if not env.reply_wanted:
+        if not env.reply_wanted and not key:
             return
         reply = Reply(
             command_id=env.command_id,
@@ -423,7 +480,13 @@ class BatchStep:
             correlation_id=env.correlation_id,
             rejected=Rejected(code=code, message=message, current_revision=revision),  # type: ignore[arg-type]
         )
-        result.replies.append(PendingReply(reply, []))
+        self._outcome(result, PendingReply(reply, [], env.reply_wanted, key))
+
+    @staticmethod
+    def _outcome(result: BatchResult, pending: PendingReply) -> None:
+        result.replies.append(pending)
+        if pending.outcome:
+            result.outcomes[pending.outcome] = pending
 
     def _dead(
         self, record: CommandRecord, result: BatchResult, reason: DeadLetterReason, error: str
@@ -453,15 +516,30 @@ class BatchStep:
 def reply_records(
     result: BatchResult, event_offsets: Sequence[int], replies_topic: str, partition: int
 ) -> list[OutRecord]:
-    """The reply records of a batch, with accepted replies' event offsets filled in."""
+    """The reply records of a batch; fills every outcome's accepted event offsets first (call
+    once, before `outcome_records`)."""
     out = []
     for pending in result.replies:
         reply = pending.reply
         if pending.event_indexes:
             reply.accepted.event_offsets.extend(event_offsets[i] for i in pending.event_indexes)
-        out.append(
-            OutRecord(
-                replies_topic, partition, reply.command_id.encode(), reply.SerializeToString(), []
-            )
-        )
+        if pending.send:
+            value = reply.SerializeToString()
+            out.append(OutRecord(replies_topic, partition, reply.command_id.encode(), value, []))
     return out
+
+
+def outcome_records(result: BatchResult, snapshots_topic: str, partition: int) -> list[OutRecord]:
+    """The outcome-store records of a batch (after `reply_records` filled the event offsets)."""
+    decided = result.decided_ms
+    return [
+        OutRecord(
+            snapshots_topic,
+            partition,
+            pending.outcome.encode(),
+            encode_outcome(decided, pending.reply),
+            [],
+        )
+        for pending in result.replies
+        if pending.outcome
+    ]

@@ -8,8 +8,10 @@ What a command record's outcome is, and so what can be checked, depends on what 
 - A record on the wrong partition is forwarded: exactly one copy, with a `kes-forwarded-from`
   header, on its entity's partition. The copy is a command record like any other.
 - A routed record with `reply_wanted` has exactly one reply; a command id sent N times (a
-  client's retry) has N replies, at most one of them accepted. A dead letter for a routed record
-  (a handler error, an unknown command) comes with a rejection, never with events.
+  client's retry) has N replies, at most one of them accepted and not a replay; a replayed
+  acceptance names the original's revision (the outcome store answered it). A dead letter
+  for a routed record (a handler error, an unknown command) comes with a rejection, never with
+  events.
 - A command's events name its id: events must not exist for an id no command carries, and an
   accepted reply's revision is the revision of the command's last event.
 - Without `reply_wanted`, a rejection leaves no trace (nothing is written), so such commands
@@ -117,11 +119,13 @@ def check_outcomes(
         letters[(letter.partition, letter.offset)] += 1
     reply_count: Counter[str] = Counter()
     accepted: dict[str, list[int]] = defaultdict(list)
+    replayed: dict[str, list[int]] = defaultdict(list)
     for record in replies:
         reply = decode_reply(record.value)
         reply_count[reply.command_id] += 1
         if reply.WhichOneof("outcome") == "accepted":
-            accepted[reply.command_id].append(reply.accepted.revision)
+            into = replayed if reply.replay else accepted
+            into[reply.command_id].append(reply.accepted.revision)
     event_revisions: dict[str, list[tuple[str, int]]] = defaultdict(list)
     applied_from: set[tuple[int, int]] = set()  # (partition, offset) of applied command records
     for record in events:
@@ -201,6 +205,15 @@ def check_outcomes(
                 owner,
                 f"command {command_id}: accepted at revision {revisions[0]}, its last event "
                 f"has revision {max(r for _, r in applied)}",
+            )
+    for command_id, revisions in replayed.items():
+        applied = event_revisions.get(command_id)
+        last = max((r for _, r in applied), default=None) if applied else None
+        if last is None or any(r != last for r in revisions):
+            result._violation(
+                entity_of.get(command_id, "?"),
+                f"command {command_id}: replayed as accepted at {sorted(set(revisions))}, its "
+                f"last event has revision {last}",
             )
     for command_id, applied in event_revisions.items():
         if command_id not in known_ids:

@@ -19,6 +19,7 @@ from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.batch import BatchResult, BatchStep, CommandRecord
 from streams.behavior import Behavior
 from streams.gaps import records_between
+from streams.idempotency import OutcomePolicy
 from streams.settings import Settings
 from topology.layout import AggregateTopics
 
@@ -36,6 +37,8 @@ class PartitionStats:
     dead_letters: int = 0
     forwarded: int = 0
     skipped: int = 0
+    replayed: int = 0
+    """Retries answered from the outcome store (decided no second time)."""
     batches: int = 0
     recovery_seconds: float = 0.0
 
@@ -60,11 +63,14 @@ class PartitionProcessor:
         self.partition = partition
         self.store = store
         self.stats = PartitionStats()
+        self.outcomes = OutcomePolicy(settings.outcome_horizon_s * 1000, settings.max_outcomes)
         self.step = BatchStep(
             behavior,
             topics,
             partition,
             self._load,
+            load_outcome=store.get,
+            outcomes=self.outcomes,
             max_command_bytes=settings.max_command_bytes,
             max_record_bytes=settings.max_record_bytes,
             recent_command_ids=settings.recent_command_ids,
@@ -95,9 +101,18 @@ class PartitionProcessor:
             return None
         if 0 <= self.next_offset < fresh[0].offset:
             await self._check_gap(fresh[0].offset)
-        return self.step.run(fresh)
+        result = self.step.run(fresh)
+        if self.outcomes.enabled:
+            policy = self.outcomes
+            expired = self.store.expired(
+                result.decided_ms - policy.horizon_ms, policy.max_per_partition, policy.prune_batch
+            )
+            result.expired = [key for key in expired if key not in result.outcomes]
+        return result
 
-    def committed(self, result: BatchResult, snapshots: dict[str, bytes], changelog: int) -> None:
+    def committed(
+        self, result: BatchResult, snapshots: dict[str, bytes | None], changelog: int
+    ) -> None:
         """The batch's transaction committed: write the local store, move the checkpoint on.
 
         1. the snapshots and the checkpoint go to the local store in one atomic write (a crash
@@ -114,6 +129,7 @@ class PartitionProcessor:
         stats.commands += result.commands
         stats.accepted += result.accepted
         stats.rejected += result.rejected
+        stats.replayed += result.replayed
         stats.events += len(result.events)
         stats.dead_letters += len(result.dead_letters)
         stats.forwarded += len(result.forwards)

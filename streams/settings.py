@@ -47,6 +47,8 @@ _ENV = {
     "max_record_bytes": "KES_MAX_RECORD_BYTES",
     "replication_factor": "KES_REPLICATION_FACTOR",
     "min_insync_replicas": "KES_MIN_INSYNC_REPLICAS",
+    "outcome_horizon_s": "KES_OUTCOME_HORIZON_SECONDS",
+    "max_outcomes": "KES_MAX_OUTCOMES",
 }
 
 
@@ -89,7 +91,13 @@ class Settings:
     larger leaves the state out. Keep it under the topics' `max.message.bytes` (the broker's
     default is 1,048,588)."""
     recent_command_ids: int = 32
-    """Command ids remembered per entity (in its snapshot) to answer duplicates."""
+    """Command ids remembered per entity (in its snapshot): a retry among them that is past the
+    outcome horizon is still not applied again (it is answered DUPLICATE)."""
+    outcome_horizon_s: int = 7 * 24 * 3600
+    """How long each command's outcome answers its retries (0: no outcome store, only the
+    recent command ids)."""
+    max_outcomes: int = 1_000_000
+    """At most this many outcomes per partition; beyond it the oldest are dropped first."""
     transaction_timeout_ms: int = 20_000
     """How long a transaction left open by a crashed worker can block read_committed readers."""
     session_timeout_ms: int = 10_000
@@ -112,6 +120,8 @@ class Settings:
                 "max_command_bytes must be positive and below max_record_bytes (a command must "
                 "fit in the forward or dead letter it may become)"
             )
+        if self.outcome_horizon_s < 0 or self.max_outcomes < 0:
+            raise ConfigurationError("outcome_horizon_s and max_outcomes must be >= 0")
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
 
@@ -177,6 +187,8 @@ class Settings:
                 "max_record_bytes",
                 "replication_factor",
                 "min_insync_replicas",
+                "outcome_horizon_s",
+                "max_outcomes",
             ):
                 if name in values:
                     values[name] = int(values[name])

@@ -25,6 +25,7 @@ from streams.batch import (
     Entity,
     OutRecord,
     encode_checkpoint,
+    outcome_records,
     reply_records,
 )
 from streams.kafkaconfig import confluent_config
@@ -56,8 +57,9 @@ class PartitionWork:
     topics: AggregateTopics
     partition: int
     result: BatchResult
-    snapshots: dict[str, bytes] = field(default_factory=dict)
-    """Encoded snapshots written to the changelog, for the local store after the commit."""
+    snapshots: dict[str, bytes | None] = field(default_factory=dict)
+    """Changelog records written (snapshots, outcomes; None: a removed outcome), for the local
+    store after the commit."""
     changelog_offset: int = -1
     """The changelog offset of the batch's checkpoint record, once delivered."""
 
@@ -130,14 +132,15 @@ class TransactionalWriter:
         """Write one cycle; on return it is committed (each work's changelog offset is set).
 
         1. begin the transaction;
-        2. send every partition's events, dead letters, forwarded commands and the snapshots
-           of entities that existed before the batch; exactly-once: add every partition's next
+        2. send every partition's events, dead letters, forwarded commands, the tombstones of
+           its expired outcomes and the snapshots of entities that existed before the batch;
+           exactly-once: add every partition's next
            command offset to the transaction with the consumer's group metadata (fetched now:
            a zombie's stale generation is refused there), on a second thread, so those round
            trips to the coordinators overlap the records' delivery;
         3. only if a batch needs the events' offsets (a new entity's snapshot records its first
-           event's offset; replies carry them), wait for them, then send those snapshots and
-           the replies;
+           event's offset; replies and kept outcomes carry them), wait for them, then send
+           those snapshots, the replies and the outcomes;
         4. send each partition's checkpoint record (next command offset, owning group), its
            batch's last changelog record;
         5. exactly-once: once the offsets are in, commit: all of it becomes visible to
@@ -171,6 +174,12 @@ class TransactionalWriter:
                     self._produce(record, delivery.track(slots, i) if needs else every())
                 for record in (*result.dead_letters, *result.forwards):
                     self._produce(record, every())
+                for key in result.expired:
+                    item.snapshots[key] = None
+                    tombstone = OutRecord(
+                        item.topics.snapshots, item.partition, key.encode(), b"", []
+                    )
+                    self._produce(tombstone, every(), tombstone=True)
                 for entity_id, entity in result.changed.items():
                     if entity_id not in result.first_events:
                         self._produce(self._snapshot(item, entity_id, entity), every())
@@ -190,9 +199,12 @@ class TransactionalWriter:
                         entity = result.changed[entity_id]
                         entity.first_event_offset = offsets[index]
                         self._produce(self._snapshot(item, entity_id, entity), every())
-                    replies = reply_records(result, offsets, item.topics.replies, item.partition)
-                    for reply in replies:
+                    topics = item.topics
+                    for reply in reply_records(result, offsets, topics.replies, item.partition):
                         self._produce(reply, every())
+                    for outcome in outcome_records(result, topics.snapshots, item.partition):
+                        item.snapshots[outcome.key.decode()] = outcome.value
+                        self._produce(outcome, every())
             checkpoints = [-1] * len(work)
             for i, item in enumerate(work):
                 value = encode_checkpoint(item.result.next_command_offset, self.settings.group_id)
@@ -237,12 +249,19 @@ class TransactionalWriter:
         value = item.snapshots[entity_id] = entity.snapshot().SerializeToString()
         return OutRecord(item.topics.snapshots, item.partition, entity_id.encode(), value, [])
 
-    def _produce(self, record: OutRecord, on_delivery: Callable[..., None] | None) -> None:
+    def _produce(
+        self,
+        record: OutRecord,
+        on_delivery: Callable[..., None] | None,
+        *,
+        tombstone: bool = False,
+    ) -> None:
+        """Send one record (a tombstone: no value at all), waiting while the queue is full."""
         while True:
             try:
                 self.producer.produce(
                     record.topic,
-                    record.value,
+                    None if tombstone else record.value,
                     record.key,
                     partition=record.partition,
                     headers=cast(Any, record.headers) or None,

@@ -20,6 +20,7 @@ from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from streams.adapters import EventAdapters
 from streams.batch import CHECKPOINT_KEY
 from streams.behavior import Behavior
+from streams.idempotency import OUTCOME_PREFIX
 from topology.layout import AggregateTopics
 
 __all__ = ["TopicRecord", "Verification", "read_records", "read_topic", "verify"]
@@ -124,6 +125,9 @@ def read_topic(
         yield record.partition, record.key, record.value
 
 
+_OUTCOME = OUTCOME_PREFIX.encode()
+
+
 def verify(
     behavior: Behavior[Any],
     topics: AggregateTopics,
@@ -141,8 +145,8 @@ def verify(
         result.events += 1
     snapshots: dict[str, Snapshot] = {}
     for _, key, value in read_topic(topics.snapshots, topics.partitions, client_config):
-        if key == CHECKPOINT_KEY or value is None:
-            continue
+        if key is None or key == CHECKPOINT_KEY or value is None or key.startswith(_OUTCOME):
+            continue  # the checkpoint, removed outcomes, outcomes
         snap = decode_snapshot(value)
         snapshots[snap.entity_id] = snap
     result.snapshots = len(snapshots)

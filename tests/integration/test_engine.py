@@ -124,11 +124,13 @@ def test_each_bad_command_has_its_documented_outcome_and_the_partition_flows(
     ids = [opened, conflict, unknown, boom, misrouted, after]
     replies = collect_replies(bootstrap, topics, ids)
     assert all(len(replies[c]) == 1 for c in ids if c != opened)
-    # The same command id twice: applied once, the second answered DUPLICATE.
+    # The same command id twice: applied once, the second answered with the first's outcome
+    # (was: Rejected(DUPLICATE); the outcome store replays the original acceptance).
     first_open, second_open = replies[opened]
-    assert first_open.accepted.revision == 1
-    assert second_open.rejected.code == RejectionCode.DUPLICATE
-    assert second_open.rejected.current_revision == 1
+    assert first_open.accepted.revision == 1 and not first_open.replay
+    assert second_open.replay
+    assert second_open.accepted.revision == 1
+    assert second_open.accepted.event_offsets == first_open.accepted.event_offsets
     first = {c: replies[c][0] for c in ids}
     assert first[conflict].rejected.code == RejectionCode.CONFLICT
     assert first[unknown].rejected.code == RejectionCode.UNKNOWN_COMMAND

@@ -2,6 +2,7 @@
 
 import contextlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,9 @@ header_values = st.one_of(
 header_keys = st.one_of(st.text(max_size=20), st.just("content-type"), st.just("Content-Type"))
 headers = st.one_of(st.none(), st.lists(st.tuples(header_keys, header_values), max_size=5))
 
-ids = st.text(min_size=1, max_size=40)
+no_nul = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
+ids = st.text(no_nul, min_size=1, max_size=40)
+"""Valid ids: a NUL in an entity or command id is a decode error (NUL starts outcome keys)."""
 commands = st.one_of(
     st.builds(
         bank_pb2.OpenAccount,
@@ -34,7 +37,7 @@ commands = st.one_of(
 @st.composite
 def envelopes(draw: st.DrawFn) -> kes.CommandEnvelope:
     return codec.new_command(
-        draw(st.text(max_size=40)),
+        draw(st.text(no_nul, max_size=40)),
         draw(commands),
         aggregate=draw(st.text(max_size=20)),
         command_id=draw(ids),
@@ -93,6 +96,17 @@ def test_valid_envelopes_round_trip(env: kes.CommandEnvelope, content_type: str)
     decoded = codec.decode_command(value, hdrs)
     assert decoded == env
     assert codec.unpack(decoded.payload) == codec.unpack(env.payload)
+
+
+@given(before=ids, after=ids, field=st.sampled_from(["entity_id", "command_id"]))
+def test_a_nul_in_an_entity_or_command_id_is_a_decode_error(
+    before: str, after: str, field: str
+) -> None:
+    env = codec.new_command("acc", bank_pb2.OpenAccount(owner="a"), aggregate="account")
+    setattr(env, field, before + "\x00" + after)
+    value, hdrs = codec.encode_command(env)
+    with pytest.raises(DecodeError, match="NUL"):
+        codec.decode_command(value, hdrs)
 
 
 @given(

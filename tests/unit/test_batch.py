@@ -73,7 +73,9 @@ def test_duplicate_command_id_is_answered_and_writes_nothing() -> None:
     assert reply.rejected.current_revision == 1
 
 
-def test_duplicate_within_one_batch_is_caught() -> None:
+def test_duplicate_within_one_batch_is_answered_the_first_ones_outcome() -> None:
+    # Was: answered Rejected(DUPLICATE). The outcome store answers a retry with the original
+    # outcome (accepted, same revision and event offsets), marked as a replay.
     acc = _entity_on(0)
     result = _step(0).run(
         [
@@ -82,7 +84,12 @@ def test_duplicate_within_one_batch_is_caught() -> None:
         ]
     )
     assert len(result.events) == 1
-    assert result.replies[1].reply.rejected.code == RejectionCode.DUPLICATE
+    first, again = reply_records(result, [40], "r", 0)
+    original, replay = Reply.FromString(first.value), Reply.FromString(again.value)
+    assert (original.replay, replay.replay) == (False, True)
+    assert replay.accepted.revision == original.accepted.revision == 1
+    assert list(replay.accepted.event_offsets) == list(original.accepted.event_offsets) == [40]
+    assert result.replayed == 1
 
 
 def test_wrong_expected_revision_is_a_conflict() -> None:

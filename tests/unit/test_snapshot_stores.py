@@ -86,3 +86,47 @@ def test_a_checkpoint_record_names_the_group_and_reads_the_older_eight_bytes() -
     assert decode_checkpoint(encode_checkpoint(1234, "bank-app")) == (1234, "bank-app")
     assert decode_checkpoint((99).to_bytes(8, "big", signed=True)) == (99, "")
     assert decode_checkpoint(encode_checkpoint(-1, "")) == (-1, "")
+
+
+def _outcome(decided_ms: int, body: bytes = b"reply") -> bytes:
+    return decided_ms.to_bytes(8, "big") + body
+
+
+def test_outcomes_are_counted_indexed_and_left_out_of_items(store: SnapshotStore) -> None:
+    part = store.partition("s", 0)
+    part.write({"\x00a\x00c1": _outcome(300), "a": b"A"}, Checkpoint(1, 1))
+    part.write({"\x00a\x00c2": _outcome(100), "\x00b\x00c1": _outcome(200)}, Checkpoint(2, 2))
+    assert part.outcomes() == 3
+    assert part.get("\x00a\x00c2") == _outcome(100)
+    assert list(part.items()) == [("a", b"A")]
+    # oldest first: by time, then by the newest `keep`
+    assert part.expired(before_ms=250, keep=10, limit=10) == ["\x00a\x00c2", "\x00b\x00c1"]
+    assert part.expired(before_ms=0, keep=1, limit=10) == ["\x00a\x00c2", "\x00b\x00c1"]
+    assert part.expired(before_ms=0, keep=2, limit=10) == ["\x00a\x00c2"]
+    assert part.expired(before_ms=1_000, keep=10, limit=1) == ["\x00a\x00c2"]
+    assert part.expired(before_ms=0, keep=10, limit=10) == []
+
+
+def test_deleted_and_replaced_outcomes_leave_no_index_entry(store: SnapshotStore) -> None:
+    part = store.partition("s", 0)
+    part.write({"\x00a\x00c1": _outcome(100), "\x00a\x00c2": _outcome(150)}, Checkpoint(1, 1))
+    part.write({"\x00a\x00c1": None}, Checkpoint(2, 2))
+    part.write({"\x00a\x00c2": _outcome(500, b"again")}, Checkpoint(3, 3))
+    assert part.outcomes() == 1
+    assert part.get("\x00a\x00c1") is None
+    assert part.expired(before_ms=400, keep=10, limit=10) == []
+    assert part.expired(before_ms=600, keep=10, limit=10) == ["\x00a\x00c2"]
+    part.write({"\x00a\x00c2": None, "\x00gone\x00x": None}, Checkpoint(4, 4))
+    assert part.outcomes() == 0
+    assert part.expired(before_ms=10_000, keep=0, limit=10) == []
+
+
+def test_outcomes_survive_reopening(tmp_path: Path) -> None:
+    rocks = RocksDBSnapshotStore(tmp_path / "snapshots")
+    rocks.partition("s", 0).write({"\x00a\x00c1": _outcome(100)}, Checkpoint(1, 1))
+    rocks.close()
+    again = RocksDBSnapshotStore(tmp_path / "snapshots")
+    part = again.partition("s", 0)
+    assert part.outcomes() == 1
+    assert part.expired(before_ms=200, keep=10, limit=10) == ["\x00a\x00c1"]
+    again.close()

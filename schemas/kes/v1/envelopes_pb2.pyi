@@ -221,9 +221,15 @@ class Reply(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     entity_id: _builtins.str
     correlation_id: _builtins.str
+    replay: _builtins.bool
+    """True when this answers a retry from the partition's outcome store: the command was decided
+    before (its outcome is the original one) and was not decided again. A replayed Accepted
+    carries revision and event offsets, not the state.
+    """
     @_builtins.property
     def accepted(self) -> Global___Accepted: ...
     @_builtins.property
@@ -236,10 +242,11 @@ class Reply(_message.Message):
         correlation_id: _builtins.str = ...,
         accepted: Global___Accepted | None = ...,
         rejected: Global___Rejected | None = ...,
+        replay: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "outcome", b"outcome", "rejected", b"rejected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "command_id", b"command_id", "correlation_id", b"correlation_id", "entity_id", b"entity_id", "outcome", b"outcome", "rejected", b"rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "command_id", b"command_id", "correlation_id", b"correlation_id", "entity_id", b"entity_id", "outcome", b"outcome", "rejected", b"rejected", "replay", b"replay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["accepted", "rejected"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
