@@ -41,10 +41,12 @@ bench: install
 	$(BIN)/python -m bench.run
 
 ## Faults under load (~5 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
-## restart, then every invariant checked; then 10,000 fuzzed commands. Not part of `make test`.
+## restart, then every invariant checked; then 10,000 fuzzed commands and 10,000 commands each
+## retried once across a worker SIGKILL. Not part of `make test`.
 chaos: install
 	$(BIN)/python -m bench.chaos --report chaos-report.json
-	KES_FUZZ_COMMANDS=10000 $(BIN)/pytest -q tests/integration/test_hostile_input.py
+	KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 $(BIN)/pytest -q \
+		tests/integration/test_hostile_input.py tests/integration/test_retries.py
 
 ## Regenerate the protobuf code in schemas/ from the .proto files.
 proto: install

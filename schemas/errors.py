@@ -13,6 +13,7 @@ __all__ = [
     "BrokerStartError",
     "CommandGapError",
     "CommandTimeoutError",
+    "CommandsDeletedError",
     "ConfigurationError",
     "DeadLetterReason",
     "DecodeError",
@@ -99,6 +100,26 @@ class CommandGapError(KesError):
         )
         self.topic = topic
         self.partition = partition
+
+
+class CommandsDeletedError(KesError):
+    """Commands this partition has not applied were deleted by the topic's retention.
+
+    They can never be applied: the worker stops rather than skip them silently. An operator who
+    accepts the loss records it with `kes skip-deleted` (the partition then goes on from the
+    log start); otherwise restore the commands and replay them under new offsets.
+    """
+
+    def __init__(self, topic: str, partition: int, expected: int, log_start: int) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: commands at offsets {expected}..{log_start - 1} were deleted "
+            f"by retention before they were applied; to go on without them run "
+            f"`kes skip-deleted <app> --aggregate <name> --partition {partition}`"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.expected = expected
+        self.log_start = log_start
 
 
 class OwnershipError(KesError):

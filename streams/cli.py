@@ -237,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import lag_cli
 
     lag_cli.register(sub)
+    from streams import gaps_cli
+
+    gaps_cli.register(sub)
     return parser
 
 

@@ -47,7 +47,7 @@ from confluent_kafka import (
 )
 from faust.types import TP
 
-from schemas.errors import CommandGapError, OwnershipError
+from schemas.errors import CommandGapError, CommandsDeletedError, OwnershipError
 from stores.snapshots import Checkpoint, RocksDBSnapshotStore
 from streams.actors import PartitionActors
 from streams.batch import BatchResult, CommandRecord
@@ -404,6 +404,8 @@ class Engine:
                 result: BatchResult | None = await future
             except CommandGapError as exc:
                 stop_now(str(exc), exc)
+            except CommandsDeletedError as exc:  # an operator decides: kes skip-deleted
+                stop_now(str(exc), None, EXIT_CONFIGURATION)
             if result is not None:
                 processor = self._ready[tp]
                 work.append(PartitionWork(processor.topics, tp.partition, result))

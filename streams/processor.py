@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.codec import decode_snapshot
-from schemas.errors import CommandGapError
+from schemas.errors import CommandGapError, CommandsDeletedError
 from schemas.kes.v1.envelopes_pb2 import Snapshot
 from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.batch import BatchResult, BatchStep, CommandRecord
 from streams.behavior import Behavior
-from streams.gaps import records_between
+from streams.gaps import log_start, records_between
 from streams.idempotency import OutcomePolicy
 from streams.settings import Settings
 from topology.layout import AggregateTopics
@@ -93,7 +93,8 @@ class PartitionProcessor:
         """Decide a batch; None when every record was applied before (nothing to write).
 
         Raises CommandGapError, before deciding anything, when the batch starts past the next
-        expected offset and commands lie in between (not only transaction markers).
+        expected offset and commands lie in between (not only transaction markers), and
+        CommandsDeletedError when retention deleted commands this partition never applied.
         """
         fresh = [r for r in records if r.offset >= self.next_offset]
         self.stats.skipped += len(records) - len(fresh)
@@ -140,6 +141,9 @@ class PartitionProcessor:
 
     async def _check_gap(self, first: int) -> None:
         expected = self.next_offset
+        start = await log_start(self.settings, self.topics.commands, self.partition)
+        if expected < start:
+            raise CommandsDeletedError(self.topics.commands, self.partition, expected, start)
         missed = await records_between(
             self.settings, self.topics.commands, self.partition, expected, first
         )

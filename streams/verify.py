@@ -73,6 +73,7 @@ def read_records(
         {
             **client_config,
             "group.id": "kes-verify",
+            "auto.offset.reset": "earliest",  # from the log start once retention deleted some
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
