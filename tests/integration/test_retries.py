@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable
 
 from confluent_kafka import Producer
 
 from examples.bank import account
-from schemas.codec import decode_reply, encode_command, new_command
-from schemas.kes.v1.envelopes_pb2 import Reply
+from schemas.codec import encode_command, new_command
 from streams.outcomes import read_outcomes
-from streams.verify import read_topic, verify
-from tests.fixtures.commands import bank_commands
+from streams.verify import verify
+from tests.fixtures.commands import bank_commands, collect_replies
 from tests.fixtures.workers import AppCluster
 from topology.partitioning import partition_for
 
@@ -54,25 +52,6 @@ def _plan(n: int, rng: random.Random) -> list[tuple[str, bytes, list[tuple[str, 
     return sends
 
 
-def _replies(
-    bootstrap: str, cluster: AppCluster, ids: set[str], timeout: float
-) -> dict[str, list[Reply]]:
-    topics = cluster.settings.topics("account")
-    deadline = time.monotonic() + timeout
-    while True:
-        found: dict[str, list[Reply]] = defaultdict(list)
-        for _, _, value in read_topic(
-            topics.replies, topics.partitions, {"bootstrap.servers": bootstrap}
-        ):
-            reply = decode_reply(value)
-            found[reply.command_id].append(reply)
-        short = [c for c in ids if len(found[c]) < 2]
-        if not short or time.monotonic() > deadline:
-            assert not short, f"{len(short)} of {len(ids)} commands lack a reply or a retry's"
-            return found
-        time.sleep(1)
-
-
 def test_every_retry_gets_the_original_outcome_across_a_worker_kill(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
@@ -99,7 +78,7 @@ def test_every_retry_gets_the_original_outcome_across_a_worker_kill(
 
     ids = {command_id for *_, command_id in sends}
     assert len(ids) == n
-    replies = _replies(bootstrap, cluster, ids, timeout=240)
+    replies = collect_replies(bootstrap, topics, list(ids), timeout=240, each=2)
     for command_id in ids:
         answers = replies[command_id]
         assert len(answers) == 2, answers
