@@ -65,8 +65,9 @@ def apply(
        else, TOPIC_ALREADY_EXISTS, is simply inspected like any other).
     3. Wait until every created topic is in the metadata with a leader for every partition.
     4. Set drifted declared config keys with incremental_alter_configs (SET, declared keys only).
-    5. Inspect again and return that plan, with what was created and changed; partition-count
-       and replication mismatches remain in `problems`.
+    5. Inspect again, until what was created and set reads back (on a cluster each broker
+       answers from its own metadata), and return that plan, with what was created and
+       changed; partition-count and replication mismatches remain in `problems`.
 
     Idempotent: a second apply creates and changes nothing.
     """
@@ -77,7 +78,7 @@ def apply(
     if before.to_create:
         _await_leaders(admin, [s.name for s in before.to_create], timeout)
     altered = _alter(admin, before.checks, timeout)
-    after = _settle(admin, specs, altered, timeout)
+    after = _settle(admin, specs, created, altered, timeout)
     return Plan(after.checks, created=tuple(created), altered=tuple(altered))
 
 
@@ -281,16 +282,19 @@ def _alter(
 def _settle(
     admin: AdminClient,
     specs: list[TopicSpec],
+    created: list[str],
     altered: list[tuple[str, ConfigDrift]],
     timeout: float,
 ) -> Plan:
-    """Inspect until the configs just set read back (brokers apply them asynchronously)."""
+    """Inspect until the topics just created and the configs just set read back: brokers apply
+    them asynchronously, and on a cluster each broker answers from its own metadata."""
     deadline = time.monotonic() + timeout
     pending = {(name, d.key) for name, d in altered}
     while True:
         result = _inspect(admin, specs, timeout)
         lagging = {(c.spec.name, d.key) for c in result.checks for d in c.drift} & pending
-        if not lagging or time.monotonic() > deadline:
+        unseen = {s.name for s in result.to_create} & set(created)
+        if not (lagging or unseen) or time.monotonic() > deadline:
             return result
         time.sleep(0.1)
 
