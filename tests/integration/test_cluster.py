@@ -1,0 +1,200 @@
+"""A replicated three-broker cluster: kes makes replicated topics; losing one broker loses nothing.
+
+Each test that stops a broker starts it again before it ends (the cluster is the session's).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streams.cli import main
+from streams.settings import Settings
+from streams.verify import read_topic
+from tests.fixtures.commands import bank_commands, collect_replies, produce
+from tests.fixtures.kafka import KafkaCluster
+from tests.fixtures.workers import AppCluster, WorkerProcess
+from tests.integration.test_engine import assert_invariants
+from topology.localbroker import LocalBroker
+from topology.localcluster import LocalCluster
+
+
+def _admin(cluster: KafkaCluster) -> AdminClient:
+    return AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+
+def _create(cluster: KafkaCluster, topic: str) -> None:
+    """A one-partition topic with the brokers' defaults (replication factor 3, min.insync.replicas
+    2), once every broker has it in sync."""
+    admin = _admin(cluster)
+    admin.create_topics([NewTopic(topic, num_partitions=1)])[topic].result(30)
+    _eventually(lambda: _isr(cluster, topic) == {1, 2, 3})
+
+
+def _isr(cluster: KafkaCluster, topic: str) -> set[int]:
+    """Partition 0's in-sync replicas (none while the broker asked does not know the topic)."""
+    meta = _admin(cluster).list_topics(topic, timeout=10).topics[topic]
+    return set(meta.partitions[0].isrs) if 0 in meta.partitions else set()
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the cluster never got there"
+        time.sleep(0.2)
+
+
+@contextmanager
+def _killed(local: LocalCluster, node: LocalBroker) -> Iterator[LocalBroker]:
+    """SIGKILL `node`; afterwards start it again on its data and wait until it is back."""
+    node.kill()
+    try:
+        yield node
+    finally:
+        node.start()
+        local.wait_for_brokers(local.size)
+
+
+def test_the_cluster_has_three_brokers(kafka_cluster: KafkaCluster) -> None:
+    brokers = _admin(kafka_cluster).list_topics(timeout=10).brokers
+    assert len(brokers) == 3
+
+
+def test_topics_apply_creates_topics_with_three_replicas_and_two_in_sync(
+    kafka_cluster: KafkaCluster,
+    unique_name: Callable[[str], str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prefix = unique_name("t") + "-"
+    argv = ["--bootstrap", kafka_cluster.bootstrap, "--topic-prefix", prefix, "--partitions", "2"]
+    assert main(["topics", "apply", "examples.bank", *argv]) == 0
+    assert "created" in capsys.readouterr().out
+    topics = Settings(topic_prefix=prefix, partitions=2).topics("account")
+    admin = _admin(kafka_cluster)
+    for spec in topics.specs():
+        meta = admin.list_topics(spec.name, timeout=10).topics[spec.name]
+        assert {len(p.replicas) for p in meta.partitions.values()} == {3}, spec.name
+        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
+        configs = admin.describe_configs([resource])[resource].result(30)
+        assert configs["min.insync.replicas"].value == "2", spec.name
+
+
+def test_with_one_broker_of_three_killed_a_transactional_round_trip_works_and_it_rejoins(
+    kafka_cluster: KafkaCluster, unique_name: Callable[[str], str]
+) -> None:
+    """Consume, produce and commit the offsets in one transaction while the input's leader is
+    down; restarted on its data, the broker catches up on what was written meanwhile."""
+    local = kafka_cluster.nodes()
+    source, sink, group = unique_name("in"), unique_name("out"), unique_name("g")
+    _create(kafka_cluster, source)
+    _create(kafka_cluster, sink)
+    config = {"bootstrap.servers": kafka_cluster.bootstrap}
+    producer = Producer({**config, "enable.idempotence": True})
+    for i in range(50):
+        producer.produce(source, str(i).encode(), str(i).encode())
+    assert producer.flush(30) == 0
+
+    with _killed(local, local.leader_of(source, 0)) as down:
+        consumer = Consumer(
+            {
+                **config,
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        consumer.subscribe([source])
+        records = []
+        deadline = time.monotonic() + 60
+        while len(records) < 50 and time.monotonic() < deadline:
+            msg = consumer.poll(1)
+            if msg is not None and msg.error() is None:
+                records.append(msg)
+        assert len(records) == 50
+        txn = Producer({**config, "transactional.id": unique_name("tx")})
+        txn.init_transactions(60)
+        txn.begin_transaction()
+        for msg in records:
+            txn.produce(sink, msg.value(), msg.key())
+        txn.send_offsets_to_transaction(
+            [TopicPartition(source, 0, records[-1].offset() + 1)],
+            consumer.consumer_group_metadata(),
+            60,
+        )
+        txn.commit_transaction(60)
+        committed = consumer.committed([TopicPartition(source, 0)], timeout=30)
+        consumer.close()
+        assert committed[0].offset == 50
+        values = [v for _, _, v in read_topic(sink, 1, config)]
+        assert values == [str(i).encode() for i in range(50)]
+        assert down.node_id not in _isr(kafka_cluster, sink)  # written by two brokers
+
+    assert local.brokers() == {1, 2, 3}
+    _eventually(lambda: _isr(kafka_cluster, sink) == {1, 2, 3})  # caught up, back in sync
+
+
+def test_a_worker_answers_every_command_once_while_the_commands_leader_is_killed(
+    kafka_cluster: KafkaCluster, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    local = kafka_cluster.nodes()
+    settings = Settings(
+        bootstrap_servers=kafka_cluster.bootstrap,
+        partitions=2,
+        topic_prefix=unique_name("t") + "-",
+        app_id=unique_name("app"),
+        replication_factor=3,
+    )
+    args = ["--bootstrap", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]
+    assert main(["topics", "apply", "examples.bank", *args, "--partitions", "2"]) == 0
+    app = AppCluster("examples.bank", settings, tmp_path)
+    try:
+        # Kafka's own client session timeout, not the shorter one the other tests use.
+        worker = app.worker("w1", KES_REPLICATION_FACTOR="3", KES_SESSION_TIMEOUT_MS="10000")
+        worker.wait_ready(90)
+        topics = settings.topics("account")
+        commands = bank_commands(2000, accounts=50, seed=3)
+        with _supervised(worker) as exits:
+            ids = produce(settings.bootstrap_servers, topics, commands[:1000])
+            with _killed(local, local.leader_of(topics.commands, 0)):
+                ids += produce(settings.bootstrap_servers, topics, commands[1000:])
+                replies = collect_replies(settings.bootstrap_servers, topics, ids, timeout=120)
+        assert_invariants(app, replies, ids)
+        if exits:
+            warnings.warn(
+                f"the worker exited with {exits} during the failover and was restarted",
+                stacklevel=1,
+            )
+    finally:
+        app.close()
+
+
+@contextmanager
+def _supervised(worker: WorkerProcess) -> Iterator[list[int]]:
+    """Start the worker again whenever it exits, as systemd or Compose would; yields the exit
+    codes seen (a worker that cannot go on stops on purpose, to be restarted)."""
+    exits: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            code = worker.proc.poll() if worker.proc is not None else None
+            if code is not None:
+                exits.append(code)
+                worker.start()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield exits
+    finally:
+        done.set()
+        watcher.join()
