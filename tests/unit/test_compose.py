@@ -9,6 +9,7 @@ import yaml
 
 from streams.settings import DEFAULT_WEB_PORT, Settings
 from topology.localbroker import kafka_version
+from topology.localcluster import cluster_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,9 +20,19 @@ def _compose() -> dict[str, Any]:
     return data
 
 
+def _cluster() -> dict[str, dict[str, Any]]:
+    """The services of the `cluster` profile."""
+    services = _compose()["services"]
+    return {name: s for name, s in services.items() if "cluster" in s.get("profiles", [])}
+
+
 def test_services_are_a_broker_a_worker_and_a_projection() -> None:
     services = _compose()["services"]
-    assert set(services) == {"kafka", "worker", "projection"}
+    assert {name for name, s in services.items() if "profiles" not in s} == {
+        "kafka",
+        "worker",
+        "projection",
+    }
     assert services["projection"]["command"] == [
         "projection",
         "run",
@@ -63,3 +74,39 @@ def test_transactions_work_on_a_single_node() -> None:
     env = _compose()["services"]["kafka"]["environment"]
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1
     assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 1
+
+
+def test_the_cluster_profile_is_three_combined_nodes_of_one_quorum() -> None:
+    nodes = _cluster()
+    assert set(nodes) == {"kafka-1", "kafka-2", "kafka-3"}
+    envs = [nodes[f"kafka-{i}"]["environment"] for i in (1, 2, 3)]
+    assert [env["KAFKA_NODE_ID"] for env in envs] == [1, 2, 3]
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    for env in envs:
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == ",".join(
+            f"{i}@kafka-{i}:9093" for i in (1, 2, 3)
+        )
+    for node in nodes.values():
+        assert node["image"] == f"apache/kafka:{kafka_version()}"
+        assert node["healthcheck"]["test"]
+
+
+def test_the_cluster_has_the_replicated_defaults_of_the_local_cluster() -> None:
+    wanted = {f"KAFKA_{k.upper().replace('.', '_')}": v for k, v in cluster_config(3).items()}
+    for name, node in _cluster().items():
+        env = {k: str(v) for k, v in node["environment"].items()}
+        assert {k: env.get(k) for k in wanted} == wanted, name
+
+
+def test_each_cluster_node_publishes_the_host_port_it_advertises() -> None:
+    host_ports = []
+    for name, node in _cluster().items():
+        (published,) = node["ports"]
+        host, container = published.split(":")
+        listeners = node["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        assert f"HOST://localhost:{host}" in listeners, name
+        assert f"HOST://0.0.0.0:{container}" in node["environment"]["KAFKA_LISTENERS"], name
+        assert f"PLAINTEXT://{name}:29092" in listeners, name
+        host_ports.append(host)
+    assert len(set(host_ports)) == 3
