@@ -146,7 +146,7 @@ def _admin(client_config: Mapping[str, str]) -> AdminClient:
     return AdminClient(dict(client_config))
 
 
-def _code(exc: BaseException) -> object:
+def _code(exc: BaseException | None) -> object:
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
         return exc.args[0].code()
     return None
@@ -205,16 +205,29 @@ def _inspect(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> Plan
     for spec in specs:
         state = states.get(spec.name)
         if state is not None:
-            entries = admin_result(
-                futures[resources[spec.name]], f"describing configs of {spec.name}", timeout
-            )
-            assert isinstance(entries, dict)
-            config = {key: _value(entries.get(key)) for key in spec.config}
-            state = TopicState(
-                state.name, state.partitions, state.replication_factor, config, state.leaderless
-            )
+            entries = _configs(futures[resources[spec.name]], spec.name, timeout)
+            if entries is None:
+                state = None  # missing, as far as the broker asked for its configs knows
+            else:
+                config = {key: _value(entries.get(key)) for key in spec.config}
+                state = TopicState(
+                    state.name, state.partitions, state.replication_factor, config, state.leaderless
+                )
         checks.append(TopicCheck(spec, state))
     return Plan(tuple(checks))
+
+
+def _configs(future: Future[Any], name: str, timeout: float) -> dict[str, Any] | None:
+    """A topic's config entries; None when the broker asked has not heard of the topic yet (on
+    a cluster, the broker that described it may not be the one asked for its configs)."""
+    try:
+        entries = admin_result(future, f"describing configs of {name}", timeout)
+    except AdminError as exc:
+        if _code(exc.__cause__) == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise
+    assert isinstance(entries, dict)
+    return entries
 
 
 def _value(entry: object) -> str | None:
