@@ -3,6 +3,7 @@
 from topology.admin import apply, describe, plan, run_topics, verify_layout
 from topology.layout import AggregateTopics, TopicSpec
 from topology.localbroker import LocalBroker, kafka_classpath, kafka_version
+from topology.localcluster import LocalCluster
 from topology.partitioning import MURMUR2_PARTITIONER, murmur2, partition_for
 from topology.plans import ConfigDrift, Plan, TopicCheck, TopicState, TopicStatus
 
@@ -11,6 +12,7 @@ __all__ = [
     "AggregateTopics",
     "ConfigDrift",
     "LocalBroker",
+    "LocalCluster",
     "Plan",
     "TopicCheck",
     "TopicSpec",

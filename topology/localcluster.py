@@ -97,8 +97,8 @@ class LocalCluster:
         ]
 
     def start(self, timeout: float = 120.0) -> str:
-        """Start every node at once (a node is ready only once a quorum of voters runs), then
-        wait until the cluster's metadata lists all of them as brokers."""
+        """Launch every node, then wait for each (a node is ready only once a quorum of voters
+        runs) and until the cluster's metadata lists all of them as brokers."""
         if not self.nodes:
             self.nodes = self._make_nodes()
         deadline = time.monotonic() + timeout
@@ -125,7 +125,8 @@ class LocalCluster:
 
     def wait_for_brokers(self, count: int, timeout: float = 60.0) -> None:
         """Wait until the metadata lists exactly `count` brokers (a killed node drops out once
-        the controller fences it; a restarted one comes back once it has caught up)."""
+        the controller fences it; a restarted one comes back once it has caught up with the
+        cluster's metadata)."""
         deadline = time.monotonic() + timeout
         while (found := len(self.brokers())) != count:
             if time.monotonic() > deadline:
@@ -133,16 +134,16 @@ class LocalCluster:
             time.sleep(0.2)
 
     def leader_of(self, topic: str, partition: int, timeout: float = 10.0) -> LocalBroker:
-        """The node that leads this partition now."""
+        """The node that leads this partition now; LookupError if the metadata names none."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         meta = admin.list_topics(topic, timeout=timeout).topics[topic]
         if meta.error is not None or partition not in meta.partitions:
-            raise BrokerStartError(f"{topic}[{partition}] is not in the metadata: {meta.error}")
+            raise LookupError(f"{topic}[{partition}] is not in the metadata: {meta.error}")
         leader = meta.partitions[partition].leader
         if leader < 1:
-            raise BrokerStartError(f"{topic}[{partition}] has no leader now")
+            raise LookupError(f"{topic}[{partition}] has no leader now")
         return self.node(leader)
 
     def stop(self, timeout: float = 30.0) -> None:
