@@ -36,6 +36,7 @@ __all__ = [
     "MAX_ID_BYTES",
     "MAX_METADATA_BYTES",
     "PROTOBUF",
+    "REPLY_PARTITION_HEADER",
     "Headers",
     "check_entity_id",
     "content_type_of",
@@ -61,6 +62,9 @@ __all__ = [
 
 CONTENT_TYPE_HEADER = "content-type"
 """Record header naming a command's encoding (header keys match case-insensitively)."""
+REPLY_PARTITION_HEADER = "kes-reply-partition"
+"""Command header naming the replies partition the client reads (decimal); without it, or when
+it names no partition of the replies topic, the reply goes to the command's own partition."""
 PROTOBUF = "application/x-protobuf"
 """Protobuf binary: the default when a record has no content-type header."""
 JSON = "application/json"

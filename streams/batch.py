@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.codec import (
+    REPLY_PARTITION_HEADER,
     check_entity_id,
     decode_command,
     event_key,
@@ -60,6 +61,7 @@ from topology.partitioning import partition_for
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "REPLY_PARTITION_HEADER",
     "BatchResult",
     "BatchStep",
     "CommandRecord",
@@ -151,6 +153,8 @@ class PendingReply:
     send: bool = True
     outcome: str = ""
     """The outcome-store key this reply is kept under ("" when it is not kept)."""
+    partition: int = -1
+    """The replies partition the client reads (-1: the command's partition)."""
 
 
 @dataclass
@@ -222,6 +226,7 @@ class BatchStep:
         self._cache: OrderedDict[str, Entity] = OrderedDict()
         self._cache_size = cache_size
         self._owners: dict[str, int] = {}
+        self._reply_to = -1
         self._out_headers: Headers = [("aggregate", behavior.name.encode())]
 
     def _owner(self, entity_id: str) -> int:
@@ -276,7 +281,18 @@ class BatchStep:
         result.timestamps = [r.timestamp for r in records]
         return result
 
+    def _reply_partition(self, headers: Sequence[tuple[str, bytes]]) -> int:
+        """The replies partition a command's client asked for, if it names one (else -1)."""
+        for key, value in headers:
+            if key == REPLY_PARTITION_HEADER:
+                text = value.decode("ascii", "replace") if value else ""
+                if text.isdigit() and int(text) < self.topics.partitions:
+                    return int(text)
+                return -1
+        return -1
+
     def _one(self, record: CommandRecord, result: BatchResult) -> None:
+        self._reply_to = self._reply_partition(record.headers)
         try:
             env = decode_command(record.value, record.headers, max_bytes=self._max_bytes)
             entity_id = env.entity_id or (record.key or b"").decode("utf-8")
@@ -363,7 +379,9 @@ class BatchStep:
                 reply.accepted.ClearField("state")
             reply.correlation_id = env.correlation_id
             reply.replay = True
-            result.replies.append(PendingReply(reply, earlier.event_indexes))
+            result.replies.append(
+                PendingReply(reply, earlier.event_indexes, partition=self._reply_to)
+            )
         return True
 
     def _accept(
@@ -442,7 +460,8 @@ class BatchStep:
             fits = state_size + _REPLY_ROOM <= self._max_record  # else the reply leaves it out
             if env.reply_wanted and fits:
                 reply.accepted.state.CopyFrom(pack(decision.new_state))
-            self._outcome(result, PendingReply(reply, indexes, env.reply_wanted, key))
+            pending = PendingReply(reply, indexes, env.reply_wanted, key, self._reply_to)
+            self._outcome(result, pending)
 
     def _too_large(
         self, events: Sequence[OutRecord], entity_id: str, state_size: int, recent: list[str]
@@ -480,7 +499,7 @@ class BatchStep:
             correlation_id=env.correlation_id,
             rejected=Rejected(code=code, message=message, current_revision=revision),  # type: ignore[arg-type]
         )
-        self._outcome(result, PendingReply(reply, [], env.reply_wanted, key))
+        self._outcome(result, PendingReply(reply, [], env.reply_wanted, key, self._reply_to))
 
     @staticmethod
     def _outcome(result: BatchResult, pending: PendingReply) -> None:
@@ -525,7 +544,8 @@ def reply_records(
             reply.accepted.event_offsets.extend(event_offsets[i] for i in pending.event_indexes)
         if pending.send:
             value = reply.SerializeToString()
-            out.append(OutRecord(replies_topic, partition, reply.command_id.encode(), value, []))
+            to = pending.partition if pending.partition >= 0 else partition
+            out.append(OutRecord(replies_topic, to, reply.command_id.encode(), value, []))
     return out
 
 

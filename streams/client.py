@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +26,13 @@ from typing import Any, TypeVar
 from confluent_kafka import Producer
 from google.protobuf.message import Message
 
-from schemas.codec import PROTOBUF, encode_command, new_command, unpack_as
+from schemas.codec import (
+    PROTOBUF,
+    REPLY_PARTITION_HEADER,
+    encode_command,
+    new_command,
+    unpack_as,
+)
 from schemas.errors import (
     CommandTimeoutError,
     ConfigurationError,
@@ -76,7 +83,12 @@ class _Core:
         bootstrap_servers: str,
         client_config: Mapping[str, str] | None,
         aggregate: str | None,
+        reply_partition: int | None = None,
     ) -> None:
+        if reply_partition is not None and not 0 <= reply_partition < topics.partitions:
+            raise ConfigurationError(
+                f"reply_partition {reply_partition} is not a partition of {topics.replies}"
+            )
         self.topics = topics
         self.aggregate = aggregate if aggregate is not None else topics.name
         self._config: dict[str, object] = {
@@ -85,6 +97,11 @@ class _Core:
         }
         self._producer = Producer({**_PRODUCER_DEFAULTS, **self._config, **_PRODUCER_ENFORCED})
         self._router: ReplyRouter | None = None
+        self.reply_partition = (
+            random.randrange(topics.partitions) if reply_partition is None else reply_partition
+        )
+        """The replies partition this client reads: its commands ask for their replies there
+        (random by default, so clients spread over the partitions)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
@@ -131,6 +148,8 @@ class _Core:
         partition = partition_for(env.entity_id, self.topics.partitions)
         value, content_headers = encode_command(env, content_type)
         headers: list[tuple[str, str | bytes | None]] = list(content_headers)
+        if env.reply_wanted:
+            headers.append((REPLY_PARTITION_HEADER, str(self.reply_partition).encode()))
 
         def on_delivery(err: Any, _msg: Any) -> None:
             if err is None:
@@ -158,7 +177,7 @@ class _Core:
             if self._closed:
                 raise KesError("the command client is closed")
             if self._router is None:
-                self._router = ReplyRouter(self.topics, self._config)
+                self._router = ReplyRouter(self.topics, self._config, self.reply_partition)
             return self._router
 
     def close(self) -> None:
@@ -183,7 +202,8 @@ class CommandClient:
     """Send commands to one aggregate and wait for replies; thread-safe, blocking.
 
     `aggregate` is the behavior name written into each envelope; it defaults to `topics.name`
-    and must be given when topic names carry a prefix. Use as a context manager, or `close()`.
+    and must be given when topic names carry a prefix. `reply_partition` picks the one replies
+    partition this client reads (default: a random one). Use as a context manager, or `close()`.
     """
 
     def __init__(
@@ -193,13 +213,19 @@ class CommandClient:
         client_config: Mapping[str, str] | None = None,
         *,
         aggregate: str | None = None,
+        reply_partition: int | None = None,
     ) -> None:
-        self._core = _Core(topics, bootstrap_servers, client_config, aggregate)
+        self._core = _Core(topics, bootstrap_servers, client_config, aggregate, reply_partition)
 
     @property
     def topics(self) -> AggregateTopics:
         """The aggregate's topics this client writes to and reads replies from."""
         return self._core.topics
+
+    @property
+    def reply_partition(self) -> int:
+        """The one replies partition this client reads (its commands ask for replies there)."""
+        return self._core.reply_partition
 
     def send(
         self,
@@ -242,14 +268,18 @@ class CommandClient:
         )
         router = self._core.router()
         replied: concurrent.futures.Future[Reply] = concurrent.futures.Future()
-        router.expect(env.command_id, lambda result: _settle(replied, result))
+
+        def on_reply(result: Reply | KesError) -> None:
+            _settle(replied, result)
+
+        router.expect(env.command_id, on_reply)
         try:
             self._deliver(env, content_type, deadline)
             return replied.result(max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise CommandTimeoutError(env.command_id, entity_id, timeout) from None
         finally:
-            router.forget(env.command_id)
+            router.forget(env.command_id, on_reply)
 
     def _deliver(self, env: CommandEnvelope, content_type: str, deadline: float | None) -> None:
         acked: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -294,13 +324,19 @@ class AsyncCommandClient:
         client_config: Mapping[str, str] | None = None,
         *,
         aggregate: str | None = None,
+        reply_partition: int | None = None,
     ) -> None:
-        self._core = _Core(topics, bootstrap_servers, client_config, aggregate)
+        self._core = _Core(topics, bootstrap_servers, client_config, aggregate, reply_partition)
 
     @property
     def topics(self) -> AggregateTopics:
         """The aggregate's topics this client writes to and reads replies from."""
         return self._core.topics
+
+    @property
+    def reply_partition(self) -> int:
+        """The one replies partition this client reads (its commands ask for replies there)."""
+        return self._core.reply_partition
 
     async def send(
         self,
@@ -341,14 +377,16 @@ class AsyncCommandClient:
         try:
             async with asyncio.timeout(timeout):
                 router = await self._router()
-                router.expect(
-                    env.command_id, lambda result: _settle_threadsafe(loop, replied, result)
-                )
+
+                def on_reply(result: Reply | KesError) -> None:
+                    _settle_threadsafe(loop, replied, result)
+
+                router.expect(env.command_id, on_reply)
                 try:
                     await self._deliver(env, content_type)
                     return await replied
                 finally:
-                    router.forget(env.command_id)
+                    router.forget(env.command_id, on_reply)
         except TimeoutError:
             raise CommandTimeoutError(env.command_id, entity_id, timeout) from None
 

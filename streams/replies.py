@@ -1,10 +1,14 @@
 """Replies to waiting clients: one consumer thread per client, replies routed by command id.
 
-The router reads `<aggregate>.replies` without a consumer group: it assigns every partition at
-the end offsets it reads on start, before the client sends any command that wants a reply, so a
-reply to such a command always lies at or after where it starts reading. It reads committed
-records only (the worker writes replies inside its transactions) and hands each reply to the
-callback registered for its command id; replies nobody waits for (other clients') are dropped.
+Each client reads one partition of `<aggregate>.replies`, its own choice: its commands carry it
+in the `kes-reply-partition` header and the worker writes their replies there, so what a client
+reads does not grow with the number of partitions, and clients spread over the partitions.
+The router assigns that partition (no consumer group) at the end offset it reads on start,
+before the client sends any command that wants a reply, so a reply to such a command always
+lies at or after where it starts reading. It reads committed records only (the worker writes
+replies inside its transactions) and hands each reply to every callback registered for its
+command id (two concurrent asks of one id both get it); other replies are dropped by key,
+undecoded. Errors reading are retried with a growing pause (up to 5 s).
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ class ReplyRouter:
     topic is missing or has fewer partitions than declared.
     """
 
-    def __init__(self, topics: AggregateTopics, config: Mapping[str, object]) -> None:
+    def __init__(
+        self, topics: AggregateTopics, config: Mapping[str, object], partition: int | None = None
+    ) -> None:
         self._topic = topics.replies
-        self._pending: dict[str, ReplyCallback] = {}
+        self._pending: dict[bytes, list[ReplyCallback]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer(
@@ -56,7 +62,11 @@ class ReplyRouter:
             }
         )
         try:
-            self._consumer.assign(self._end_offsets(topics.partitions))
+            ends = self._end_offsets(topics.partitions)
+            assigned = [tp for tp in ends if partition in (None, tp.partition)]
+            self._consumer.assign(assigned)
+            self.partitions = [tp.partition for tp in assigned]
+            """The replies partitions this router reads."""
         except BaseException:
             self._consumer.close()
             raise
@@ -75,27 +85,42 @@ class ReplyRouter:
         with self._lock:
             if self._stop.is_set():
                 raise KesError("the command client is closed")
-            self._pending[command_id] = on_reply
+            self._pending.setdefault(command_id.encode(), []).append(on_reply)
 
-    def forget(self, command_id: str) -> None:
-        """Stop waiting for `command_id` (after a reply or a timeout)."""
+    def forget(self, command_id: str, on_reply: ReplyCallback | None = None) -> None:
+        """Stop waiting for `command_id` (after a reply or a timeout): `on_reply` only, if given."""
+        key = command_id.encode()
         with self._lock:
-            self._pending.pop(command_id, None)
+            waiting = self._pending.get(key)
+            if waiting is None:
+                return
+            if on_reply is not None and on_reply in waiting:
+                waiting.remove(on_reply)
+            if on_reply is None or not waiting:
+                del self._pending[key]
 
     def _run(self) -> None:
+        pause = 0.0
         while not self._stop.is_set():
             try:
                 # Wait only while nothing has arrived, then take what else is there: a
                 # consume(N, 0.1) would hold every reply back until N arrive or 100 ms pass.
                 first = self._consumer.poll(0.1)
                 records = [] if first is None else [first, *self._consumer.consume(_BATCH, 0)]
-            except KafkaException as exc:  # pragma: no cover - broker trouble; keep trying
-                log.warning("reading %s failed: %s", self._topic, exc)
+                pause = 0.0
+            except KafkaException as exc:  # broker trouble: keep trying, less and less often
+                pause = min(5.0, max(0.1, pause * 2))
+                log.warning("reading %s failed: %s; again in %.1fs", self._topic, exc, pause)
+                self._stop.wait(pause)
                 continue
             for record in records:
                 if record.error():
                     log.debug("reading %s: %s", self._topic, record.error())
                     continue
+                key = record.key()
+                with self._lock:
+                    if key not in self._pending:  # another client's reply: not even decoded
+                        continue
                 try:
                     reply = decode_reply(record.value())
                 except DecodeError as exc:
@@ -108,15 +133,15 @@ class ReplyRouter:
                     )
                     continue
                 with self._lock:
-                    on_reply = self._pending.pop(reply.command_id, None)
-                if on_reply is not None:
+                    waiting = self._pending.pop(reply.command_id.encode(), [])
+                for on_reply in waiting:
                     on_reply(reply)
 
     def close(self) -> None:
         """Stop the thread, close the consumer, and fail every ask still waiting."""
         with self._lock:
             self._stop.set()
-            waiting = list(self._pending.values())
+            waiting = [callback for each in self._pending.values() for callback in each]
             self._pending.clear()
         self._thread.join()
         self._consumer.close()

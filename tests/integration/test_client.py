@@ -25,7 +25,7 @@ from schemas.codec import (
     decode_command,
     unpack_as,
 )
-from schemas.errors import CommandTimeoutError, KesError, TopologyError
+from schemas.errors import CommandTimeoutError, ConfigurationError, KesError, TopologyError
 from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
 from streams.client import AsyncCommandClient, CommandClient, outcome, state_of
 from tests.fixtures.standins import Responder, headers_of
@@ -165,6 +165,42 @@ def test_a_thousand_concurrent_asks_from_threads_share_one_sync_client(
         state = state_of(reply, bank_pb2.Account)
         assert state is not None
         assert (reply.entity_id, state.balance) == (f"acc-{i % 31}", i + 1)
+
+
+def test_two_concurrent_asks_with_one_command_id_are_both_answered(
+    kafka_bootstrap: str, topics: AggregateTopics, responder: Responder
+) -> None:
+    with CommandClient(topics, kafka_bootstrap) as client:
+
+        def one(_: int) -> Reply:
+            return client.ask("acc-1", bank_pb2.CreditAccount(amount=1), 30, command_id="same")
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            replies = list(pool.map(one, range(2)))
+    assert [r.command_id for r in replies] == ["same", "same"]
+
+
+def test_each_client_reads_only_the_replies_partition_its_commands_name(
+    kafka_bootstrap: str, topics: AggregateTopics, responder: Responder
+) -> None:
+    with (
+        CommandClient(topics, kafka_bootstrap, reply_partition=2) as first,
+        CommandClient(topics, kafka_bootstrap, reply_partition=5) as second,
+    ):
+        for i in range(20):  # entities on every commands partition
+            assert outcome(first.ask(f"acc-{i}", bank_pb2.CreditAccount(amount=1))) == "accepted"
+            assert outcome(second.ask(f"acc-{i}", bank_pb2.CreditAccount(amount=1))) == "accepted"
+        assert [c._core.router().partitions for c in (first, second)] == [[2], [5]]
+    replies = read_all(kafka_bootstrap, topics.replies, PARTITIONS, 40)
+    by_partition = {r.partition() for r in replies}
+    assert by_partition == {2, 5}
+
+
+def test_a_reply_partition_outside_the_topic_is_a_configuration_error(
+    kafka_bootstrap: str, topics: AggregateTopics
+) -> None:
+    with pytest.raises(ConfigurationError, match="reply_partition 6"):
+        CommandClient(topics, kafka_bootstrap, reply_partition=PARTITIONS)
 
 
 def test_ask_without_a_worker_times_out(kafka_bootstrap: str, topics: AggregateTopics) -> None:

@@ -177,3 +177,15 @@ def test_entities_load_from_the_store() -> None:
     result = fresh.run([_record(1, acc, bank_pb2.CreditAccount(amount=3))])
     assert result.changed[acc].revision == 2
     assert result.changed[acc].state.balance == 10  # type: ignore[attr-defined]
+
+
+def test_a_reply_goes_to_the_replies_partition_its_client_named() -> None:
+    acc = _entity_on(2)
+    records = []
+    for offset, header in enumerate([b"3", b"0", b"4", b"x", b""]):  # 4, x, "": not partitions
+        record = _record(offset, acc, bank_pb2.CreditAccount(amount=1))
+        records.append(record._replace(headers=[*record.headers, ("kes-reply-partition", header)]))
+    records.append(_record(9, acc, bank_pb2.CreditAccount(amount=1)))  # no header
+    result = _step(2).run(records)
+    replies = reply_records(result, [], "r", 2)
+    assert [r.partition for r in replies] == [3, 0, 2, 2, 2, 2]
