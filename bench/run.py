@@ -140,6 +140,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ask-rate", type=float, help="offered asks/s (default: half the peak)")
     parser.add_argument("--quix-commit-interval", type=float, default=1.0)
     parser.add_argument(
+        "--clients",
+        type=lambda text: [int(v) for v in text.split(",") if v],
+        default=[1, 5, 10, 20],
+        metavar="N,N",
+        help="asking clients at once, one process each (run 1; empty: none)",
+    )
+    parser.add_argument("--clients-rate", type=float, default=25.0, help="asks/s per client")
+    parser.add_argument(
         "--wide-partitions", type=int, default=256, help="one kes run on this many (0: none)"
     )
     parser.add_argument("--wide-commands", type=int, default=20_000)

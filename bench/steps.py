@@ -18,9 +18,10 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench import latency, systems, workload
+from bench import clients, latency, systems, workload
 from bench.venvs import ROOT
 from examples.bank.projections import balances
+from streams.verify import read_records
 from topology.admin import apply
 from topology.layout import AggregateTopics
 
@@ -143,6 +144,7 @@ def kes_throughput(
             result["kes_commands_per_transaction"] = counters["commands"] / transactions
             result["kes_events"] = counters.get("events_written", 0.0)
             log(f"  kes: {result['kes_commands_per_transaction']:.1f} commands per transaction")
+        outcome_footprint(bootstrap, topics, sum(ends.values()), workdir / f"kes-{run}", result)
         if args.latency_seconds > 0 and profile is None:
             worker.wait_ready()
             accounts = [f"acc-{i:06d}" for i in range(args.accounts)]
@@ -163,9 +165,50 @@ def kes_throughput(
             )
             fixed_rate(args, bootstrap, topics, worker, accounts, result)
             result["kes_peak_rss_mb"] = worker.peak_rss_mb()
+            if run == 1 and args.clients:
+                asking_clients(args, bootstrap, topics, result)
     finally:
         worker.stop()
     shutil.rmtree(workdir / f"kes-{run}", ignore_errors=True)
+
+
+def outcome_footprint(
+    bootstrap: str, topics: AggregateTopics, commands: int, data_dir: Path, result: Run
+) -> None:
+    """What the outcome store costs: its changelog records and bytes per command, and the
+    worker's local state on disk (snapshots and outcomes) after the backlog."""
+    records = size = 0
+    config = {"bootstrap.servers": bootstrap}
+    for record in read_records(topics.snapshots, topics.partitions, config):
+        if record.key and record.key.startswith(b"\x00") and record.value:
+            records += 1
+            size += len(record.key) + len(record.value)
+    on_disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
+    result.update(
+        outcome_records_per_command=records / commands,
+        outcome_bytes_per_command=size / commands,
+        kes_local_state_mb=on_disk / 2**20,
+    )
+    log(
+        f"  outcome store: {records / commands:.2f} changelog records and "
+        f"{size / commands:.0f} bytes per command; local state {on_disk / 2**20:.0f} MiB"
+    )
+
+
+def asking_clients(
+    args: argparse.Namespace, bootstrap: str, topics: AggregateTopics, result: Run
+) -> None:
+    """Each asking client's cores, with 1 .. `--clients` clients asking at once (run 1 only)."""
+    found = clients.measure(
+        bootstrap, topics, args.accounts, args.clients, args.clients_rate, args.latency_seconds
+    )
+    for count, figures in found.items():
+        result[f"clients{count}_cores"] = figures["cores"]
+        result[f"clients{count}_p99_ms"] = figures["p99_ms"]
+        log(
+            f"  {count} clients at {args.clients_rate:g} asks/s each: {figures['cores']:.3f} "
+            f"cores per client, p99 {figures['p99_ms']:.0f} ms, {figures['timeouts']:g} timeouts"
+        )
 
 
 def cores_during(

@@ -146,6 +146,9 @@ FIGURES: list[Figure] = [
     ("kes worker peak RSS, cold restore, MiB", _get("cold_peak_rss_mb"), "{:.0f}"),
     ("kes worker peak RSS, warm restart, MiB", _get("warm_peak_rss_mb"), "{:.0f}"),
     ("kes commands per transaction", _get("kes_commands_per_transaction"), "{:.1f}"),
+    ("outcome store: changelog records per command", _get("outcome_records_per_command"), "{:.2f}"),
+    ("outcome store: changelog bytes per command", _get("outcome_bytes_per_command"), "{:.0f}"),
+    ("kes worker local state after the backlog, MiB", _get("kes_local_state_mb"), "{:.0f}"),
     ("kes as of --compare, commands/s", _get("kesref_rate"), "{:,.0f}"),
     ("kes as of --compare, CPU per command, µs", _get("kesref_cpu_us"), "{:,.0f}"),
     ("kes as of --compare, commands per transaction", _get("kesref_commands_per_tx"), "{:.1f}"),
@@ -173,6 +176,14 @@ FIGURES: list[Figure] = [
 
 def figures(args: argparse.Namespace) -> list[Figure]:
     """FIGURES, and those of each `--sweep-batch-ms` window."""
+    asking: list[Figure] = [
+        (
+            f"{n} asking client(s) at {args.clients_rate:g}/s each: cores per client",
+            _get(f"clients{n}_cores"),
+            "{:.3f}",
+        )
+        for n in getattr(args, "clients", [])
+    ]
     sweep: list[Figure] = [
         (f"kes at batch_max_ms={ms}, {what}", _get(f"kes_t{ms}_{key}"), fmt)
         for ms in args.sweep_batch_ms
@@ -182,7 +193,7 @@ def figures(args: argparse.Namespace) -> list[Figure]:
             ("commands per transaction", "commands_per_tx", "{:.1f}"),
         )
     ]
-    return FIGURES + sweep
+    return FIGURES + asking + sweep
 
 
 def sizes(args: argparse.Namespace) -> list[str]:

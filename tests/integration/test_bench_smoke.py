@@ -29,6 +29,7 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
     argv += ["--latency-seconds", "1", "--sweep-batch-ms", "", "--workdir", str(tmp_path / "work")]
     argv += ["--output", str(output), "--json", str(figures)]
     argv += ["--wide-partitions", "8", "--wide-commands", "300", "--idle-seconds", "1"]
+    argv += ["--clients", "1,2", "--clients-rate", "10"]
 
     assert main(argv) == 0
 
@@ -46,6 +47,10 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
         "ask100_p99_ms",
         "demo_worker_cores",
         "wide_ready_seconds",
+        "clients1_cores",
+        "clients2_cores",
+        "outcome_records_per_command",
+        "outcome_bytes_per_command",
     ):
         assert math.isfinite(run[key]) and run[key] > 0, key
     idle = run["idle_worker_cores"]  # over 1 s of an idle worker: may well be 0
