@@ -5,8 +5,9 @@ every fuzzed record ends in the dead-letter topic, at its own partition and offs
 code; nothing else is written (no event, reply or dead letter beyond those). 2,000 fuzzed records
 in the default run; `KES_FUZZ_COMMANDS=10000` (as `make chaos` sets) for the full run.
 
-Records over the size limit are covered by tests/property/test_hostile_commands.py only: a
-record over the worker's 1 MiB default is refused by the producer and the broker first.
+Ids, entity ids and metadata past their limits and NUL in ids are among the fuzzed kinds;
+records at and just past every limit (and outputs past the record limit) are in
+tests/integration/test_record_limits.py.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _fuzzed(rng: random.Random) -> Record:
     while True:
         entity = f"acc-{rng.randrange(100):04d}"
         value, headers = _valid(entity)
-        kind = rng.randrange(7)
+        kind = rng.randrange(11)
         key: bytes | None = entity.encode()
         if kind == 0:  # random bytes (0xff: an invalid protobuf tag, so never a valid envelope)
             value = b"\xff" + rng.randbytes(rng.randrange(200))
@@ -63,10 +64,22 @@ def _fuzzed(rng: random.Random) -> Record:
             value, key = env.SerializeToString(), rng.choice([None, b""])
         elif kind == 5:  # a content-type header that is not UTF-8, or not a type kes reads
             headers = [("content-type", rng.choice([b"\xff\xfe", b"text/xml", b"\xc3("]))]
-        else:  # a key that is not UTF-8 and an envelope without an entity id
+        elif kind == 6:  # a key that is not UTF-8 and an envelope without an entity id
             env = decode_command(value, headers)
             env.entity_id = ""
             value, key = env.SerializeToString(), b"\xff" + rng.randbytes(4)
+        else:  # over a size limit, or a NUL where an id cannot have one
+            env = decode_command(value, headers)
+            if kind == 7:
+                env.command_id = "c" * rng.randrange(257, 2_000)
+            elif kind == 8:
+                env.metadata["k"] = "v" * rng.randrange(16 * 1024, 20_000)
+            elif kind == 9:
+                env.entity_id = entity[:3] + "\x00" + entity[3:]
+            else:
+                env.entity_id = "e" * rng.randrange(1_025, 3_000)
+                key = env.entity_id.encode()
+            value = env.SerializeToString()
         try:
             env = decode_command(value, headers)
             entity_id = env.entity_id or (key or b"").decode()
