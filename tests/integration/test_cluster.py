@@ -10,10 +10,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.cli import main
@@ -43,6 +44,21 @@ def _isr(cluster: KafkaCluster, topic: str) -> set[int]:
     """Partition 0's in-sync replicas (none while the broker asked does not know the topic)."""
     meta = _admin(cluster).list_topics(topic, timeout=10).topics[topic]
     return set(meta.partitions[0].isrs) if 0 in meta.partitions else set()
+
+
+def _replicated(cluster: KafkaCluster, topic: str, replicas: int, insync: str) -> bool:
+    """Every partition has `replicas` replicas and the topic that `min.insync.replicas`, as far
+    as the brokers asked know (one that has not heard of the topic yet knows nothing)."""
+    admin = _admin(cluster)
+    meta = admin.list_topics(topic, timeout=10).topics[topic]
+    if {len(p.replicas) for p in meta.partitions.values()} != {replicas}:
+        return False
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(30)
+    except KafkaException:
+        return False
+    return bool(configs["min.insync.replicas"].value == insync)
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 60) -> None:
@@ -78,13 +94,8 @@ def test_topics_apply_creates_topics_with_three_replicas_and_two_in_sync(
     assert main(["topics", "apply", "examples.bank", *argv]) == 0
     assert "created" in capsys.readouterr().out
     topics = Settings(topic_prefix=prefix, partitions=2).topics("account")
-    admin = _admin(kafka_cluster)
-    for spec in topics.specs():
-        meta = admin.list_topics(spec.name, timeout=10).topics[spec.name]
-        assert {len(p.replicas) for p in meta.partitions.values()} == {3}, spec.name
-        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
-        configs = admin.describe_configs([resource])[resource].result(30)
-        assert configs["min.insync.replicas"].value == "2", spec.name
+    for name in [spec.name for spec in topics.specs()]:
+        _eventually(partial(_replicated, kafka_cluster, name, replicas=3, insync="2"))
 
 
 def test_with_one_broker_of_three_killed_a_transactional_round_trip_works_and_it_rejoins(
@@ -158,8 +169,11 @@ def test_a_worker_answers_every_command_once_while_the_commands_leader_is_killed
     assert main(["topics", "apply", "examples.bank", *args, "--partitions", "2"]) == 0
     app = AppCluster("examples.bank", settings, tmp_path)
     try:
-        # Kafka's own client session timeout, not the shorter one the other tests use.
-        worker = app.worker("w1", KES_REPLICATION_FACTOR="3", KES_SESSION_TIMEOUT_MS="10000")
+        # A consumer session longer than a coordinator failover (the controller fences a dead
+        # broker after 9 s): with a shorter one the consumer rejoins under its static
+        # group.instance.id during the failover, is fenced for good (librdkafka #3437), and the
+        # worker today hangs instead of exiting; that is another test's subject.
+        worker = app.worker("w1", KES_REPLICATION_FACTOR="3", KES_SESSION_TIMEOUT_MS="30000")
         worker.wait_ready(90)
         topics = settings.topics("account")
         commands = bank_commands(2000, accounts=50, seed=3)
