@@ -97,7 +97,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker for an app module's aggregates until Ctrl-C."""
-    from streams.apps import load_behaviors
+    from streams.apps import event_adapters, load_behaviors
     from streams.kafkaconfig import confluent_config
     from streams.lag import app_targets
     from streams.worker import Worker
@@ -107,7 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     behaviors = load_behaviors(args.app)
     for behavior in behaviors:
         verify_layout(settings.topics(behavior.name), confluent_config(settings))
-    worker = Worker(behaviors, settings)
+    worker = Worker(behaviors, settings, event_adapters(args.app))
     worker.views.watch(app_targets(args.app, settings))  # projections' groups in /lag too
     worker.run(loglevel=args.loglevel)
     return 0
@@ -240,6 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import gaps_cli
 
     gaps_cli.register(sub)
+    from streams import snapshots_cli
+
+    snapshots_cli.register(sub)
     return parser
 
 

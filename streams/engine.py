@@ -50,10 +50,13 @@ from faust.types import TP
 from schemas.errors import CommandGapError, CommandsDeletedError, OwnershipError
 from stores.snapshots import Checkpoint, RocksDBSnapshotStore
 from streams.actors import PartitionActors
+from streams.adapters import EventAdapters
 from streams.batch import BatchResult, CommandRecord
 from streams.behavior import Behavior
+from streams.idempotency import OutcomePolicy
 from streams.kafkaconfig import confluent_config
 from streams.processor import PartitionProcessor
+from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
 from streams.settings import Guarantee, Settings
 from streams.transaction import (
@@ -126,8 +129,11 @@ class Engine:
         actors: PartitionActors,
         store: RocksDBSnapshotStore,
         client_id: str,
+        adapters: EventAdapters | None = None,
     ) -> None:
         self.settings = settings
+        self.adapters = adapters
+        """The app's event adapters: a rebuild from the events folds old shapes through them."""
         self._by_topic = {
             settings.topics(n).commands: (b, settings.topics(n)) for n, b in behaviors.items()
         }
@@ -474,6 +480,27 @@ class Engine:
         elif future is not None and not future.done():
             future.cancel()  # still recovering: its reader releases the store when it ends
 
+    async def _rebuild(self, tp: TP, request: RecoveryRequest) -> None:
+        """The changelog is behind the group's offset: rebuild the partition from its events."""
+        behavior, topics = self._by_topic[tp.topic]
+        settings = self.settings
+        try:
+            request.checkpoint = await asyncio.to_thread(
+                rebuild_partition,
+                behavior,
+                topics,
+                tp.partition,
+                request.store,
+                request.committed,
+                group=settings.group_id,
+                client_config=confluent_config(settings),
+                adapters=self.adapters,
+                recent_command_ids=settings.recent_command_ids,
+                outcomes=OutcomePolicy(settings.outcome_horizon_s * 1000, settings.max_outcomes),
+            )
+        except Exception as exc:
+            stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
+
     async def _recover(self, tps: list[TP]) -> None:
         """Recover newly assigned partitions beside the cycle, then resume them at their
         checkpoints."""
@@ -494,6 +521,9 @@ class Engine:
             stop_now(f"recovery of {tps} failed: {exc!r}", exc)
         finally:
             self._recovering -= 1
+        for tp, request in zip(tps, requests, strict=True):
+            if needs_rebuild(request.checkpoint or Checkpoint(), request.committed):
+                await self._rebuild(tp, request)
         seconds = time.monotonic() - began
         for tp, request in zip(tps, requests, strict=True):
             future = self.processors.get(tp)

@@ -20,6 +20,7 @@ from faust.types import TP
 
 from stores.snapshots import RocksDBSnapshotStore
 from streams.actors import PartitionActors
+from streams.adapters import EventAdapters
 from streams.behavior import Behavior
 from streams.engine import EXIT_BATCH_FAILED, EXIT_CONFIGURATION, Engine
 from streams.kafkaconfig import faust_credentials
@@ -47,7 +48,12 @@ class _HostApp(faust.App):  # type: ignore[misc]
 class Worker:
     """Processes the commands of `behaviors`; run it with `run()` (blocks until stopped)."""
 
-    def __init__(self, behaviors: Iterable[Behavior[Any]], settings: Settings) -> None:
+    def __init__(
+        self,
+        behaviors: Iterable[Behavior[Any]],
+        settings: Settings,
+        adapters: EventAdapters | None = None,
+    ) -> None:
         self.settings = settings
         self.behaviors = {b.name: b for b in behaviors}
         self.topics = {name: settings.topics(name) for name in self.behaviors}
@@ -74,6 +80,7 @@ class Worker:
             self.actors,
             self.store,
             client_id=settings.advertised_url,
+            adapters=adapters,
         )
         self._engine_task: asyncio.Task[None] | None = None
         self._add_services()
