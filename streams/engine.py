@@ -199,8 +199,20 @@ class Engine:
                 "session.timeout.ms": settings.session_timeout_ms,
                 "heartbeat.interval.ms": max(100, min(3000, settings.session_timeout_ms // 3)),
                 "fetch.wait.max.ms": 100,
+                "error_cb": self._client_error,
             },
         )
+
+    def _client_error(self, error: KafkaError) -> None:
+        """librdkafka's errors, from its error callback or as poll's error events (Kafka thread).
+
+        A fatal one (the static member was fenced by another instance with its id, say after a
+        coordinator failover outlasted the session) leaves a consumer that never fetches again:
+        stop, as a kill would, so a supervisor restarts the worker. Others are logged.
+        """
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            stop_now(f"the consumer cannot go on: {error}", None)
+        log.warning("consumer: %s", error)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_assign(partitions)
@@ -393,10 +405,8 @@ class Engine:
             await self._write(work, slices, arrived)
 
     def _message_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            stop_now(f"the consumer cannot go on: {error}", None)
         if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer: %s", error)
+            self._client_error(error)
 
     async def _decide(self, slices: dict[TP, list[CommandRecord]]) -> list[PartitionWork]:
         """Each partition's actor decides its slice; all run before anything is written."""
