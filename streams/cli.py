@@ -243,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import snapshots_cli
 
     snapshots_cli.register(sub)
+    from streams import dlq_cli
+
+    dlq_cli.register(sub)
     return parser
 
 
