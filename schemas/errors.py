@@ -22,6 +22,7 @@ __all__ = [
     "ProjectionTimeoutError",
     "TopologyError",
     "TransactionError",
+    "UnreachableError",
 ]
 
 
@@ -120,6 +121,18 @@ class CommandsDeletedError(KesError):
         self.partition = partition
         self.expected = expected
         self.log_start = log_start
+
+
+class UnreachableError(KesError):
+    """No Kafka broker answered at the configured address."""
+
+    def __init__(self, bootstrap: str, cause: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap}: {cause} ({detail}); set --bootstrap or "
+            f"KAFKA_BOOTSTRAP_SERVERS"
+        )
+        self.bootstrap = bootstrap
+        self.cause = cause
 
 
 class OwnershipError(KesError):

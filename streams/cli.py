@@ -7,6 +7,7 @@ Each sub-command is a small function taking the parsed arguments and returning a
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -15,8 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from confluent_kafka import KafkaException
+
 from schemas.errors import KesError
 from streams.cliargs import add_cluster_args, settings_from
+from streams.connectivity import check_reachable
+from streams.kafkaconfig import KAFKA_LOG
 from streams.settings import Guarantee, Settings
 
 __all__ = ["main"]
@@ -254,9 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler: Handler = args.handler
     try:
+        if hasattr(args, "bootstrap") and handler is not cmd_worker:
+            KAFKA_LOG.setLevel(logging.CRITICAL)  # a command's output is its own lines only
+        if hasattr(args, "bootstrap"):  # it talks to Kafka: is anyone there?
+            check_reachable(settings_from(args))
         return handler(args)
     except KesError as exc:
         print(f"kes: error: {exc}", file=sys.stderr)
+        return 1
+    except KafkaException as exc:
+        print(f"kes: error: Kafka: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

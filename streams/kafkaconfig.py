@@ -8,6 +8,7 @@ equivalent keyword arguments, and the worker's Faust app gets the equivalent cre
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -28,9 +29,20 @@ _AIOKAFKA_KEYS = {
 _SSL_KEYS = {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password"}
 
 
+KAFKA_LOG = logging.getLogger("kes.kafka")
+"""Where librdkafka's log lines go (every client kes builds passes it as `logger`): through
+Python logging at the process's levels, never raw to the terminal."""
+
+
 def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """A confluent-kafka configuration: bootstrap servers, the user's client settings, `extra`."""
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.client_config, **extra}
+    """A confluent-kafka configuration: bootstrap servers, the user's client settings, `extra`,
+    and librdkafka's log lines sent to `KAFKA_LOG`."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "logger": KAFKA_LOG,
+        **settings.client_config,
+        **extra,
+    }
 
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from schemas.errors import ConfigurationError
 from streams import client as client_module
 from streams import engine, reading, recovery, replies, transaction, verify
-from streams.kafkaconfig import aiokafka_options, confluent_config, faust_credentials
+from streams.kafkaconfig import KAFKA_LOG, aiokafka_options, confluent_config, faust_credentials
 from streams.settings import Settings
 from topology import admin
 from topology.layout import AggregateTopics
@@ -114,6 +114,7 @@ def test_confluent_and_aiokafka_and_faust_get_the_same_sasl_ssl_settings(tmp_pat
     settings = Settings(bootstrap_servers="b1:9093,b2:9093", client_config=SASL)
     assert confluent_config(settings, **{"group.id": "g"}) == {
         "bootstrap.servers": "b1:9093,b2:9093",
+        "logger": KAFKA_LOG,
         **SASL,
         "group.id": "g",
     }
@@ -197,7 +198,9 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
     monkeypatch.setattr(recovery, "_committed_offsets", lambda *args: [-1])
     with pytest.raises(_Captured):
         _run(recovery.recover(settings, [request], timeout=1))
-    stand_in = SimpleNamespace(settings=settings, transactional_id="tx", client_id="http://w")
+    stand_in = SimpleNamespace(
+        settings=settings, transactional_id="tx", client_id="http://w", _client_error=print
+    )
     seen["command consumer"] = [engine.Engine.consumer_config(stand_in)]  # type: ignore[arg-type]
     producers = _capture(monkeypatch, client_module, "Producer")
     with pytest.raises(_Captured):
