@@ -92,6 +92,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
         factor = replication_for(confluent_config(settings))
         settings = replace(settings, replication_factor=factor)
     code = 0
+    for warning in settings.retention_warnings():
+        print(f"warning: {warning}")
     for behavior in load_behaviors(args.app):
         code = max(
             code,
@@ -109,6 +111,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from topology.admin import verify_layout
 
     settings = _settings(args)
+    for warning in settings.retention_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     behaviors = load_behaviors(args.app)
     for behavior in behaviors:
         verify_layout(settings.topics(behavior.name), confluent_config(settings))

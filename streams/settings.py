@@ -49,6 +49,8 @@ _ENV = {
     "min_insync_replicas": "KES_MIN_INSYNC_REPLICAS",
     "outcome_horizon_s": "KES_OUTCOME_HORIZON_SECONDS",
     "max_outcomes": "KES_MAX_OUTCOMES",
+    "commands_retention_ms": "KES_COMMANDS_RETENTION_MS",
+    "replies_retention_ms": "KES_REPLIES_RETENTION_MS",
 }
 
 
@@ -98,6 +100,10 @@ class Settings:
     recent command ids)."""
     max_outcomes: int = 1_000_000
     """At most this many outcomes per partition; beyond it the oldest are dropped first."""
+    commands_retention_ms: int = 7 * 24 * 3600 * 1000
+    """`retention.ms` of the commands topic (-1: forever); see `retention_warnings`."""
+    replies_retention_ms: int = 3600 * 1000
+    """`retention.ms` of the replies topic: a client that asks reads its reply within seconds."""
     transaction_timeout_ms: int = 20_000
     """How long a transaction left open by a crashed worker can block read_committed readers."""
     session_timeout_ms: int = 10_000
@@ -154,7 +160,23 @@ class Settings:
             prefix=self.topic_prefix,
             replication_factor=factor,
             min_insync_replicas=self.min_insync_replicas or (2 if factor >= 3 else 1),
+            reply_retention_ms=self.replies_retention_ms,
+            command_retention_ms=self.commands_retention_ms,
         )
+
+    def retention_warnings(self) -> list[str]:
+        """What in these settings works against the idempotency horizon (empty when nothing)."""
+        horizon_ms = self.outcome_horizon_s * 1000
+        kept = self.commands_retention_ms
+        if kept == -1 or not horizon_ms or kept >= horizon_ms:
+            return []
+        return [
+            f"the commands topic keeps commands {kept / 3_600_000:g} h, less than the outcome "
+            f"horizon ({horizon_ms / 3_600_000:g} h): a worker stopped longer than that loses "
+            "commands before they apply (its partition stops, see `kes skip-deleted`) while "
+            "clients may still retry; set KES_COMMANDS_RETENTION_MS >= "
+            "KES_OUTCOME_HORIZON_SECONDS x 1000"
+        ]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -189,6 +211,8 @@ class Settings:
                 "min_insync_replicas",
                 "outcome_horizon_s",
                 "max_outcomes",
+                "commands_retention_ms",
+                "replies_retention_ms",
             ):
                 if name in values:
                     values[name] = int(values[name])

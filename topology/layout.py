@@ -28,6 +28,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_TOPIC_NAME = 249
 _LONGEST_SUFFIX = ".snapshots"
 _HOUR_MS = 60 * 60 * 1000
+_WEEK_MS = 7 * 24 * _HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class AggregateTopics:
     replication_factor: int = 1
     min_insync_replicas: int = 1
     reply_retention_ms: int = _HOUR_MS
+    command_retention_ms: int = _WEEK_MS
+    """How long commands stay on the commands topic (-1: forever); a worker stopped longer than
+    this loses commands before they apply (its partition stops and names them)."""
     prefix: str = ""
     """Prepended to every topic name (environments, tenants, tests): `<prefix><name>.events`."""
 
@@ -84,6 +88,10 @@ class AggregateTopics:
         if self.reply_retention_ms < 1:
             raise ConfigurationError(
                 f"reply_retention_ms must be positive, got {self.reply_retention_ms}"
+            )
+        if self.command_retention_ms < 1 and self.command_retention_ms != -1:
+            raise ConfigurationError(
+                f"command_retention_ms must be positive or -1, got {self.command_retention_ms}"
             )
 
     @property
@@ -121,7 +129,10 @@ class AggregateTopics:
         forever = {"retention.ms": "-1", "retention.bytes": "-1"}
         compacted = {"cleanup.policy": "compact", **forever, **isr}
         configs: list[tuple[str, dict[str, str]]] = [
-            (self.commands, {"cleanup.policy": "delete", **isr}),
+            (
+                self.commands,
+                {"cleanup.policy": "delete", "retention.ms": str(self.command_retention_ms), **isr},
+            ),
             (self.events, compacted),
             (self.snapshots, compacted),
             (

@@ -40,6 +40,7 @@ def test_specs_declare_each_topic_config() -> None:
     ]
     assert specs["account.commands"].config == {
         "cleanup.policy": "delete",
+        "retention.ms": "604800000",  # declared now (was the broker's default, also 7 days)
         "min.insync.replicas": "1",
     }
     compacted_forever = {

@@ -35,3 +35,17 @@ def test_replication_comes_from_the_environment_and_derives_min_insync() -> None
     assert Settings().topics("account").replication_factor == 1  # `kes topics` asks the cluster
     with pytest.raises(ConfigurationError, match="min_insync_replicas"):
         Settings(replication_factor=2, min_insync_replicas=3).topics("account")
+
+
+def test_retention_settings_reach_the_layout_and_are_checked_against_the_horizon() -> None:
+    settings = Settings.from_env(
+        {"KES_COMMANDS_RETENTION_MS": "3600000", "KES_REPLIES_RETENTION_MS": "60000"}
+    )
+    specs = {s.name: s.config for s in settings.topics("account").specs()}
+    assert specs["account.commands"]["retention.ms"] == "3600000"
+    assert specs["account.replies"]["retention.ms"] == "60000"
+    (warning,) = settings.retention_warnings()
+    assert "1 h, less than the outcome horizon (168 h)" in warning
+    assert Settings().retention_warnings() == []
+    assert Settings(commands_retention_ms=-1).retention_warnings() == []
+    assert Settings(commands_retention_ms=1, outcome_horizon_s=0).retention_warnings() == []
