@@ -122,7 +122,7 @@ def run_demo(options: DemoOptions) -> int:
                 )
         _wait_healthy(options.web_port, children[0])
         _say(f"4/4 streaming bank commands at {options.rate:g}/s to {options.accounts} accounts")
-        _tour(bootstrap, topics.prefix, options.web_port, workdir)
+        _tour(bootstrap, topics.prefix, options.web_port, workdir, settings.app_id)
         _stream(settings, options, stop)
         return 0
     finally:
@@ -140,20 +140,30 @@ def run_demo(options: DemoOptions) -> int:
         _say("demo stopped; everything it started is gone.")
 
 
-def _tour(bootstrap: str, prefix: str, port: int, workdir: Path) -> None:
-    env = f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}"
+def _kes_command() -> str:
+    """How to run `kes` from another terminal: the script beside this interpreter if there is
+    one (`.venv/bin/kes` after `make install`), else the module through this interpreter."""
+    script = Path(sys.executable).parent / "kes"
+    return str(script) if script.exists() else f"{sys.executable} -m streams.cli"
+
+
+def _tour(bootstrap: str, prefix: str, port: int, workdir: Path, app_id: str) -> None:
+    env = f"KAFKA_BOOTSTRAP_SERVERS={bootstrap} KES_APP_ID={app_id}"
+    if prefix:
+        env += f" KES_TOPIC_PREFIX={prefix}"
+    kes = f"{env} {_kes_command()}"
     _say()
     _say(f"  dashboard   http://127.0.0.1:{port}/      (lag, throughput, partitions)")
     _say(f"  health      http://127.0.0.1:{port}/health")
     _say(f"  worker log  {workdir / 'worker.log'}")
     _say()
-    _say("  In another terminal, try:")
-    _say(f"    {env} kes send examples.bank account acc-1 CreditAccount '{{\"amount\": 5}}'")
-    _say(f"    {env} kes events examples.bank account --entity acc-1 --from-beginning")
-    _say(f"    {env} kes events examples.bank account --follow")
-    _say(f"    {env} kes lag examples.bank --watch")
-    data = f"KES_DATA_DIR={workdir / 'worker'}"
-    _say(f"    {env} {data} kes projection status examples.bank account-balances")
+    _say("  In another terminal, try (each line runs as printed):")
+    _say(f"    {kes} send examples.bank account acc-1 CreditAccount '{{\"amount\": 5}}'")
+    _say(f"    {kes} events examples.bank account --entity acc-1 --from-beginning")
+    _say(f"    {kes} lag examples.bank")
+    data = f"KES_DATA_DIR={workdir / 'worker'}"  # where the projection keeps its read model
+    _say(f"    {data} {kes} projection status examples.bank account-balances")
+    _say(f"    {kes} events examples.bank account --follow      (Ctrl-C to stop)")
     _say()
     _say("  Ctrl-C stops the demo.")
 

@@ -47,9 +47,32 @@ def test_demo_brings_up_a_worker_streams_commands_and_stops_cleanly(
         )
     assert events >= 50, "events should flow from the demo's commands"
     worker_log = next(ln.split()[-1] for ln in lines if "worker log" in ln)
+    tried = _try_the_tour(lines)
+    assert [name for name, _ in tried] == ["send", "events", "lag", "status"], tried
+    for name, out in tried:
+        assert "kes: error" not in out and "Traceback" not in out, (name, out)
+    assert '"accepted"' in tried[0][1] and "acc-1@1 AccountOpened" in tried[1][1]
+    assert "kes-demo" in tried[2][1] and "account-balances" in tried[3][1]
 
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, rest
     assert "everything it started is gone" in rest
     assert not os.path.exists(worker_log)
+
+
+def _try_the_tour(lines: list[str]) -> list[tuple[str, str]]:
+    """Run each command the tour prints, as printed, in a shell (not the follow-forever one)."""
+    start = next(i for i, ln in enumerate(lines) if "In another terminal" in ln)
+    tried = []
+    for line in lines[start + 1 :]:
+        command = line.strip()
+        if not command or "Ctrl-C" in command:
+            continue
+        done = subprocess.run(
+            command, shell=True, cwd="/", capture_output=True, text=True, timeout=60, check=False
+        )
+        name = command.split(" examples.bank")[0].split()[-1]
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        tried.append((name, done.stdout + done.stderr))
+    return tried
