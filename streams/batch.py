@@ -258,6 +258,11 @@ class BatchStep:
             snap.first_event_offset,
         )
 
+    @property
+    def cached(self) -> int:
+        """Entities held decoded in the cache."""
+        return len(self._cache)
+
     def commit(self, result: BatchResult) -> None:
         """Cache the batch's entities: call only after its transaction committed."""
         for entity_id, entity in result.changed.items():

@@ -40,6 +40,11 @@ _COUNTERS = (
     ("events", "events_written", "Events written to the event log."),
     ("dead_letters", "dead_letters", "Commands sent to the dead-letter topic."),
     ("skipped", "commands_skipped", "Redelivered commands skipped as already applied."),
+    (
+        "replayed",
+        "commands_replayed",
+        "Retries answered from the outcome store, not decided again.",
+    ),
     ("batches", "batches", "Transactions committed."),
 )
 
@@ -107,6 +112,14 @@ class _WorkerCollector(Collector):
         recovery = GaugeMetricFamily(
             "kes_recovery_seconds", "How long recovering the partition took.", labels=labels
         )
+        cached = GaugeMetricFamily(
+            "kes_entities_cached",
+            "Entities held decoded in memory (the active ones).",
+            labels=labels,
+        )
+        outcomes = GaugeMetricFamily(
+            "kes_outcomes_stored", "Command outcomes kept to answer retries.", labels=labels
+        )
         totals: dict[str, list[int]] = {name: [0, 0] for name in worker.behaviors}
         for tp, task in list(worker.processors.items()):
             aggregate = worker.topics_of(tp).name
@@ -119,11 +132,13 @@ class _WorkerCollector(Collector):
             for attr, family in counters.items():
                 family.add_metric(values, getattr(processor.stats, attr))
             recovery.add_metric(values, processor.stats.recovery_seconds)
+            cached.add_metric(values, processor.step.cached)
+            outcomes.add_metric(values, processor.store.outcomes())
         for aggregate, (owned, done) in totals.items():
             assigned.add_metric([aggregate], owned)
             recovered.add_metric([aggregate], done)
         yield from counters.values()
-        yield from (assigned, recovered, recovery)
+        yield from (assigned, recovered, recovery, cached, outcomes)
         ready = GaugeMetricFamily("kes_ready", "1 once every owned partition is recovered.")
         ready.add_metric([], 1.0 if worker.ready() else 0.0)
         yield ready
@@ -176,6 +191,15 @@ class WorkerMetrics:
     def __init__(self, worker: Worker, monitor: LagMonitor) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_WorkerCollector(worker, monitor))
+        per_cycle = Histogram(
+            "kes_commands_per_cycle",
+            "Commands each committed cycle (one transaction) carried.",
+            registry=self.registry,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+        )
+        worker.engine.on_committed.append(
+            lambda work, arrived: per_cycle.observe(sum(w.result.commands for w in work))
+        )
         in_worker = Histogram(
             "kes_command_seconds",
             "Time from a command's arrival in the worker to the commit of its transaction.",

@@ -278,6 +278,10 @@ def test_metrics_parse_and_counters_move_as_commands_flow(bank: Bank) -> None:
     assert moved("kes_events_written_total") == moved("kes_commands_accepted_total")
     assert moved("kes_command_seconds_count") == 100
     assert moved("kes_command_age_seconds_count") == 100
+    assert moved("kes_commands_per_cycle_sum") == 100
+    assert moved("kes_commands_per_cycle_count") >= 1
+    assert sum(a["kes_entities_cached"] for a in after) > 0
+    assert sum(a["kes_outcomes_stored"] for a in after) >= 100  # every command decided is kept
     assert all(a["kes_ready"] == 1 for a in after)
     assert sum(a["kes_partitions_recovered"] for a in after) == 4
     families = {
