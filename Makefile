@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo broker test lint unit proto bench chaos clean
+.PHONY: install demo broker test test-kafka41 lint unit proto bench chaos chaos-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ broker: install
 ## Lint, type-check, then every test (unit, property, integration against a real broker).
 test: install lint
 	$(BIN)/pytest -q
+
+## Every test against local Kafka 4.1.2 brokers (Kafka 4 removed old protocol versions; the
+## worker's KES_GROUP_PROTOCOL=consumer needs 4.0+), never against KAFKA_BOOTSTRAP_SERVERS.
+test-kafka41: install
+	env -u KAFKA_BOOTSTRAP_SERVERS -u KES_CLUSTER_BOOTSTRAP_SERVERS KES_BROKER_VERSION=4.1.2 \
+		$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check .
@@ -47,6 +53,14 @@ chaos: install
 	$(BIN)/python -m bench.chaos --report chaos-report.json
 	KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 $(BIN)/pytest -q \
 		tests/integration/test_hostile_input.py tests/integration/test_retries.py
+
+## Broker faults under load (~15 min, its own three local brokers, topics with 3 replicas and
+## min.insync.replicas 2): 100k commands while the broker leading the most command partitions and
+## a worker's transaction coordinator are SIGKILLed, all three restart one at a time and two are
+## stopped for 20 s; each fault's recovery time, then every invariant of `make chaos`.
+## Not part of `make test`.
+chaos-cluster: install
+	$(BIN)/python -m bench.chaos --cluster --report chaos-cluster-report.json
 
 ## Regenerate the protobuf code in schemas/ from the .proto files.
 proto: install

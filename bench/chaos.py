@@ -3,8 +3,14 @@
     .venv/bin/python -m bench.chaos [--commands 100000] [--entities 10000] [--kills 20]
         [--rebalances 3] [--broker-restarts 1] [--seed 1] [--report chaos-report.json]
 
+`make chaos-cluster`: the broker faults of tests/fixtures/clusterchaos.py on a three-node
+LocalCluster (topics with 3 replicas, min.insync.replicas 2), with the same checks:
+
+    .venv/bin/python -m bench.chaos --cluster [--leader-kills 1] [--coordinator-kills 1]
+        [--rolling-restarts 1] [--outages 1] [--outage-seconds 20] [--report ...]
+
 Exit status 0 when every invariant held (see tests/fixtures/chaos.py for the scenario and the
-checks), 1 otherwise. The broker, workers and logs live in a temporary directory kept on failure.
+checks), 1 otherwise. The brokers, workers and logs live in a temporary directory kept on failure.
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from streams.cli import main as kes
 from streams.settings import Settings
-from tests.fixtures.chaos import Chaos, ChaosPlan
+from tests.fixtures.chaos import Chaos, ChaosPlan, ChaosReport
+from tests.fixtures.clusterchaos import ClusterChaos, ClusterChaosPlan
 from tests.fixtures.workers import AppCluster
 from topology.admin import apply
 from topology.localbroker import LocalBroker
+from topology.localcluster import LocalCluster
 
 
 def main() -> int:
@@ -38,7 +48,17 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--report", default="chaos-report.json")
+    cluster_defaults = ClusterChaosPlan()
+    parser.add_argument("--cluster", action="store_true", help="broker faults on 3 brokers")
+    parser.add_argument("--leader-kills", type=int, default=cluster_defaults.leader_kills)
+    parser.add_argument("--coordinator-kills", type=int, default=cluster_defaults.coordinator_kills)
+    parser.add_argument("--rolling-restarts", type=int, default=cluster_defaults.rolling_restarts)
+    parser.add_argument("--outages", type=int, default=cluster_defaults.outages)
+    parser.add_argument("--outage-seconds", type=float, default=cluster_defaults.outage_seconds)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) on success")
     args = parser.parse_args()
+    if args.cluster:
+        return run_cluster(args)
     plan = ChaosPlan(
         commands=args.commands,
         entities=args.entities,
@@ -48,12 +68,7 @@ def main() -> int:
         projection_kills=args.projection_kills,
         seed=args.seed,
     )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
-    workdir = Path(tempfile.mkdtemp(prefix="kes-chaos-"))
-    began = time.monotonic()
-
-    def say(line: str) -> None:
-        print(f"[{time.monotonic() - began:7.1f}s] {line}", flush=True)
+    workdir, say = _begin("kes-chaos-")
 
     broker = LocalBroker(data_dir=workdir / "broker")
     cluster: AppCluster | None = None
@@ -74,19 +89,92 @@ def main() -> int:
             report = chaos.run()
         finally:
             chaos.close()
-        figures = report.as_dict()
-        figures["violations"] = len(report.violations)
-        figures["plan"] = vars(args)
-        Path(args.report).write_text(json.dumps(figures, indent=2) + "\n")
-        say("report: " + json.dumps(figures))
-        for violation in report.violations[:50]:
-            say(f"VIOLATION {violation}")
-        ok = not report.violations
+        ok = write_report(report, args, say)
     finally:
         if cluster is not None:
             cluster.close()
         broker.stop()
-        if ok:
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"kept {workdir} for inspection")
+    return 0 if ok else 1
+
+
+def _begin(prefix: str) -> tuple[Path, Callable[[str], None]]:
+    """A work directory, and a `say` that prints a line with the seconds since now; SIGTERM
+    exits through the caller's cleanup."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    began = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - began:7.1f}s] {line}", flush=True)
+
+    return workdir, say
+
+
+def write_report(report: ChaosReport, args: argparse.Namespace, say: Callable[[str], None]) -> bool:
+    """Write the JSON report, print it and the first violations; True when there are none."""
+    figures = report.as_dict()
+    figures["violations"] = len(report.violations)
+    figures["plan"] = vars(args)
+    Path(args.report).write_text(json.dumps(figures, indent=2) + "\n")
+    say("report: " + json.dumps(figures))
+    for violation in report.violations[:50]:
+        say(f"VIOLATION {violation}")
+    return not report.violations
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """The cluster plan on a three-node LocalCluster of its own; prints each fault's recovery."""
+    plan = ClusterChaosPlan(
+        commands=args.commands,
+        entities=args.entities,
+        leader_kills=args.leader_kills,
+        coordinator_kills=args.coordinator_kills,
+        rolling_restarts=args.rolling_restarts,
+        outages=args.outages,
+        outage_seconds=args.outage_seconds,
+        seed=args.seed,
+    )
+    workdir, say = _begin("kes-chaos-cluster-")
+
+    local = LocalCluster(3, data_dir=workdir / "cluster")
+    app: AppCluster | None = None
+    ok = False
+    try:
+        bootstrap = local.start(timeout=180)
+        say(f"3 brokers at {bootstrap}; work dir {workdir}")
+        settings = Settings(
+            bootstrap_servers=bootstrap,
+            partitions=args.partitions,
+            app_id="chaos",
+            replication_factor=3,
+        )
+        argv = ["--bootstrap", bootstrap, "--partitions", str(args.partitions)]
+        if kes(["topics", "apply", "examples.bank", *argv]) != 0:
+            raise SystemExit("kes topics apply failed")
+        app = AppCluster("examples.bank", settings, workdir)
+        chaos = ClusterChaos(app, local, plan, say)
+        try:
+            report = chaos.run()
+        finally:
+            chaos.close()
+        ok = write_report(report, args, say)
+        say("fault         recovery (s)  longest stall (s)  brokers back (s)  target")
+        for fault in report.faults:
+            say(
+                f"{fault['fault']:<13} {fault['flowing_after_s']!s:>12}  "
+                f"{fault['longest_stall_s']:>17}  {fault['brokers_back_after_s']:>16}  "
+                f"{fault['target']}"
+            )
+        say(f"process exits (restarted): {[(e['process'], e['code']) for e in report.exits]}")
+    finally:
+        if app is not None:
+            app.close()
+        local.stop()
+        if ok and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             say(f"kept {workdir} for inspection")

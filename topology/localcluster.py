@@ -19,7 +19,16 @@ from pathlib import Path
 from schemas.errors import BrokerStartError
 from topology.localbroker import LocalBroker, free_ports
 
-__all__ = ["LocalCluster", "cluster_config"]
+__all__ = [
+    "CONSUMER_OFFSETS",
+    "TRANSACTION_STATE",
+    "LocalCluster",
+    "cluster_config",
+    "coordinator_partition",
+]
+
+TRANSACTION_STATE = "__transaction_state"
+CONSUMER_OFFSETS = "__consumer_offsets"
 
 
 def cluster_config(size: int) -> dict[str, str]:
@@ -35,6 +44,18 @@ def cluster_config(size: int) -> dict[str, str]:
         "transaction.state.log.min.isr": insync,
         "unclean.leader.election.enable": "false",
     }
+
+
+def coordinator_partition(key: str, partitions: int = 50) -> int:
+    """The partition of `__transaction_state` (or `__consumer_offsets`) whose leader coordinates
+    this transactional id (or group): Kafka's `Utils.abs(key.hashCode) % partitions`, with
+    Java's String.hashCode over UTF-16 code units (50 partitions is the brokers' default)."""
+    units = key.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
+    signed = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if signed == -(1 << 31) else abs(signed)) % partitions
 
 
 @dataclass
@@ -145,6 +166,42 @@ class LocalCluster:
         if leader < 1:
             raise LookupError(f"{topic}[{partition}] has no leader now")
         return self.node(leader)
+
+    def transaction_coordinator(self, transactional_id: str) -> LocalBroker:
+        """The node that coordinates this transactional id now: the leader of its partition of
+        `__transaction_state` (confluent-kafka has no describe of transactions)."""
+        return self.leader_of(TRANSACTION_STATE, coordinator_partition(transactional_id))
+
+    def under_replicated(self) -> list[str]:
+        """Every partition (of every topic) whose in-sync replicas are not all its replicas, as
+        the broker asked sees it; `["no answer"]` when no node answers."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        try:
+            topics = admin.list_topics(timeout=5).topics
+        except Exception:  # KafkaException: no node answers
+            return ["no answer"]
+        return [
+            f"{name}[{p}] isr {sorted(meta.isrs)} of {sorted(meta.replicas)}"
+            for name, topic in topics.items()
+            for p, meta in topic.partitions.items()
+            if set(meta.isrs) != set(meta.replicas) or meta.leader < 1
+        ]
+
+    def wait_in_sync(self, timeout: float = 120.0) -> None:
+        """Wait until every node is a broker again and every partition's replicas are all in
+        sync (a restarted node has caught up), asked twice in a row (brokers answer from
+        their own metadata, which may lag)."""
+        deadline = time.monotonic() + timeout
+        self.wait_for_brokers(self.size, timeout)
+        agreed = 0
+        while agreed < 2:
+            lagging = self.under_replicated()
+            agreed = 0 if lagging else agreed + 1
+            if lagging and time.monotonic() > deadline:
+                raise BrokerStartError(f"{len(lagging)} partitions out of sync: {lagging[:3]}")
+            time.sleep(0.2)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every node at once (one by one, the last would wait for a quorum that is gone)."""

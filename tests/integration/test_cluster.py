@@ -5,7 +5,6 @@ Each test that stops a broker starts it again before it ends (the cluster is the
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from streams.settings import Settings
 from streams.verify import read_topic
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.kafka import KafkaCluster
-from tests.fixtures.workers import AppCluster, WorkerProcess
+from tests.fixtures.workers import Supervisor, replicated_app
 from tests.integration.test_engine import assert_invariants
 from topology.localbroker import LocalBroker
 from topology.localcluster import LocalCluster
@@ -158,31 +157,25 @@ def test_a_worker_answers_every_command_once_while_the_commands_leader_is_killed
     kafka_cluster: KafkaCluster, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     local = kafka_cluster.nodes()
-    settings = Settings(
-        bootstrap_servers=kafka_cluster.bootstrap,
-        partitions=2,
-        topic_prefix=unique_name("t") + "-",
-        app_id=unique_name("app"),
-        replication_factor=3,
-    )
-    args = ["--bootstrap", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]
-    assert main(["topics", "apply", "examples.bank", *args, "--partitions", "2"]) == 0
-    app = AppCluster("examples.bank", settings, tmp_path)
+    app = replicated_app(kafka_cluster.bootstrap, unique_name, tmp_path, partitions=2)
+    settings = app.settings
     try:
         # The harness's 6 s session is shorter than a coordinator failover (the controller
         # fences a dead broker after 9 s): the consumer may rejoin under its static
         # group.instance.id during the failover and be fenced for good (librdkafka #3437); the
         # worker then exits 70 (tests/integration/test_fenced.py) and is restarted below.
-        worker = app.worker("w1", KES_REPLICATION_FACTOR="3")
+        worker = app.worker("w1")
         worker.wait_ready(90)
         topics = settings.topics("account")
         commands = bank_commands(2000, accounts=50, seed=3)
-        with _supervised(worker) as exits:
+        with Supervisor() as supervisor:  # restarts a worker that exits, as systemd would
+            supervisor.worker(worker)
             ids = produce(settings.bootstrap_servers, topics, commands[:1000])
             with _killed(local, local.leader_of(topics.commands, 0)):
                 ids += produce(settings.bootstrap_servers, topics, commands[1000:])
                 replies = collect_replies(settings.bootstrap_servers, topics, ids, timeout=120)
         assert_invariants(app, replies, ids)
+        exits = [e.code for e in supervisor.exits]
         if exits:
             warnings.warn(
                 f"the worker exited with {exits} during the failover and was restarted",
@@ -190,26 +183,3 @@ def test_a_worker_answers_every_command_once_while_the_commands_leader_is_killed
             )
     finally:
         app.close()
-
-
-@contextmanager
-def _supervised(worker: WorkerProcess) -> Iterator[list[int]]:
-    """Start the worker again whenever it exits, as systemd or Compose would; yields the exit
-    codes seen (a worker that cannot go on stops on purpose, to be restarted)."""
-    exits: list[int] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.5):
-            code = worker.proc.poll() if worker.proc is not None else None
-            if code is not None:
-                exits.append(code)
-                worker.start()
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield exits
-    finally:
-        done.set()
-        watcher.join()

@@ -1,0 +1,50 @@
+"""The cluster chaos run in small (3,000 commands, one leader kill, one coordinator kill) on the
+session's three-broker cluster: part of every test run.
+
+`make chaos-cluster` runs the full plan (bench/chaos.py --cluster): 100,000 commands, a leader
+kill, a coordinator kill, a rolling restart and a period with one broker of three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from tests.fixtures.clusterchaos import ClusterChaos, ClusterChaosPlan
+from tests.fixtures.kafka import KafkaCluster
+from tests.fixtures.workers import replicated_app
+from topology.localcluster import CONSUMER_OFFSETS, coordinator_partition
+
+
+def test_a_leader_kill_and_a_coordinator_kill_under_load_keep_every_invariant(
+    kafka_cluster: KafkaCluster, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    local = kafka_cluster.nodes()
+    app = replicated_app(kafka_cluster.bootstrap, unique_name, tmp_path, partitions=6)
+    settings = app.settings
+    plan = ClusterChaosPlan(
+        commands=3000, entities=300, leader_kills=1, coordinator_kills=1, rolling_restarts=0,
+        outages=0, projection=False,
+    )  # fmt: skip
+    chaos = ClusterChaos(app, local, plan)
+    try:
+        report = chaos.run()
+        # The coordinator is found by hashing, as the broker does: the same hash names the
+        # group coordinator the admin API reports.
+        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        group = admin.describe_consumer_groups([settings.group_id])[settings.group_id].result(30)
+        hashed = local.leader_of(CONSUMER_OFFSETS, coordinator_partition(settings.group_id))
+        assert group.coordinator.id == hashed.node_id
+    finally:
+        chaos.close()
+        app.close()
+    assert report.violations == []
+    assert (report.leader_kills, report.coordinator_kills) == (1, 1)
+    assert report.accepted + report.rejected == 3000 and report.rejected > 0
+    assert [f["fault"] for f in report.faults] in (
+        ["leader", "coordinator"],
+        ["coordinator", "leader"],
+    )
+    assert {e["code"] for e in report.exits} <= {70}  # only "cannot go on": restarted
