@@ -274,6 +274,7 @@ class RocksDBSnapshotStore:
         self._cache = Cache(block_cache_bytes)
         table = BlockBasedOptions()
         table.set_block_cache(self._cache)
+        table.set_bloom_filter(10, False)  # most outcome lookups miss: answer them from the filter
         self._options = Options(raw_mode=True)
         self._options.create_if_missing(True)
         self._options.set_block_based_table_factory(table)
