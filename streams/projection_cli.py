@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TIMESTAMP",
         help="restart at this time: ISO 8601 (2024-05-01T12:00:00Z) or epoch milliseconds",
     )
+    again.add_argument(
+        "--refire",
+        action="store_true",
+        help="a reactor: yes, run its side effects again for every event from the restart point",
+    )
     again.set_defaults(handler=cmd_rebuild)
     show = actions.add_parser(
         "status",
@@ -132,7 +137,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     since = parse_timestamp(args.from_time) if args.from_time else None
     store = RocksDBReadModelStore(store_path(projection, settings))
     try:
-        restart = rebuild(projection, settings, store, from_timestamp_ms=since)
+        restart = rebuild(projection, settings, store, from_timestamp_ms=since, refire=args.refire)
     finally:
         store.close()
     where = "the beginning" if since is None else f"{args.from_time}"

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from schemas.errors import AdminError, KesError
 from stores.readmodels import ReadModelStore
 from streams.kafkaconfig import confluent_config
-from streams.projection import AnyProjection
+from streams.projection import AnyProjection, Reactor
 from streams.settings import Settings
 from streams.watermarks import watermarks
 
@@ -119,6 +119,7 @@ def rebuild(
     store: ReadModelStore,
     *,
     from_timestamp_ms: int | None = None,
+    refire: bool = False,
 ) -> dict[tuple[str, int], int]:
     """Empty the read model and rewind the projection, which then catches up when run again.
 
@@ -133,8 +134,14 @@ def rebuild(
 
     Returns the restart offsets. With several processes (each its own data dir), rebuild in
     each. Raises KesError when the group is active, AdminError when Kafka refuses the reset.
+    A reactor's rebuild re-runs its side effects: refused unless `refire` says so.
     """
     group = projection.group_id(settings.topic_prefix)
+    if isinstance(projection, Reactor) and not refire:
+        raise KesError(
+            f"{projection.name} is a reactor: rebuilding it runs its side effects again for "
+            "every event from the restart point; pass --refire if that is what you want"
+        )
     admin = AdminClient(confluent_config(settings))
     described = admin.describe_consumer_groups([group], request_timeout=_TIMEOUT)[group]
     members = _result(described, f"describe group {group}").members

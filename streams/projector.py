@@ -10,6 +10,10 @@ Each process keeps its own store (`<data dir>/projections/<group>`), holding the
 partitions it has applied: rows must derive from one partition's events (keyed by entity), as
 the bank's balances are. A partition that moves to a process without its rows is replayed
 there from the offset that process stored for it, or from the beginning.
+
+A reactor is different: its effects are in the world, not in the store, so a process with no
+local offsets (a fresh volume, another host) resumes from the group's committed offset in Kafka
+(the later of the two when both exist), never from the beginning: at least once, not all again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from schemas.kes.v1.envelopes_pb2 import Reply
 from stores.readmodels import ReadModelStore, RocksDBReadModelStore
 from streams.adapters import EventAdapters
 from streams.kafkaconfig import confluent_config
-from streams.projection import AnyProjection, EventRecord, StepResult, pending, project, targets
+from streams.projection import (
+    AnyProjection,
+    EventRecord,
+    Reactor,
+    StepResult,
+    pending,
+    project,
+    targets,
+)
 from streams.settings import Settings
 from topology.admin import apply
 from topology.layout import TopicSpec
@@ -121,9 +133,15 @@ class Projector:
         self._consumer.subscribe(list(self.topics.values()), on_assign=self._on_assign)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Start each partition at the offset stored with the rows (the beginning if none)."""
+        """Start each partition at the offset stored with the rows (the beginning if none); a
+        reactor at the later of that and the group's committed offset."""
         with self._changed:
             stored = dict(self._offsets)
+        if isinstance(self.projection, Reactor) and partitions:
+            for tp in consumer.committed(partitions, timeout=_FLUSH_SECONDS):
+                where = (tp.topic, tp.partition)
+                if tp.offset >= 0 and tp.offset > stored.get(where, -1):
+                    stored[where] = tp.offset
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
