@@ -46,7 +46,7 @@ def test_a_partition_whose_unapplied_commands_were_deleted_stops_until_skipped(
     for future in admin.delete_records([TopicPartition(topics.commands, 0, 8)]).values():
         future.result(30)  # offsets 5, 6, 7 deleted before any worker applied them
 
-    stopped = cluster.worker("w1").start()
+    stopped = cluster.worker("w1")
     assert stopped.proc is not None
     assert stopped.proc.wait(90) == EXIT_CONFIGURATION, stopped.log_tail()
     log = stopped.log_tail(200)
