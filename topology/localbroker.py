@@ -1,8 +1,10 @@
 """A real single-node Kafka broker (KRaft, broker + controller in one JVM) from Maven Central jars.
 
 For development and tests on machines without Docker: Maven resolves the broker's runtime
-classpath once into its local repository (the result is cached per pom), the storage is formatted
-in a directory, and `kafka.Kafka` runs on free loopback ports. Nothing here is used in production.
+classpath once into its local repository (the result is cached per pom and Kafka version), the
+storage is formatted in a directory, and `kafka.Kafka` runs on free loopback ports. The version is
+the pom's pin unless `KES_BROKER_VERSION` names another (`4.1.2`: the suite's Kafka 4 leg).
+Nothing here is used in production.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from types import TracebackType
 
 from schemas.errors import BrokerStartError
 
-__all__ = ["LocalBroker", "free_ports", "kafka_classpath", "kafka_version"]
+__all__ = ["LocalBroker", "broker_version", "free_ports", "kafka_classpath", "kafka_version"]
 
 _HERE = Path(__file__).parent / "broker"
 POM = _HERE / "pom.xml"
 LOG4J = _HERE / "log4j.properties"
 CLUSTER_ID = "a2VzLWxvY2FsLWJyb2tlcg"  # fixed 22-char base64url id: no tool output to parse
 READY_LINE = "Kafka Server started"
+VERSION_ENV = "KES_BROKER_VERSION"
 
 
 def kafka_version() -> str:
@@ -42,18 +45,30 @@ def kafka_version() -> str:
     return match.group(1)
 
 
-def _cache_dir() -> Path:
+def broker_version() -> str:
+    """The Kafka version the local broker runs: `KES_BROKER_VERSION`, else the pom's pin."""
+    wanted = os.environ.get(VERSION_ENV, "").strip()
+    if not wanted:
+        return kafka_version()
+    if not re.fullmatch(r"\d+\.\d+\.\d+", wanted):
+        raise BrokerStartError(f"{VERSION_ENV}={wanted!r} is not a Kafka version like 4.1.2")
+    return wanted
+
+
+def _cache_dir(version: str) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(POM.read_bytes() + version.encode()).hexdigest()[:16]
     return Path(base) / "kes" / "kafka" / digest
 
 
-def kafka_classpath(timeout: float = 900.0) -> str:
-    """The broker's runtime classpath; resolved with Maven on first use, then read from a cache.
+def kafka_classpath(timeout: float = 900.0, version: str = "") -> str:
+    """The runtime classpath of Kafka `version` (default: `broker_version()`); resolved with
+    Maven on first use (the pom's `kafka.version` overridden), then read from a cache.
 
     Raises BrokerStartError with one line naming the cause (no Maven, Maven offline, ...).
     """
-    cache = _cache_dir()
+    version = version or broker_version()
+    cache = _cache_dir(version)
     cp_file = cache / "classpath.txt"
     if cp_file.exists():
         classpath = cp_file.read_text().strip()
@@ -68,7 +83,7 @@ def kafka_classpath(timeout: float = 900.0) -> str:
     extra = shlex.split(os.environ.get("KES_MAVEN_ARGS", ""))  # e.g. "-s mirror-settings.xml"
     cmd = [
         mvn, "-q", "-B", *extra, "-f", str(cache / "pom.xml"),
-        "dependency:build-classpath",
+        "dependency:build-classpath", f"-Dkafka.version={version}",
         "-Dmdep.includeScope=runtime", f"-Dmdep.outputFile={out}",
     ]  # fmt: skip
     try:
@@ -78,7 +93,9 @@ def kafka_classpath(timeout: float = 900.0) -> str:
     if proc.returncode != 0 or not out.exists():
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln]
         why = lines[0].strip() if lines else f"exit code {proc.returncode}"
-        raise BrokerStartError(f"Maven could not resolve the Kafka jars (offline?): {why[:300]}")
+        raise BrokerStartError(
+            f"Maven could not resolve the Kafka jars (offline?), version {version}: {why[:300]}"
+        )
     out.replace(cp_file)
     return cp_file.read_text().strip()
 
@@ -117,7 +134,8 @@ class LocalBroker:
     With no `data_dir`, storage lives in a temporary directory that `stop()` removes; with one,
     the data survives `stop()` and a later `start()` on the same directory (a broker restart).
     As one node of a LocalCluster it has its `node_id` and the cluster's `voters`
-    (controller.quorum.voters); alone it is node 1 and its own quorum.
+    (controller.quorum.voters); alone it is node 1 and its own quorum. `version` is the Kafka
+    version it runs (default: `broker_version()`, read at launch).
     """
 
     data_dir: Path | None = None
@@ -127,6 +145,7 @@ class LocalBroker:
     node_id: int = 1
     voters: str = ""
     extra_config: dict[str, str] = field(default_factory=dict)
+    version: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: Path | None = field(default=None, init=False, repr=False)
     _log_start: int = field(default=0, init=False, repr=False)
@@ -206,12 +225,14 @@ class LocalBroker:
         spare = iter(free_ports(2))
         self.port = self.port or next(spare)
         self.controller_port = self.controller_port or next(spare)
-        classpath = kafka_classpath()
+        self.version = self.version or broker_version()
+        classpath = kafka_classpath(version=self.version)
         directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
         props = directory / "server.properties"
         props.write_text("".join(f"{k}={v}\n" for k, v in self.config().items()))
         jvm = [java, f"-Dlog4j.configuration=file:{LOG4J}", f"-Dkes.broker.log={self.log_file}"]
+        jvm += ["-Dlog4j2.statusLoggerLevel=OFF"]  # 4.x: log4j2 unconfigured (reload4j logs)
         jvm += ["-Djava.awt.headless=true", "-cp", classpath]
         fmt = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c", str(props), "-g"],
