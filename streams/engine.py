@@ -183,21 +183,36 @@ class Engine:
         )
 
     def consumer_config(self) -> dict[str, Any]:
-        """The command consumer's configuration: the group, static membership, read_committed."""
+        """The command consumer's configuration: the group, read_committed, and its protocol.
+
+        `classic`: cooperative-sticky with static membership (`group.instance.id`), so a
+        restarted worker takes its predecessor's place and partitions at once. `consumer`
+        (KIP-848): the broker assigns (incrementally) and owns the session timeout and heartbeat,
+        which librdkafka refuses client-side, as it refuses an assignment strategy. librdkafka
+        2.16 accepts `group.instance.id` there, but the broker then refuses a restarted member
+        its own id (UNRELEASED_INSTANCE_ID, fatal) until the old one's broker-side session
+        (45 s by default) has expired, and holds a cleanly stopped member's partitions as long:
+        without it, a stopped worker's partitions move at once and a restart joins at once.
+        """
         settings = self.settings
+        group: dict[str, Any] = {"group.protocol": "consumer"}
+        if settings.group_protocol == "classic":
+            group = {
+                "group.instance.id": self.transactional_id,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(100, min(3000, settings.session_timeout_ms // 3)),
+            }
         return confluent_config(
             settings,
             **{
                 "group.id": settings.group_id,
-                "group.instance.id": self.transactional_id,
                 "client.id": self.client_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": max(100, min(3000, settings.session_timeout_ms // 3)),
+                **group,
                 "fetch.wait.max.ms": 100,
                 "error_cb": self._client_error,
             },

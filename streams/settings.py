@@ -42,6 +42,7 @@ _ENV = {
     "partitions": "KES_PARTITIONS",
     "topic_prefix": "KES_TOPIC_PREFIX",
     "session_timeout_ms": "KES_SESSION_TIMEOUT_MS",
+    "group_protocol": "KES_GROUP_PROTOCOL",
     "take_over": "KES_TAKE_OVER",
     "max_command_bytes": "KES_MAX_COMMAND_BYTES",
     "max_record_bytes": "KES_MAX_RECORD_BYTES",
@@ -108,6 +109,10 @@ class Settings:
     """How long a transaction left open by a crashed worker can block read_committed readers."""
     session_timeout_ms: int = 10_000
     """A worker that stops heartbeating (killed, paused) loses its partitions after this long."""
+    group_protocol: str = "classic"
+    """The command consumer's group protocol: `classic` (cooperative-sticky, static membership,
+    `session_timeout_ms`) or `consumer` (KIP-848, brokers 4.0+: the broker assigns and keeps the
+    session, `group.consumer.session.timeout.ms`; no static membership, see Engine)."""
     replication_factor: int = 0
     """Replicas of each topic kes creates; 0: what the cluster can hold (3 with three brokers or
     more, else one per broker), resolved by `kes topics` (see topology.admin.replication_for)."""
@@ -130,6 +135,10 @@ class Settings:
             raise ConfigurationError("outcome_horizon_s and max_outcomes must be >= 0")
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
+        if self.group_protocol not in ("classic", "consumer"):
+            raise ConfigurationError(
+                f"group_protocol {self.group_protocol!r} is neither 'classic' nor 'consumer'"
+            )
 
     @property
     def advertised_url(self) -> str:
