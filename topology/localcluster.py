@@ -49,7 +49,8 @@ def cluster_config(size: int) -> dict[str, str]:
 def coordinator_partition(key: str, partitions: int = 50) -> int:
     """The partition of `__transaction_state` (or `__consumer_offsets`) whose leader coordinates
     this transactional id (or group): Kafka's `Utils.abs(key.hashCode) % partitions`, with
-    Java's String.hashCode over UTF-16 code units (50 partitions is the brokers' default)."""
+    Java's String.hashCode over UTF-16 code units (50 partitions is the brokers' default; the
+    local brokers have 10)."""
     units = key.encode("utf-16-be")
     h = 0
     for i in range(0, len(units), 2):
@@ -167,10 +168,17 @@ class LocalCluster:
             raise LookupError(f"{topic}[{partition}] has no leader now")
         return self.node(leader)
 
-    def transaction_coordinator(self, transactional_id: str) -> LocalBroker:
-        """The node that coordinates this transactional id now: the leader of its partition of
-        `__transaction_state` (confluent-kafka has no describe of transactions)."""
-        return self.leader_of(TRANSACTION_STATE, coordinator_partition(transactional_id))
+    def coordinator(self, key: str, topic: str = TRANSACTION_STATE) -> LocalBroker:
+        """The node that coordinates this transactional id now (or, with `CONSUMER_OFFSETS`,
+        this group): the leader of its partition of the topic, hashed over the partitions the
+        topic has (confluent-kafka has no describe of transactions)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+        if not partitions:
+            raise LookupError(f"{topic} is not in the metadata")
+        return self.leader_of(topic, coordinator_partition(key, partitions))
 
     def under_replicated(self) -> list[str]:
         """Every partition (of every topic) whose in-sync replicas are not all its replicas, as

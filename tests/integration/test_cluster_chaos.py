@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from tests.fixtures.clusterchaos import ClusterChaos, ClusterChaosPlan
 from tests.fixtures.kafka import KafkaCluster
 from tests.fixtures.workers import replicated_app
-from topology.localcluster import CONSUMER_OFFSETS, coordinator_partition
+from topology.localcluster import CONSUMER_OFFSETS
 
 
 def test_a_leader_kill_and_a_coordinator_kill_under_load_keep_every_invariant(
@@ -35,7 +35,7 @@ def test_a_leader_kill_and_a_coordinator_kill_under_load_keep_every_invariant(
         # group coordinator the admin API reports.
         admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
         group = admin.describe_consumer_groups([settings.group_id])[settings.group_id].result(30)
-        hashed = local.leader_of(CONSUMER_OFFSETS, coordinator_partition(settings.group_id))
+        hashed = local.coordinator(settings.group_id, CONSUMER_OFFSETS)
         assert group.coordinator.id == hashed.node_id
     finally:
         chaos.close()
