@@ -54,8 +54,9 @@ from schemas.kes.v1.envelopes_pb2 import (
     Snapshot,
 )
 from streams.behavior import Behavior
-from streams.decision import Accepted, CommandContext, Failed
+from streams.decision import Accepted, CommandContext, Decision, Failed
 from streams.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
+from streams.tracing import command_span
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
@@ -228,6 +229,7 @@ class BatchStep:
         self._owners: dict[str, int] = {}
         self._reply_to = -1
         self._out_headers: Headers = [("aggregate", behavior.name.encode())]
+        self._span_name = f"decide {behavior.name}"
 
     def _owner(self, entity_id: str) -> int:
         """murmur2(entity id) % partitions, remembered for the entities seen recently."""
@@ -349,9 +351,24 @@ class BatchStep:
             revision=current.revision,
             metadata=env.metadata,
         )
-        decision = self.behavior.decide(current.state, command, ctx)
+        with command_span(self._span_name, record.headers) as trace_headers:
+            decision = self.behavior.decide(current.state, command, ctx)
+            self._decided(record, env, current, decision, result, key, trace_headers)
+
+    def _decided(
+        self,
+        record: CommandRecord,
+        env: CommandEnvelope,
+        current: Entity,
+        decision: Decision[Any],
+        result: BatchResult,
+        key: str,
+        trace_headers: Headers,
+    ) -> None:
+        """What a decision writes: events (carrying the command's trace), or a rejection."""
+        entity_id = current.entity_id
         if isinstance(decision, Accepted):
-            self._accept(record, env, current, decision, result, key)
+            self._accept(record, env, current, decision, result, key, trace_headers)
         elif isinstance(decision, Failed):
             self._dead(record, result, decision.reason, decision.error)
             code = RejectionCode.POISON
@@ -397,6 +414,7 @@ class BatchStep:
         decision: Accepted[Any],
         result: BatchResult,
         key: str,
+        trace_headers: Headers,
     ) -> None:
         now = result.now
         events: list[OutRecord] = []
@@ -423,6 +441,7 @@ class BatchStep:
                 ("event-type", event_type.encode()),
                 ("command-id", env.command_id.encode()),
                 ("correlation-id", env.correlation_id.encode()),
+                *trace_headers,
             ]
             events.append(
                 OutRecord(

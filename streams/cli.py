@@ -23,6 +23,7 @@ from streams.cliargs import add_cluster_args, settings_from
 from streams.connectivity import check_reachable
 from streams.kafkaconfig import KAFKA_LOG
 from streams.settings import Guarantee, Settings
+from streams.tracing import install_file_exporter
 
 __all__ = ["main"]
 
@@ -262,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kes` console script."""
     args = _parser().parse_args(argv)
     handler: Handler = args.handler
+    install_file_exporter()  # KES_TRACE_FILE: this process's spans as JSON lines
     try:
         if hasattr(args, "bootstrap") and handler is not cmd_worker:
             KAFKA_LOG.setLevel(logging.CRITICAL)  # a command's output is its own lines only

@@ -40,6 +40,7 @@ from schemas.errors import (
 )
 from schemas.kes.v1.envelopes_pb2 import CommandEnvelope, Reply
 from streams.replies import ReplyRouter
+from streams.tracing import producer_headers
 from topology.layout import AggregateTopics
 from topology.partitioning import MURMUR2_PARTITIONER, partition_for
 
@@ -91,6 +92,7 @@ class _Core:
             )
         self.topics = topics
         self.aggregate = aggregate if aggregate is not None else topics.name
+        self._span_name = f"send {self.aggregate}"
         self._config: dict[str, object] = {
             **(client_config or {}),
             "bootstrap.servers": bootstrap_servers,
@@ -150,6 +152,8 @@ class _Core:
         headers: list[tuple[str, str | bytes | None]] = list(content_headers)
         if env.reply_wanted:
             headers.append((REPLY_PARTITION_HEADER, str(self.reply_partition).encode()))
+        span, trace_headers = producer_headers(self._span_name)
+        headers.extend(trace_headers)
 
         def on_delivery(err: Any, _msg: Any) -> None:
             if err is None:
@@ -162,14 +166,17 @@ class _Core:
                     )
                 )
 
-        self._producer.produce(
-            topic,
-            value,
-            env.entity_id.encode(),
-            partition=partition,
-            headers=headers,
-            on_delivery=on_delivery,
-        )
+        try:
+            self._producer.produce(
+                topic,
+                value,
+                env.entity_id.encode(),
+                partition=partition,
+                headers=headers,
+                on_delivery=on_delivery,
+            )
+        finally:
+            span.end()
 
     def router(self) -> ReplyRouter:
         """The reply router, started on first use (blocks while it reads the end offsets)."""

@@ -35,6 +35,7 @@ from schemas.kes.v1.envelopes_pb2 import DeadLetter, EventEnvelope, Reply
 from streams.adapters import EventAdapters
 from streams.apps import import_app
 from streams.rows import RowBatch, RowReader, RowWriter
+from streams.tracing import project_span
 
 __all__ = [
     "AnyProjection",
@@ -241,7 +242,8 @@ def project(
         if not projection.handles(event.event_type or event.payload.TypeName()):
             result.skipped += 1
             continue
-        error = _run(projection, event, batch, pause)
+        with project_span(f"project {projection.name}", record.headers):
+            error = _run(projection, event, batch, pause)
         if error is None:
             result.applied += 1
         else:
