@@ -84,6 +84,16 @@ Headers = list[tuple[str, bytes]]
 _REPLY_ROOM = 4096
 """Bytes kept free under the record limit for a record's other fields and headers."""
 
+MAX_TEXT = 4096
+"""Characters kept of a rejection's message or a handler's error (a behavior decides their
+length: a huge one must not make the reply, outcome or dead letter unwritable)."""
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return text
+    return f"{text[:MAX_TEXT]}... ({len(text)} characters, truncated)"
+
 
 def record_size(record: OutRecord) -> int:
     """What a record weighs against the record limit: key, value and headers."""
@@ -521,7 +531,7 @@ class BatchStep:
             command_id=env.command_id,
             entity_id=entity_id,
             correlation_id=env.correlation_id,
-            rejected=Rejected(code=code, message=message, current_revision=revision),  # type: ignore[arg-type]
+            rejected=Rejected(code=code, message=_bounded(message), current_revision=revision),  # type: ignore[arg-type]
         )
         self._outcome(result, PendingReply(reply, [], env.reply_wanted, key, self._reply_to))
 
@@ -542,7 +552,7 @@ class BatchStep:
             partition=self.partition,
             offset=record.offset,
             reason=reason,
-            error=error,
+            error=_bounded(error),
         )
         excess = letter.ByteSize() + len(record.key or b"") + _REPLY_ROOM - self._max_record
         if excess > 0:  # keep the head of the value: the dead letter itself must be writable

@@ -8,6 +8,7 @@ metadata have limits at decode, and the batch step knows the size of every recor
 from __future__ import annotations
 
 import pytest
+from google.protobuf.message import Message
 
 from examples.bank import account
 from schemas.bank.v1 import bank_pb2
@@ -21,7 +22,9 @@ from schemas.codec import (
 )
 from schemas.errors import ConfigurationError
 from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
-from streams.batch import BatchStep, CommandRecord, record_size, reply_records
+from streams.batch import MAX_TEXT, BatchStep, CommandRecord, record_size, reply_records
+from streams.behavior import EventSourcedBehavior
+from streams.decision import Rejection, reject
 from streams.settings import Settings
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
@@ -137,3 +140,31 @@ def test_settings_keep_commands_below_the_record_limit() -> None:
         Settings(max_command_bytes=2_000_000)
     assert Settings.from_env({"KES_MAX_RECORD_BYTES": "3000000"}).max_record_bytes == 3_000_000
     assert partition_for("acc-1", 1) == 0
+
+
+def test_a_huge_rejection_message_or_handler_error_is_cut_to_a_bounded_length() -> None:
+    wordy = EventSourcedBehavior("account", bank_pb2.Account)
+
+    @wordy.command(bank_pb2.OpenAccount)
+    def refuse(state: bank_pb2.Account, cmd: bank_pb2.OpenAccount, ctx: object) -> Rejection:
+        return reject("no " * 1_000_000)
+
+    @wordy.command(bank_pb2.CreditAccount)
+    def explode(state: bank_pb2.Account, cmd: bank_pb2.CreditAccount, ctx: object) -> list[Message]:
+        raise RuntimeError("boom " * 1_000_000)
+
+    acc = "acc-1"
+    step = BatchStep(wordy, AggregateTopics("account", partitions=1), 0, lambda _: None)
+    result = step.run(
+        [
+            _record(0, acc, bank_pb2.OpenAccount(owner="a")),
+            _record(1, acc, bank_pb2.CreditAccount()),
+        ]
+    )
+    refused, failed = (p.reply for p in result.replies)
+    assert len(refused.rejected.message) < MAX_TEXT + 100
+    assert refused.rejected.message.endswith("characters, truncated)")
+    assert len(failed.rejected.message) < MAX_TEXT + 100
+    (letter,) = result.dead_letters
+    assert len(decode_dead_letter(letter.value).error) < MAX_TEXT + 100
+    assert all(record_size(r) < 20_000 for r in reply_records(result, [], "r", 0))
