@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from schemas.codec import decode_snapshot, type_name, unpack
 from schemas.errors import DecodeError
 from schemas.kes.v1.envelopes_pb2 import Snapshot
-from streams.groupoffsets import OffsetsReader
+from streams.groupoffsets import IsolatedOffsetsReader, OffsetsReader
 from topology.partitioning import partition_for
 
 if TYPE_CHECKING:
@@ -44,7 +44,9 @@ def entity_json(aggregate: str, entity_id: str, snapshot: Snapshot) -> dict[str,
     }
 
 
-def partition_owners(reader: OffsetsReader, group: str) -> dict[tuple[str, int], str]:
+def partition_owners(
+    reader: OffsetsReader | IsolatedOffsetsReader, group: str
+) -> dict[tuple[str, int], str]:
     """`{(topic, partition): worker URL}` for every partition of the group's assignment.
 
     Blocking (an admin request): call it from a thread in async code.

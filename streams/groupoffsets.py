@@ -9,6 +9,8 @@ async code.
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,7 +22,7 @@ from schemas.errors import AdminError, ConfigurationError
 from streams.lag import GroupReading, LagTarget, Owner, PartitionReading
 from topology.admin import admin_result
 
-__all__ = ["OffsetsReader"]
+__all__ = ["IsolatedOffsetsReader", "OffsetsReader"]
 
 _METADATA_TTL = 30.0
 """Seconds a reader keeps the cluster's partition counts (a new target topic asks at once)."""
@@ -130,3 +132,89 @@ class OffsetsReader:
             state = getattr(description.state, "name", str(description.state))
             described[group] = (str(state), owners)
         return described
+
+
+class IsolatedOffsetsReader:
+    """An OffsetsReader in a child process, for long-running processes such as the worker.
+
+    librdkafka 2.16's admin requests to a group coordinator can abort the process that made
+    them (`rd_kafka_enq_once_del_source_return: Assertion 'eonce->refcnt > 0'`,
+    confluentinc/librdkafka#4605) when they time out while a broker fails over: in the
+    worker that was a SIGABRT in the middle of its cycle. Here such a crash costs one reading:
+    the child is started again on the next call. Same methods as OffsetsReader.
+    """
+
+    def __init__(self, client_config: Mapping[str, Any], timeout: float = 10.0) -> None:
+        if "bootstrap.servers" not in client_config:
+            raise ConfigurationError("client config has no bootstrap.servers: set the broker")
+        self.timeout = timeout
+        self._config = dict(client_config)
+        self._lock = threading.Lock()
+        self._context = multiprocessing.get_context("spawn")  # fork and librdkafka do not mix
+        self._process: Any = None
+        self._conn: Any = None
+
+    def read(self, targets: Sequence[LagTarget]) -> list[GroupReading]:
+        """As OffsetsReader.read, asked of the child process."""
+        return self._call("read", list(targets))  # type: ignore[no-any-return]
+
+    def owners(self, group: str) -> dict[tuple[str, int], Owner]:
+        """As OffsetsReader.owners, asked of the child process."""
+        return self._call("owners", group)  # type: ignore[no-any-return]
+
+    def _call(self, method: str, *args: Any) -> Any:
+        with self._lock:
+            if self._process is None or not self._process.is_alive():
+                self._start()
+            try:
+                self._conn.send((method, args))
+                if not self._conn.poll(self.timeout * 3 + 30):
+                    self._stop()
+                    raise AdminError(f"offsets reader: no answer to {method} in time")
+                answer = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                code = self._process.exitcode if self._process is not None else None
+                self._stop()
+                raise AdminError(f"offsets reader process ended (exit {code}): {exc}") from None
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _start(self) -> None:
+        self._stop()
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(
+            target=_serve, args=(child, self._config, self.timeout), daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(5)
+            self._process = None
+
+    def close(self) -> None:
+        """Stop the child process."""
+        with self._lock:
+            self._stop()
+
+
+def _serve(conn: Any, config: Mapping[str, Any], timeout: float) -> None:
+    """The child: answer OffsetsReader calls until the pipe closes."""
+    reader = OffsetsReader(config, timeout)
+    while True:
+        try:
+            method, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(getattr(reader, method)(*args))
+        except Exception as exc:  # any failure is the caller's AdminError, never the child's end
+            conn.send(AdminError(f"{method}: {exc}"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from schemas.errors import KesError
 from streams.deadletter_counts import DeadLetterCounter
-from streams.groupoffsets import OffsetsReader
+from streams.groupoffsets import IsolatedOffsetsReader, OffsetsReader
 from streams.lag import GroupLag, LagHistory, LagReport, LagTarget
 
 __all__ = ["LagMonitor"]
@@ -31,13 +31,16 @@ class LagMonitor:
         targets: Iterable[LagTarget] = (),
         rate_window: float = 30.0,
         keep: float = 600.0,
+        *,
+        isolated: bool = False,
     ) -> None:
         self.targets: list[LagTarget] = []
         self.last: LagReport | None = None
         self.dead_letters: dict[str, int] = {}
         self.error: str | None = None
         self._config = dict(client_config)
-        self._reader: OffsetsReader | None = None
+        self._reader: OffsetsReader | IsolatedOffsetsReader | None = None
+        self._isolated = isolated
         self._counter: DeadLetterCounter | None = None
         self._history = LagHistory(rate_window=rate_window, keep=keep)
         self._lock = asyncio.Lock()
@@ -61,10 +64,12 @@ class LagMonitor:
         return self._history.series(target, seconds)
 
     @property
-    def reader(self) -> OffsetsReader:
-        """The admin reader behind the reports (thread-safe; blocking calls)."""
+    def reader(self) -> OffsetsReader | IsolatedOffsetsReader:
+        """The admin reader behind the reports (thread-safe; blocking calls); in a child
+        process when `isolated` (see IsolatedOffsetsReader)."""
         if self._reader is None:
-            self._reader = OffsetsReader(self._config)
+            kind = IsolatedOffsetsReader if self._isolated else OffsetsReader
+            self._reader = kind(self._config)
         return self._reader
 
     def _round(self) -> LagReport:
@@ -88,7 +93,9 @@ class LagMonitor:
         return report
 
     def close(self) -> None:
-        """Release the Kafka clients."""
+        """Release the Kafka clients (and the reader's process)."""
+        if isinstance(self._reader, IsolatedOffsetsReader):
+            self._reader.close()
         if self._counter is not None:
             self._counter.close()
             self._counter = None

@@ -56,7 +56,9 @@ class OperatorViews:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.lag = LagMonitor(confluent_config(worker.settings), command_targets(worker))
+        self.lag = LagMonitor(
+            confluent_config(worker.settings), command_targets(worker), isolated=True
+        )
         self.metrics = WorkerMetrics(worker, self.lag)
 
     def watch(self, targets: list[LagTarget]) -> None:
