@@ -11,19 +11,22 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import KafkaException
 
-from schemas.errors import KesError
+from schemas.errors import AdminError, KesError
 from streams.cliargs import add_cluster_args, settings_from
 from streams.connectivity import check_reachable
 from streams.kafkaconfig import KAFKA_LOG
 from streams.settings import Guarantee, Settings
 from streams.tracing import install_file_exporter
+from topology.layout import AggregateTopics
 
 __all__ = ["main"]
 
@@ -109,18 +112,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.kafkaconfig import confluent_config
     from streams.lag import app_targets
     from streams.worker import Worker
-    from topology.admin import verify_layout
 
     settings = _settings(args)
     for warning in settings.retention_warnings():
         print(f"warning: {warning}", file=sys.stderr)
     behaviors = load_behaviors(args.app)
     for behavior in behaviors:
-        verify_layout(settings.topics(behavior.name), confluent_config(settings))
+        _verified(settings.topics(behavior.name), confluent_config(settings))
     worker = Worker(behaviors, settings, event_adapters(args.app))
     worker.views.watch(app_targets(args.app, settings))  # projections' groups in /lag too
     worker.run(loglevel=args.loglevel)
     return 0
+
+
+def _verified(topics: AggregateTopics, config: dict[str, Any], patience: float = 60.0) -> None:
+    """verify_layout, asked again while the cluster cannot answer (a controller election, a
+    broker restarting): a worker started during a failover waits instead of exiting 1."""
+    from topology.admin import verify_layout
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            verify_layout(topics, config)
+            return
+        except AdminError as exc:
+            if time.monotonic() > deadline:
+                raise
+            print(f"kes: waiting for the cluster: {exc}", file=sys.stderr, flush=True)
+            time.sleep(2)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
