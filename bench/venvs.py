@@ -46,9 +46,10 @@ class Peer:
 
 
 _PROTOBUF = f"protobuf=={version('protobuf')}"
+_OTEL = f"opentelemetry-api=={version('opentelemetry-api')}"  # the bank example imports kes
 PEERS = {
-    "quix": Peer("quix", ("quixstreams==3.28.1", _PROTOBUF)),
-    "eventsourcing": Peer("eventsourcing", ("eventsourcing==9.5.6", _PROTOBUF)),
+    "quix": Peer("quix", ("quixstreams==3.28.1", _PROTOBUF, _OTEL)),
+    "eventsourcing": Peer("eventsourcing", ("eventsourcing==9.5.6", _PROTOBUF, _OTEL)),
 }
 
 
