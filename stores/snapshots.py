@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -80,8 +80,16 @@ class PartitionSnapshots(Protocol):
     def checkpoint(self) -> Checkpoint:
         """The checkpoint of the last write (Checkpoint() when empty)."""
 
-    def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
-        """Store snapshots (None deletes) and the checkpoint in one atomic write."""
+    def write(
+        self,
+        snapshots: Mapping[str, bytes | None],
+        checkpoint: Checkpoint,
+        new_outcomes: Set[str] = frozenset(),
+    ) -> None:
+        """Store snapshots (None deletes) and the checkpoint in one atomic write.
+
+        `new_outcomes` names outcome keys the caller knows the store does not hold yet (the
+        store then need not look for an older entry to replace)."""
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         """Every (entity id, encoded snapshot), in key order (outcomes left out)."""
@@ -122,7 +130,12 @@ class _MemoryPartition:
     def checkpoint(self) -> Checkpoint:
         return self._checkpoint
 
-    def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
+    def write(
+        self,
+        snapshots: Mapping[str, bytes | None],
+        checkpoint: Checkpoint,
+        new_outcomes: Set[str] = frozenset(),
+    ) -> None:
         for key, value in snapshots.items():
             outcome = key.startswith(_OUTCOME)
             if value is None:
@@ -188,10 +201,15 @@ class _RocksDBPartition:
         raw = self._db.get(_META)
         return Checkpoint() if raw is None else Checkpoint.decode(bytes(raw))
 
-    def write(self, snapshots: Mapping[str, bytes | None], checkpoint: Checkpoint) -> None:
+    def write(
+        self,
+        snapshots: Mapping[str, bytes | None],
+        checkpoint: Checkpoint,
+        new_outcomes: Set[str] = frozenset(),
+    ) -> None:
         """1. snapshots put or deleted; 2. each outcome with its time-index entry (an outcome
-        that replaces or deletes another also drops the other's entry) and the outcome count;
-        3. the checkpoint; all in one atomic write."""
+        that replaces or deletes another also drops the other's entry; keys in `new_outcomes`
+        replace nothing) and the outcome count; 3. the checkpoint; all in one atomic write."""
         batch = WriteBatch(raw_mode=True)
         count: int | None = None
         delta = 0
@@ -200,7 +218,7 @@ class _RocksDBPartition:
             if key.startswith(_OUTCOME):
                 if count is None:
                     count = self.outcomes()
-                old = self._db.get(stored)
+                old = None if key in new_outcomes else self._db.get(stored)
                 if old is not None:
                     batch.delete(_INDEX + bytes(old)[: _TIME.size] + stored)
                     delta -= 1

@@ -56,7 +56,7 @@ from schemas.kes.v1.envelopes_pb2 import (
 from streams.behavior import Behavior
 from streams.decision import Accepted, CommandContext, Decision, Failed
 from streams.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
-from streams.tracing import command_span
+from streams.tracing import carries_trace, command_span
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
@@ -192,6 +192,13 @@ class BatchResult:
     replayed: int = 0
     outcomes: dict[str, PendingReply] = field(default_factory=dict)
     """The outcomes this batch keeps, by key: a retry later in the batch is answered from here."""
+    stale: set[str] = field(default_factory=set)
+    """Outcome keys the store still holds though expired: the batch's new outcome replaces them
+    (every other key in `outcomes` is new to the store)."""
+
+    def new_outcomes(self) -> set[str]:
+        """Keys of this batch's outcomes that the store does not hold yet."""
+        return set(self.outcomes) - self.stale
 
     @property
     def decided_ms(self) -> int:
@@ -361,6 +368,10 @@ class BatchStep:
             revision=current.revision,
             metadata=env.metadata,
         )
+        if not carries_trace(record.headers):
+            decision = self.behavior.decide(current.state, command, ctx)
+            self._decided(record, env, current, decision, result, key, [])
+            return
         with command_span(self._span_name, record.headers) as trace_headers:
             decision = self.behavior.decide(current.state, command, ctx)
             self._decided(record, env, current, decision, result, key, trace_headers)
@@ -401,7 +412,8 @@ class BatchStep:
                 return False
             decided, reply = decode_outcome(stored)
             if decided < result.decided_ms - self.outcomes.horizon_ms:
-                return False  # expired, not yet removed
+                result.stale.add(key)  # expired, not yet removed: the new outcome replaces it
+                return False
             earlier = PendingReply(reply, [])
         result.replayed += 1
         if env.reply_wanted:

@@ -66,11 +66,11 @@ def is_outcome_key(key: str) -> bool:
 
 def encode_outcome(decided_ms: int, reply: Reply) -> bytes:
     """An outcome record's value: the decision time, then the reply (its state left out)."""
-    stored = Reply()
-    stored.CopyFrom(reply)
-    if stored.HasField("accepted"):
+    stored = reply
+    if reply.HasField("accepted") and reply.accepted.HasField("state"):
+        stored = Reply()
+        stored.CopyFrom(reply)
         stored.accepted.ClearField("state")
-    stored.correlation_id = ""
     return _TIME.pack(decided_ms) + stored.SerializeToString()
 
 

@@ -122,7 +122,7 @@ class PartitionProcessor:
         3. the next command offset moves past the batch.
         """
         checkpoint = Checkpoint(changelog, result.next_command_offset, self.settings.group_id)
-        self.store.write(snapshots, checkpoint)
+        self.store.write(snapshots, checkpoint, result.new_outcomes())
         self.step.commit(result)
         self.next_offset = result.next_command_offset
         stats = self.stats

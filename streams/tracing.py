@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 __all__ = [
     "TRACE_HEADERS",
+    "carries_trace",
     "command_span",
     "install_file_exporter",
     "producer_headers",
@@ -33,6 +34,11 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 """The W3C trace-context headers kes carries from a command to its events."""
 
 _tracer = trace.get_tracer("kes")
+
+
+def carries_trace(headers: Sequence[tuple[str, Any]]) -> bool:
+    """True when a record's headers hold a W3C trace context (cheap: one scan, no span)."""
+    return any(key == "traceparent" for key, _ in headers)
 
 
 def _carrier(headers: Sequence[tuple[str, Any]]) -> dict[str, str]:
