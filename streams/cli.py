@@ -35,7 +35,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def cmd_dev_broker(args: argparse.Namespace) -> int:
     """Run a local Kafka broker (or a cluster of `--nodes`) in the foreground until Ctrl-C."""
-    from topology.localbroker import LocalBroker, kafka_version
+    from topology.localbroker import LocalBroker, broker_version
     from topology.localcluster import LocalCluster
 
     data_dir = Path(args.data_dir) if args.data_dir else None
@@ -53,7 +53,7 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"starting Kafka {kafka_version()} (KRaft, {shape}) ...", flush=True)
+    print(f"starting Kafka {broker_version()} (KRaft, {shape}) ...", flush=True)
     try:
         bootstrap = server.start()
         print(f"{name} ready at {bootstrap}", flush=True)

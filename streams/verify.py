@@ -21,6 +21,7 @@ from streams.adapters import EventAdapters
 from streams.batch import CHECKPOINT_KEY
 from streams.behavior import Behavior
 from streams.idempotency import OUTCOME_PREFIX
+from streams.watermarks import watermarks
 from topology.layout import AggregateTopics
 
 __all__ = ["TopicRecord", "Verification", "read_records", "read_topic", "verify"]
@@ -80,10 +81,10 @@ def read_records(
         }
     )
     try:
-        ends = {}
-        for p in range(partitions) if only is None else only:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            ends[p] = high
+        wanted = list(range(partitions) if only is None else only)
+        # with retries: a topic just created may not have its leaders yet
+        marks = watermarks(consumer, topic, max(wanted) + 1 if wanted else 0, max(timeout, 30))
+        ends = {p: marks[p][1] for p in wanted}
         todo = {p for p, high in ends.items() if high > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in todo])
         while todo:
