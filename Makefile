@@ -60,6 +60,7 @@ chaos: install
 ## stopped for 20 s; each fault's recovery time, then every invariant of `make chaos`.
 ## Not part of `make test`.
 chaos-cluster: install
+	KES_CLUSTER_CHAOS=1 $(BIN)/pytest -q tests/integration/test_cluster_chaos.py
 	$(BIN)/python -m bench.chaos --cluster --report chaos-cluster-report.json
 
 ## Regenerate the protobuf code in schemas/ from the .proto files.
