@@ -56,7 +56,7 @@ from schemas.kes.v1.envelopes_pb2 import (
 from streams.behavior import Behavior
 from streams.decision import Accepted, CommandContext, Decision, Failed
 from streams.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
-from streams.tracing import carries_trace, command_span
+from streams.tracing import TRACEPARENT, command_span
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
@@ -305,18 +305,21 @@ class BatchStep:
         result.timestamps = [r.timestamp for r in records]
         return result
 
-    def _reply_partition(self, headers: Sequence[tuple[str, bytes]]) -> int:
-        """The replies partition a command's client asked for, if it names one (else -1)."""
+    def _read_headers(self, headers: Sequence[tuple[str, bytes]]) -> tuple[int, bool]:
+        """In one scan: the replies partition the client named (-1: none, or no partition of
+        the replies topic) and whether the command carries a trace."""
+        reply_to, traced = -1, False
         for key, value in headers:
             if key == REPLY_PARTITION_HEADER:
                 text = value.decode("ascii", "replace") if value else ""
                 if text.isdigit() and int(text) < self.topics.partitions:
-                    return int(text)
-                return -1
-        return -1
+                    reply_to = int(text)
+            elif key == TRACEPARENT:
+                traced = True
+        return reply_to, traced
 
     def _one(self, record: CommandRecord, result: BatchResult) -> None:
-        self._reply_to = self._reply_partition(record.headers)
+        self._reply_to, traced = self._read_headers(record.headers)
         try:
             env = decode_command(record.value, record.headers, max_bytes=self._max_bytes)
             entity_id = env.entity_id or (record.key or b"").decode("utf-8")
@@ -368,7 +371,7 @@ class BatchStep:
             revision=current.revision,
             metadata=env.metadata,
         )
-        if not carries_trace(record.headers):
+        if not traced:
             decision = self.behavior.decide(current.state, command, ctx)
             self._decided(record, env, current, decision, result, key, [])
             return

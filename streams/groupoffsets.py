@@ -28,12 +28,16 @@ _METADATA_TTL = 30.0
 """Seconds a reader keeps the cluster's partition counts (a new target topic asks at once)."""
 
 
+def _require_bootstrap(client_config: Mapping[str, Any]) -> None:
+    if "bootstrap.servers" not in client_config:
+        raise ConfigurationError("client config has no bootstrap.servers: set the broker")
+
+
 class OffsetsReader:
     """Reads committed offsets, log ends and owners of (group, topic) targets."""
 
     def __init__(self, client_config: Mapping[str, Any], timeout: float = 10.0) -> None:
-        if "bootstrap.servers" not in client_config:
-            raise ConfigurationError("client config has no bootstrap.servers: set the broker")
+        _require_bootstrap(client_config)
         self.timeout = timeout
         self._admin = AdminClient(dict(client_config))
         self._counts: tuple[float, dict[str, int]] | None = None
@@ -145,8 +149,7 @@ class IsolatedOffsetsReader:
     """
 
     def __init__(self, client_config: Mapping[str, Any], timeout: float = 10.0) -> None:
-        if "bootstrap.servers" not in client_config:
-            raise ConfigurationError("client config has no bootstrap.servers: set the broker")
+        _require_bootstrap(client_config)
         self.timeout = timeout
         self._config = dict(client_config)
         self._lock = threading.Lock()

@@ -30,9 +30,10 @@ from schemas.errors import KesError
 from schemas.kes.v1.envelopes_pb2 import Reply
 from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.adapters import EventAdapters
-from streams.batch import CHECKPOINT_KEY, Entity, encode_checkpoint
+from streams.batch import CHECKPOINT_KEY, Entity, OutRecord, encode_checkpoint
 from streams.behavior import Behavior
 from streams.idempotency import OutcomePolicy, encode_outcome, outcome_key
+from streams.transaction import produce_waiting
 from streams.verify import read_records
 from topology.layout import AggregateTopics
 
@@ -166,9 +167,11 @@ def rebuild_partition(
         written[entity_id] = entity.snapshot().SerializeToString()
     written.update(rebuilt.outcomes)
     for key, value in written.items():
-        _produce(producer, topics.snapshots, partition, key.encode(), value, done)
+        record = OutRecord(topics.snapshots, partition, key.encode(), value or b"", [])
+        produce_waiting(producer, record, on_delivery=done)
     checkpoint_value = encode_checkpoint(committed, group)
-    _produce(producer, topics.snapshots, partition, CHECKPOINT_KEY, checkpoint_value, done)
+    record = OutRecord(topics.snapshots, partition, CHECKPOINT_KEY, checkpoint_value, [])
+    produce_waiting(producer, record, on_delivery=done)
     left = producer.flush(timeout)
     if left or failed:
         raise KesError(
@@ -184,14 +187,3 @@ def rebuild_partition(
         time.monotonic() - began,
     )  # fmt: skip
     return checkpoint
-
-
-def _produce(
-    producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None, done: Any
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, partition=partition, on_delivery=done)
-            return
-        except BufferError:
-            producer.poll(0.05)

@@ -22,23 +22,20 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 __all__ = [
+    "TRACEPARENT",
     "TRACE_HEADERS",
-    "carries_trace",
     "command_span",
     "install_file_exporter",
     "producer_headers",
     "project_span",
 ]
 
-TRACE_HEADERS = ("traceparent", "tracestate")
+TRACEPARENT = "traceparent"
+"""The W3C header a traced record carries (its presence is what starts a span)."""
+TRACE_HEADERS = (TRACEPARENT, "tracestate")
 """The W3C trace-context headers kes carries from a command to its events."""
 
 _tracer = trace.get_tracer("kes")
-
-
-def carries_trace(headers: Sequence[tuple[str, Any]]) -> bool:
-    """True when a record's headers hold a W3C trace context (cheap: one scan, no span)."""
-    return any(key == "traceparent" for key, _ in headers)
 
 
 def _carrier(headers: Sequence[tuple[str, Any]]) -> dict[str, str]:

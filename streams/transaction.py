@@ -37,6 +37,7 @@ __all__ = [
     "FatalKafkaError",
     "PartitionWork",
     "TransactionalWriter",
+    "produce_waiting",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,18 @@ class PartitionWork:
     def next_offset(self) -> TopicPartition:
         """The group's offset to commit for this partition: its next command."""
         return TopicPartition(self.topics.commands, self.partition, self.result.next_command_offset)
+
+
+def produce_waiting(producer: Producer, record: OutRecord, **options: Any) -> None:
+    """Send one record, waiting while the producer's queue is full; `options` go to `produce`
+    (`on_delivery`, and `value=None` for a tombstone)."""
+    kwargs = {"value": record.value, "headers": cast(Any, record.headers) or None, **options}
+    while True:
+        try:
+            producer.produce(record.topic, key=record.key, partition=record.partition, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 class _Delivery:
@@ -257,19 +270,10 @@ class TransactionalWriter:
         tombstone: bool = False,
     ) -> None:
         """Send one record (a tombstone: no value at all), waiting while the queue is full."""
-        while True:
-            try:
-                self.producer.produce(
-                    record.topic,
-                    None if tombstone else record.value,
-                    record.key,
-                    partition=record.partition,
-                    headers=cast(Any, record.headers) or None,
-                    on_delivery=on_delivery,  # None: no callback
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        if tombstone:
+            produce_waiting(self.producer, record, value=None, on_delivery=on_delivery)
+        else:
+            produce_waiting(self.producer, record, on_delivery=on_delivery)
 
     def _flush(self, delivery: _Delivery) -> None:
         deadline = time.monotonic() + self.timeout
