@@ -191,7 +191,43 @@ def _describe_topics(admin: AdminClient, names: list[str], timeout: float) -> di
     return states
 
 
+_TRANSIENT = frozenset(
+    {
+        KafkaError._DESTROY_BROKER,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.LEADER_NOT_AVAILABLE,
+    }
+)
+
+
+def _transient(exc: AdminError) -> bool:
+    """Whether asking again can succeed: librdkafka retires a bootstrap broker's connection once
+    it has learned the cluster's brokers, failing what was in flight on it with _DESTROY_BROKER,
+    and a broker restarting or a controller moving fails a request the same way."""
+    cause = exc.__cause__
+    if not (isinstance(cause, KafkaException) and cause.args):
+        return False
+    error = cause.args[0]
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
+
+
 def _inspect(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> Plan:
+    """The cluster's view of `specs`; a read, so a transient failure is asked again until
+    `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _inspect_once(admin, specs, timeout)
+        except AdminError as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            log.info("topic layout: %s; asking again", exc)
+            time.sleep(0.2)
+
+
+def _inspect_once(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> Plan:
     states = _describe_topics(admin, [s.name for s in specs], timeout)
     resources = {
         s.name: ConfigResource(ResourceType.TOPIC, s.name) for s in specs if s.name in states
@@ -255,7 +291,12 @@ def _create(admin: AdminClient, missing: list[TopicSpec], timeout: float) -> lis
 def _await_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        states = _describe_topics(admin, names, timeout)
+        try:
+            states = _describe_topics(admin, names, timeout)
+        except AdminError as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            states = {}
         waiting = [
             n for n in names if n not in states or states[n].leaderless or not states[n].partitions
         ]

@@ -135,24 +135,30 @@ class LocalCluster:
             raise
         return self.bootstrap_servers
 
-    def brokers(self) -> set[int]:
-        """The node ids the metadata lists as brokers now (an empty set if no node answers)."""
+    def brokers(self, node: LocalBroker | None = None) -> set[int]:
+        """The node ids the metadata lists as brokers now, as any node (or `node`) sees it; an
+        empty set if none answers."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        servers = node.bootstrap_servers if node is not None else self.bootstrap_servers
+        admin = AdminClient({"bootstrap.servers": servers, "log_level": 0})
         try:
             return set(admin.list_topics(timeout=5).brokers)
         except Exception:  # KafkaException: no node answers
             return set()
 
     def wait_for_brokers(self, count: int, timeout: float = 60.0) -> None:
-        """Wait until the metadata lists exactly `count` brokers (a killed node drops out once
-        the controller fences it; a restarted one comes back once it has caught up with the
-        cluster's metadata)."""
+        """Wait until every running node's metadata lists exactly `count` brokers (a killed
+        node drops out once the controller fences it; a restarted one comes back once it has
+        caught up with the cluster's metadata). Each node answers from its own copy of the
+        metadata, so one node seeing them all is not enough for a client that asks another."""
         deadline = time.monotonic() + timeout
-        while (found := len(self.brokers())) != count:
+        while True:
+            seen = [len(self.brokers(n)) for n in self.nodes if n.pid is not None]
+            if seen and all(found == count for found in seen):
+                return
             if time.monotonic() > deadline:
-                raise BrokerStartError(f"the cluster lists {found} brokers, not {count}")
+                raise BrokerStartError(f"the nodes list {seen} brokers, not {count} each")
             time.sleep(0.2)
 
     def leader_of(self, topic: str, partition: int, timeout: float = 10.0) -> LocalBroker:
