@@ -192,6 +192,8 @@ class BatchResult:
     replayed: int = 0
     outcomes: dict[str, PendingReply] = field(default_factory=dict)
     """The outcomes this batch keeps, by key: a retry later in the batch is answered from here."""
+    traces: list[Headers] = field(default_factory=list)
+    """The trace headers of the batch's traced decisions: its transaction's span links them."""
     stale: set[str] = field(default_factory=set)
     """Outcome keys the store still holds though expired: the batch's new outcome replaces them
     (every other key in `outcomes` is new to the store)."""
@@ -378,6 +380,8 @@ class BatchStep:
         with command_span(self._span_name, record.headers) as trace_headers:
             decision = self.behavior.decide(current.state, command, ctx)
             self._decided(record, env, current, decision, result, key, trace_headers)
+        if trace_headers:
+            result.traces.append(trace_headers)
 
     def _decided(
         self,

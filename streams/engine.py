@@ -59,6 +59,7 @@ from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
 from streams.settings import Guarantee, Settings
+from streams.tracing import transaction_span
 from streams.transaction import (
     CycleAbortedError,
     FatalKafkaError,
@@ -141,6 +142,7 @@ class Engine:
         self.store = store
         self.instance = instance_id(settings.data_dir)
         self.transactional_id = f"{settings.group_id}-{self.instance}"
+        self._span_name = f"transaction {settings.group_id}"
         self.client_id = client_id
         self.processors: dict[TP, asyncio.Future[PartitionProcessor]] = {}
         """Each owned partition; its future resolves once the partition has recovered."""
@@ -448,8 +450,10 @@ class Engine:
         assert self._consumer is not None and self._writer is not None
         consumer = self._consumer
         self._busy_since = time.monotonic()
+        traced = [headers for item in work for headers in item.result.traces]
         try:
-            await self._on_kafka(self._writer.write, work, consumer.consumer_group_metadata)
+            with transaction_span(self._span_name, traced):
+                await self._on_kafka(self._writer.write, work, consumer.consumer_group_metadata)
         except CycleAbortedError as exc:
             log.warning("%s; rewinding %d partitions", exc, len(slices))
             self.stats.aborted += 1

@@ -4,7 +4,9 @@ kes uses the OpenTelemetry API only; with no SDK installed (or none configured) 
 is a no-op, and a `traceparent` header that arrives on a command still travels on to the
 command's events unchanged. With an SDK, kes adds spans: `send <aggregate>` in the client
 (producer), `decide <aggregate>` in the worker for each command that carries a trace
-(consumer; its events carry its context), and `project <name>` around a projection's handler.
+(consumer; its events carry its context), `transaction <app>` around the worker's Kafka
+transaction when a command of it was traced (one span per transaction, linked to each traced
+decision it commits), and `project <name>` around a projection's handler.
 `KES_TRACE_FILE=<path>` makes a process record its spans as JSON lines in that file (needs the
 SDK): a way to see a trace without a collector, and what the tests read.
 """
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 
 __all__ = [
     "TRACEPARENT",
@@ -28,6 +30,7 @@ __all__ = [
     "install_file_exporter",
     "producer_headers",
     "project_span",
+    "transaction_span",
 ]
 
 TRACEPARENT = "traceparent"
@@ -90,6 +93,23 @@ def project_span(name: str, headers: Sequence[tuple[str, Any]]) -> Iterator[None
         yield
 
 
+@contextmanager
+def transaction_span(name: str, traced: Sequence[Sequence[tuple[str, Any]]]) -> Iterator[None]:
+    """Around a transaction that commits the traced decisions whose trace headers are `traced`:
+    one span linked to each (a transaction serves many traces, so it is no one's child). No
+    traced decision, no span."""
+    links = []
+    for headers in traced:
+        context = trace.get_current_span(propagate.extract(_carrier(headers))).get_span_context()
+        if context.is_valid:
+            links.append(Link(context))
+    if not links:
+        yield
+        return
+    with _tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, links=links):
+        yield
+
+
 def install_file_exporter(path: str | None = None) -> bool:
     """With `KES_TRACE_FILE` (or `path`) set and the SDK installed, record this process's spans
     as JSON lines there; False when not installed (no file, or no SDK)."""
@@ -121,6 +141,13 @@ def install_file_exporter(path: str | None = None) -> bool:
                                 "trace_id": f"{span.context.trace_id:032x}",
                                 "span_id": f"{span.context.span_id:016x}",
                                 "parent_id": f"{parent.span_id:016x}" if parent else None,
+                                "links": [
+                                    {
+                                        "trace_id": f"{link.context.trace_id:032x}",
+                                        "span_id": f"{link.context.span_id:016x}",
+                                    }
+                                    for link in span.links
+                                ],
                             }
                         )
                         + "\n"

@@ -1,4 +1,5 @@
-"""One trace from `CommandClient.ask` through the worker's decision to a projection's handler.
+"""One trace from `CommandClient.ask` through the worker's decision (and the transaction that
+commits it, linked) to a projection's handler.
 
 The client and the projection run in this process with the OpenTelemetry SDK's in-memory
 exporter; the worker is its own process and records its spans with `KES_TRACE_FILE`.
@@ -62,8 +63,11 @@ def test_one_trace_from_ask_to_the_projection_handler(
     deadline = time.monotonic() + 10
     while not worker_spans.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    (decide,) = [json.loads(line) for line in worker_spans.read_text().splitlines()]
-    assert decide["name"] == "decide account"
+    recorded = {
+        span["name"]: span
+        for span in (json.loads(line) for line in worker_spans.read_text().splitlines())
+    }
+    decide = recorded["decide account"]
     assert decide["trace_id"] == f"{trace_id:032x}"
     assert (
         decide["parent_id"] == f"{send.context.span_id:016x}"
@@ -72,3 +76,7 @@ def test_one_trace_from_ask_to_the_projection_handler(
     assert (
         f"{project.parent.span_id:016x}" == decide["span_id"]
     )  # the handler: the decision's child
+    (transaction,) = [s for name, s in recorded.items() if name.startswith("transaction ")]
+    assert transaction["links"] == [
+        {"trace_id": decide["trace_id"], "span_id": decide["span_id"]}
+    ]  # the transaction that committed the decision links to it
