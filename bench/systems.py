@@ -248,6 +248,7 @@ def run_projection(
         "KES_DATA_DIR": str(data_dir),
     }
     argv = [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", name]
+    argv += ["--web-port", "0"]  # as measured before the projection had web views
     return Process(argv, log_path, env).start()
 
 

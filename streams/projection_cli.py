@@ -8,21 +8,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 from datetime import UTC, datetime
 from types import FrameType
 
-from schemas.errors import ConfigurationError
+from schemas.errors import ConfigurationError, KesError
 from stores.readmodels import RocksDBReadModelStore
 from streams.apps import event_adapters
 from streams.cliargs import add_cluster_args, settings_from
-from streams.projection import projection_named
+from streams.projection import AnyProjection, load_projections, projection_named
 from streams.projectionadmin import dead_letter_count, rebuild, status
+from streams.projectionhost import ProjectionHost
+from streams.projectionweb import ProjectionWeb
 from streams.projector import Projector, store_path
 from streams.settings import Settings
 
-__all__ = ["cmd_rebuild", "cmd_run", "cmd_status", "parse_timestamp", "register"]
+__all__ = [
+    "DEFAULT_PROJECTION_WEB_PORT",
+    "cmd_rebuild",
+    "cmd_run",
+    "cmd_status",
+    "parse_timestamp",
+    "register",
+]
+
+DEFAULT_PROJECTION_WEB_PORT = 6068
+"""Where `kes projection run` serves its web views unless told otherwise."""
 
 _HELP = """\
 Projections turn an aggregate's events into a read model (or, as reactors, into side effects).
@@ -35,6 +49,7 @@ Events a handler keeps failing on go to <topic prefix><name>.dlq with the reason
 _EPILOG = """\
 examples:
   kes projection run examples.bank account-balances
+  kes projection run examples.bank --all --web-port 6068
   kes projection status examples.bank account-balances
   kes projection rebuild examples.bank account-balances --from 2024-05-01T00:00:00Z
 """
@@ -53,10 +68,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = actions.add_parser(
         "run",
         help="apply events to the read model until Ctrl-C",
-        description="Join the projection's consumer group and apply its events until Ctrl-C "
-        "or SIGTERM. Start more processes (each with its own --data-dir) to share partitions.",
+        description="Join each named projection's consumer group (or every projection's, with "
+        "--all) and apply events until Ctrl-C or SIGTERM; each keeps its own group and store. "
+        "Start more processes (each with its own --data-dir) to share partitions. Serves "
+        "/health, /metrics and /projections/<name>/rows/<key> on --web-port.",
     )
-    _add_common(run)
+    run.add_argument("app", help="app module with a PROJECTIONS list, e.g. examples.bank")
+    run.add_argument("names", nargs="*", metavar="NAME", help="projections to run in this process")
+    run.add_argument("--all", action="store_true", help="run every projection of the app")
+    add_cluster_args(run)
+    run.add_argument(
+        "--data-dir", help="where read models live (default: .kes-data, $KES_DATA_DIR)"
+    )
+    run.add_argument(
+        "--web-port",
+        type=int,
+        default=int(os.environ.get("KES_PROJECTION_WEB_PORT", DEFAULT_PROJECTION_WEB_PORT)),
+        help="port of /health, /metrics and row reads (default "
+        f"{DEFAULT_PROJECTION_WEB_PORT}, $KES_PROJECTION_WEB_PORT; 0: no web views)",
+    )
+    run.add_argument(
+        "--web-host", default=os.environ.get("KES_WEB_HOST", "127.0.0.1"), help="default: 127.0.0.1"
+    )
     run.add_argument("--loglevel", default="WARNING", help="default: WARNING")
     run.set_defaults(handler=cmd_run)
     again = actions.add_parser(
@@ -103,9 +136,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a projection until Ctrl-C or SIGTERM."""
+    """Run projections until Ctrl-C or SIGTERM; 1 when one of them failed."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    projection = projection_named(args.app, args.name)
+    projections = _chosen(args)
     settings = _settings(args)
     stop = threading.Event()
 
@@ -114,20 +147,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    projector = Projector(projection, settings, adapters=event_adapters(args.app))
-    print(
-        f"projection {projection.name}: group {projector.group_id}, read model "
-        f"{store_path(projection, settings)}; Ctrl-C stops it",
-        flush=True,
-    )
-    projector.run(stop)
-    stats = projector.stats
-    print(
-        f"stopped: {stats.records} events read, {stats.applied} applied, "
-        f"{stats.dead_letters} dead-lettered",
-        flush=True,
-    )
+    adapters = event_adapters(args.app)
+    projectors = [Projector(p, settings, adapters=adapters) for p in projections]
+    host = ProjectionHost(projectors)
+    web = ProjectionWeb(host, args.web_host, args.web_port) if args.web_port else None
+    for projector in projectors:
+        print(
+            f"projection {projector.projection.name}: group {projector.group_id}, read model "
+            f"{store_path(projector.projection, settings)}",
+            flush=True,
+        )
+    if web is not None:
+        web.start()
+        print(f"web views on http://{args.web_host}:{web.port}/health; Ctrl-C stops", flush=True)
+    try:
+        host.run(stop)
+    except KesError as exc:
+        print(f"kes: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if web is not None:
+            web.close()
+        for projector in projectors:
+            stats = projector.stats
+            print(
+                f"{projector.projection.name} stopped: {stats.records} events read, "
+                f"{stats.applied} applied, {stats.dead_letters} dead-lettered",
+                flush=True,
+            )
     return 0
+
+
+def _chosen(args: argparse.Namespace) -> list[AnyProjection]:
+    if args.all and args.names:
+        raise ConfigurationError("name projections or pass --all, not both")
+    if args.all:
+        return load_projections(args.app)
+    if not args.names:
+        raise ConfigurationError("name a projection to run, or pass --all")
+    return [projection_named(args.app, name) for name in args.names]
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:

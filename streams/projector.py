@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Producer,
+    TopicPartition,
+)
 
 from schemas.codec import encode_dead_letter
 from schemas.errors import ConfigurationError, KesError, ProjectionTimeoutError, TopologyError
@@ -72,6 +78,10 @@ class ProjectorStats:
     """Events sent to the dead-letter topic."""
     writes: int = 0
     """Atomic writes to the store."""
+    batches: int = 0
+    """Batches read and applied (`poll` calls that read events)."""
+    batch_seconds: float = 0.0
+    """Time spent applying and storing those batches, in all."""
 
 
 class Projector:
@@ -104,8 +114,15 @@ class Projector:
         self._max_batch = max_batch
         self._changed = threading.Condition()
         self._offsets = self.store.offsets()
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_due = 0.0
         self._consumer: Any = None
         self._producer: Any = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the projector has joined its group (and not closed since)."""
+        return self._consumer is not None
 
     def start(self) -> None:
         """Create the dead-letter topic if it is missing, then join the consumer group."""
@@ -160,9 +177,14 @@ class Projector:
         """
         if self._consumer is None:
             raise ConfigurationError("start the projector before polling")
+        try:
+            return self._apply(self._consumer.poll(timeout))
+        finally:
+            self._measure_lag()
+
+    def _apply(self, first: Any) -> int:
         records: list[EventRecord] = []
         ends: dict[tuple[str, int], int] = {}
-        first = self._consumer.poll(timeout)
         if first is None:
             return 0
         batch = [first]
@@ -184,6 +206,7 @@ class Projector:
                 log.warning("%s: %s", self.group_id, error.str())
         if not records and not ends:
             return 0
+        began = time.monotonic()
         with self._changed:
             stored = dict(self._offsets)
         result = project(
@@ -195,6 +218,8 @@ class Projector:
         self.stats.records += len(records)
         if advanced:
             self._write(result, advanced)
+        self.stats.batches += 1
+        self.stats.batch_seconds += time.monotonic() - began
         return len(records)
 
     def _write(self, result: StepResult, offsets: dict[tuple[str, int], int]) -> None:
@@ -241,6 +266,31 @@ class Projector:
         """The offsets applied and stored so far."""
         with self._changed:
             return dict(self._offsets)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per partition assigned here: events in the log not applied yet, as of the last
+        `poll` (at most a second old; the end of the log is what the last fetch saw)."""
+        with self._changed:
+            return dict(self._lag)
+
+    def _measure_lag(self) -> None:
+        """Refresh `lag()`, at most once a second, from the consumer's own thread (a call such
+        as `assignment()` from another thread blocks while this one polls)."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + 1.0
+        consumer = self._consumer
+        ends = {
+            (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, cached=True)[1]
+            for tp in consumer.assignment()
+        }
+        with self._changed:
+            self._lag = {
+                where: max(0, end - self._offsets.get(where, 0))
+                for where, end in ends.items()
+                if end >= 0
+            }
 
     def wait_for(
         self,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -28,10 +27,10 @@ from streams.projectionadmin import rebuild
 from streams.projector import Projector, store_path
 from streams.settings import Settings
 from streams.verify import Verification, read_topic, verify
-from streams.watermarks import watermarks
 from tests.fixtures.commands import bank_commands, collect_replies, produce
+from tests.fixtures.groups import committed_and_ends as group_offsets
 from tests.fixtures.standins import EventWriter, event
-from tests.fixtures.workers import ROOT, AppCluster
+from tests.fixtures.workers import ROOT, AppCluster, free_port
 from topology.admin import apply
 
 NAME = "account-balances"
@@ -50,7 +49,7 @@ class ProjectionProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", NAME,
-                 "--loglevel", "INFO"],
+                 "--loglevel", "INFO", "--web-port", str(free_port())],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         return self
@@ -84,24 +83,8 @@ def kes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def committed_and_ends(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
-    """The group's committed offsets and the log's ends, per events partition."""
-    topic = settings.topics("account").events
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": balances.group_id(settings.topic_prefix),
-            "isolation.level": "read_committed",
-        }
-    )
-    try:
-        ends = {
-            p: high for p, (_, high) in watermarks(consumer, topic, settings.partitions).items()
-        }
-        asked = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=30)}
-    finally:
-        consumer.close()
-    return committed, ends
+    """The balances group's committed offsets and the log's ends, per events partition."""
+    return group_offsets(settings, balances.group_id(settings.topic_prefix))
 
 
 def wait_idle(settings: Settings, process: ProjectionProcess, timeout: float = 120) -> None:
