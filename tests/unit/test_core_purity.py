@@ -6,7 +6,13 @@ import json
 import subprocess
 import sys
 
-CORE = ["streams.behavior", "streams.decision", "streams.testkit", "examples.bank.domain"]
+CORE = [
+    "streams.behavior",
+    "streams.decision",
+    "streams.testkit",
+    "streams.projectiontestkit",
+    "examples.bank.domain",
+]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode"]
 
 SCRIPT = """
