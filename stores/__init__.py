@@ -1,5 +1,7 @@
-"""State: snapshot stores (a cache of the snapshot changelog) and read-model stores."""
+"""State: snapshot stores (a cache of the snapshot changelog), read-model stores, and revision
+ledgers (a reactor's record of the events it handled)."""
 
+from stores.ledger import MemoryRevisionLedger, RevisionLedger, RocksDBRevisionLedger
 from stores.readmodels import (
     MemoryReadModelStore,
     ReadModelStore,
@@ -16,10 +18,13 @@ from stores.snapshots import (
 __all__ = [
     "Checkpoint",
     "MemoryReadModelStore",
+    "MemoryRevisionLedger",
     "MemorySnapshotStore",
     "PartitionSnapshots",
     "ReadModelStore",
+    "RevisionLedger",
     "RocksDBReadModelStore",
+    "RocksDBRevisionLedger",
     "RocksDBSnapshotStore",
     "SnapshotStore",
 ]
