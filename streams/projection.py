@@ -20,6 +20,7 @@ The consumer group is `<topic prefix><name>`, the dead-letter topic `<topic pref
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,9 @@ from schemas.kes.v1.envelopes_pb2 import DeadLetter, EventEnvelope, Reply
 from streams.adapters import EventAdapters
 from streams.apps import import_app
 from streams.rows import RowBatch, RowReader, RowWriter
-from streams.tracing import project_span
+from streams.tracing import TRACEPARENT, project_span
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AnyProjection",
@@ -205,6 +208,7 @@ def project(
     stored: Mapping[tuple[str, int], int] | None = None,
     adapters: EventAdapters | None = None,
     pause: Callable[[float], None] = time.sleep,
+    strict: bool = False,
 ) -> StepResult:
     """Apply a batch of records to a projection, staging rows; writes nothing itself.
 
@@ -217,9 +221,12 @@ def project(
         times (`pause` between, backing off); keep its rows only if it returned, else dead
         letter HANDLER_ERROR with the last error and keep nothing of it;
      5. the partition's offset becomes the record's offset + 1 whatever the outcome.
+    Row objects (`put_as`) are encoded once at the end; if one fails to encode, the batch is
+    applied again `strict`ly, each object encoded as it is put, so that the event behind it
+    is the one dead-lettered.
     """
-    batch = RowBatch(reader)
-    result = StepResult(rows=batch.rows)
+    batch = RowBatch(reader, strict=strict)
+    result = StepResult(rows={})
     done = stored or {}
     for record in records:
         where = (record.topic, record.partition)
@@ -242,12 +249,25 @@ def project(
         if not projection.handles(event.event_type or event.payload.TypeName()):
             result.skipped += 1
             continue
-        with project_span(f"project {projection.name}", record.headers):
+        if any(key == TRACEPARENT for key, _ in record.headers):
+            with project_span(f"project {projection.name}", record.headers):
+                error = _run(projection, event, batch, pause)
+        else:  # untraced: no span to open (most events; the context manager costs per event)
             error = _run(projection, event, batch, pause)
         if error is None:
             result.applied += 1
         else:
             result.dead_letters.append(_dead_letter(projection, record, *error))
+    try:
+        result.rows = batch.rows
+    except Exception:
+        if strict:
+            raise
+        log.info("%s: a row object failed to encode; applying the batch again, strictly",
+                 projection.name)  # fmt: skip
+        return project(
+            projection, records, reader, stored=stored, adapters=adapters, pause=pause, strict=True
+        )
     return result
 
 

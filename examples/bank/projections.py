@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from schemas.bank.v1 import bank_pb2
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
@@ -36,6 +36,8 @@ LARGE_AMOUNT = 55
 
 log = logging.getLogger(__name__)
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class BalanceRow:
@@ -48,7 +50,13 @@ class BalanceRow:
 
     def encode(self) -> bytes:
         """The row as compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        fields = {
+            "balance": self.balance,
+            "revision": self.revision,
+            "events": self.events,
+            "owner": self.owner,
+        }
+        return _ENCODER.encode(fields).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> BalanceRow:
@@ -67,18 +75,18 @@ balances = Projection("account-balances", ["account"])
 
 
 def _move(event: EventEnvelope, rows: RowWriter, amount: int) -> None:
-    row = balance_of(rows, event.entity_id)
+    row = rows.get_as(event.entity_id, BalanceRow.decode)
     if row is None:
         raise LookupError(f"{event.entity_id}@{event.revision}: movement on an unknown account")
     moved = BalanceRow(row.balance + amount, event.revision, row.events + 1, row.owner)
-    rows.put(event.entity_id, moved.encode())
+    rows.put_as(event.entity_id, moved, BalanceRow.encode)
 
 
 @balances.on(bank_pb2.AccountOpened)
 def opened(event: EventEnvelope, payload: bank_pb2.AccountOpened, rows: RowWriter) -> None:
     """A new row with the opening balance."""
     row = BalanceRow(payload.balance, event.revision, 1, payload.owner)
-    rows.put(event.entity_id, row.encode())
+    rows.put_as(event.entity_id, row, BalanceRow.encode)
 
 
 @balances.on(bank_pb2.AccountCredited)
