@@ -47,7 +47,13 @@ from confluent_kafka import (
 )
 from faust.types import TP
 
-from schemas.errors import CommandGapError, CommandsDeletedError, OwnershipError
+from schemas.errors import (
+    CommandGapError,
+    CommandsDeletedError,
+    KeyUnavailableError,
+    OwnershipError,
+)
+from schemas.personal import has_personal
 from stores.snapshots import Checkpoint, RocksDBSnapshotStore
 from streams.actors import PartitionActors
 from streams.adapters import EventAdapters
@@ -55,6 +61,7 @@ from streams.batch import BatchResult, CommandRecord
 from streams.behavior import Behavior
 from streams.idempotency import OutcomePolicy
 from streams.kafkaconfig import confluent_config
+from streams.keyring import DataKeys
 from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
@@ -139,6 +146,15 @@ class Engine:
         }
         self.actors = actors
         self.store = store
+        master = settings.master()
+        self.keys = DataKeys(master) if master is not None else None
+        """Entities' data keys, for aggregates with personal fields (one bounded cache)."""
+        for behavior in behaviors.values():  # refuse now, not at the first partition
+            if self.keys is None and has_personal([behavior.state_type, *behavior.event_types]):
+                raise KeyUnavailableError(
+                    f"aggregate {behavior.name!r} has personal fields and no master key is "
+                    "configured: set KES_MASTER_KEY or KES_MASTER_KEY_FILE (docs/security.md)"
+                )
         self.instance = instance_id(settings.data_dir)
         self.transactional_id = f"{settings.group_id}-{self.instance}"
         self.client_id = client_id
@@ -558,7 +574,7 @@ class Engine:
                 continue
             behavior, topics = self._by_topic[tp.topic]
             processor = PartitionProcessor(
-                behavior, topics, tp.partition, self.settings, request.store
+                behavior, topics, tp.partition, self.settings, request.store, self.keys
             )
             processor.recovered(request.checkpoint or Checkpoint(), seconds)
             self._ready[tp] = processor
