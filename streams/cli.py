@@ -275,6 +275,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import dlq_cli
 
     dlq_cli.register(sub)
+    from streams import erasure
+
+    erasure.register(sub)
     return parser
 
 

@@ -61,6 +61,7 @@ from streams.batch import BatchResult, CommandRecord
 from streams.behavior import Behavior
 from streams.idempotency import OutcomePolicy
 from streams.kafkaconfig import confluent_config
+from streams.keyreader import keyring_for
 from streams.keyring import DataKeys
 from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
@@ -538,6 +539,7 @@ class Engine:
                 adapters=self.adapters,
                 recent_command_ids=settings.recent_command_ids,
                 outcomes=OutcomePolicy(settings.outcome_horizon_s * 1000, settings.max_outcomes),
+                keys=keyring_for(topics, confluent_config(settings), settings.master()),
             )
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)

@@ -195,7 +195,8 @@ class Keyring:
         self.unreadable = 0
         """Sealed parts dropped because their entity has no key (erased) or no master key."""
 
-    def _key(self, entity_id: str) -> EntityKey | None:
+    def key(self, entity_id: str) -> EntityKey | None:
+        """The entity's key (None: erased, none, or no master key)."""
         if self._keys is None:
             return None
         record = self._lookup(entity_id)
@@ -208,7 +209,7 @@ class Keyring:
         """The envelope with its personal fields back in its payload (in place)."""
         if not env.HasField("sealed"):
             return env
-        key = self._key(env.entity_id)
+        key = self.key(env.entity_id)
         if key is None:
             self.unreadable += 1
         else:
