@@ -56,7 +56,7 @@ from schemas.kes.v1.envelopes_pb2 import (
     Reply,
     Snapshot,
 )
-from schemas.kes.v1.personal_pb2 import DataKey, EntityErased, EraseEntity
+from schemas.kes.v1.personal_pb2 import DataKey, EntityErased, EraseEntity, Sealed
 from schemas.personal import has_personal, open_sealed, seal
 from streams.behavior import Behavior
 from streams.decision import Accepted, CommandContext, Decision, Failed
@@ -158,6 +158,8 @@ class Entity:
     """The entity's data key (aggregates with personal fields), sealing its snapshot."""
     erased: bool = False
     """Erased at `revision`: the snapshot is a marker without state, key or history."""
+    sealed_state: tuple[Message, Sealed | None] | None = None
+    """The state sealed once for its reply and its snapshot (public part, sealed part)."""
 
     def snapshot(self) -> Snapshot:
         """The Snapshot message stored in the changelog and the local store."""
@@ -178,7 +180,7 @@ class Entity:
                 source_offset=self.source_offset,
                 first_event_offset=self.first_event_offset,
             )
-        public, sealed = seal(self.state, key.aead, self.entity_id)
+        public, sealed = self.sealed_state or seal(self.state, key.aead, self.entity_id)
         return Snapshot(
             entity_id=self.entity_id,
             revision=self.revision,
@@ -550,6 +552,8 @@ class BatchStep:
             current.first_event_offset,
             entity_key,
         )
+        if entity_key is not None:  # sealed once, for the reply and the snapshot
+            updated.sealed_state = seal(decision.new_state, entity_key.aead, current.entity_id)
         if current.revision == 0 and indexes:
             result.first_events[current.entity_id] = indexes[0]
         result.changed[current.entity_id] = updated
@@ -563,8 +567,8 @@ class BatchStep:
             fits = state_size + _REPLY_ROOM <= self._max_record  # else the reply leaves it out
             if env.reply_wanted and fits:
                 state = decision.new_state
-                if entity_key is not None:
-                    state, sealed = seal(state, entity_key.aead, current.entity_id)
+                if updated.sealed_state is not None:
+                    state, sealed = updated.sealed_state
                     if sealed is not None:
                         reply.accepted.sealed.CopyFrom(sealed)
                 reply.accepted.state.CopyFrom(pack(state))

@@ -1,6 +1,6 @@
 """One aggregate's topics, declared in one place: names, partition counts and topic configs.
 
-An aggregate named `account` owns five topics:
+An aggregate named `account` owns six topics:
 
 - `account.commands`: commands, keyed by entity id.
 - `account.events`: the event log, the source of truth; compacted and kept forever.
