@@ -690,13 +690,26 @@ class BatchStep:
         key: str,
     ) -> None:
         """An accepted outcome without state: replied when wanted, kept under `key` if set."""
+        accepted = AcceptedReply(revision=revision, partition=self.partition)
+        self._answer(env, entity_id, result, key, indexes, accepted=accepted)
+
+    def _answer(
+        self,
+        env: CommandEnvelope,
+        entity_id: str,
+        result: BatchResult,
+        key: str,
+        indexes: list[int],
+        **outcome: Any,
+    ) -> None:
+        """A reply with `outcome` (accepted= or rejected=), when wanted or kept under `key`."""
         if not env.reply_wanted and not key:
             return
         reply = Reply(
             command_id=env.command_id,
             entity_id=entity_id,
             correlation_id=env.correlation_id,
-            accepted=AcceptedReply(revision=revision, partition=self.partition),
+            **outcome,
         )
         self._outcome(result, PendingReply(reply, indexes, env.reply_wanted, key, self._reply_to))
 
@@ -728,15 +741,8 @@ class BatchStep:
     ) -> None:
         """A rejection: replied when wanted, kept as the command's outcome under `key` if set."""
         result.rejected += 1
-        if not env.reply_wanted and not key:
-            return
-        reply = Reply(
-            command_id=env.command_id,
-            entity_id=entity_id,
-            correlation_id=env.correlation_id,
-            rejected=Rejected(code=code, message=_bounded(message), current_revision=revision),  # type: ignore[arg-type]
-        )
-        self._outcome(result, PendingReply(reply, [], env.reply_wanted, key, self._reply_to))
+        rejected = Rejected(code=code, message=_bounded(message), current_revision=revision)  # type: ignore[arg-type]
+        self._answer(env, entity_id, result, key, [], rejected=rejected)
 
     @staticmethod
     def _outcome(result: BatchResult, pending: PendingReply) -> None:

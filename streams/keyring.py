@@ -23,14 +23,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.errors import ConfigurationError, KeyUnavailableError
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
-from schemas.kes.v1.personal_pb2 import DataKey
+from schemas.kes.v1.personal_pb2 import DataKey, Sealed
 from schemas.personal import NONCE_BYTES, open_sealed
 
 __all__ = [
@@ -209,29 +209,25 @@ class Keyring:
         """The envelope with its personal fields back in its payload (in place)."""
         if not env.HasField("sealed"):
             return env
-        key = self.key(env.entity_id)
-        if key is None:
-            self.unreadable += 1
-        else:
-            payload = env.payload
-            payload.value = open_sealed(
-                payload.value, env.sealed, key.aead, env.entity_id, payload.TypeName()
-            )
+        self._open(env.payload, env.sealed, self.key(env.entity_id), env.entity_id)
         env.ClearField("sealed")
         return env
+
+    def _open(self, packed: Any, sealed: Sealed, key: EntityKey | None, entity_id: str) -> None:
+        """Append the opened private part to the packed message (nothing without a key)."""
+        if key is None:
+            self.unreadable += 1
+            return
+        packed.value = open_sealed(packed.value, sealed, key.aead, entity_id, packed.TypeName())
 
     def open_snapshot(self, snap: Snapshot) -> Snapshot:
         """The snapshot with its personal fields back in its state (in place)."""
         if not snap.HasField("sealed"):
             return snap
-        if self._keys is None:
-            self.unreadable += 1
-        else:
+        key = None
+        if self._keys is not None:
             key = self._keys.open(snap.entity_id, snap.wrapped_key, snap.master_key_id)
-            state = snap.state
-            state.value = open_sealed(
-                state.value, snap.sealed, key.aead, snap.entity_id, state.TypeName()
-            )
+        self._open(snap.state, snap.sealed, key, snap.entity_id)
         snap.ClearField("sealed")
         return snap
 
