@@ -588,9 +588,13 @@ class BatchStep:
     ) -> OutRecord:
         """One event's record: its envelope (personal fields sealed) and headers."""
         event_type = type_name(event)
+        sealed = None
+        if entity_key is not None:
+            event, sealed = seal(event, entity_key.aead, entity_id)
         envelope = EventEnvelope(
             entity_id=entity_id,
             revision=revision,
+            payload=pack(event),
             command_id=env.command_id,
             correlation_id=env.correlation_id,
             timestamp=result.now,
@@ -599,11 +603,8 @@ class BatchStep:
             aggregate=self.behavior.name,
             event_type=event_type,
         )
-        if entity_key is not None:
-            event, sealed = seal(event, entity_key.aead, entity_id)
-            if sealed is not None:
-                envelope.sealed.CopyFrom(sealed)
-        envelope.payload.CopyFrom(pack(event))
+        if sealed is not None:
+            envelope.sealed.CopyFrom(sealed)
         if env.metadata:
             envelope.metadata.update(env.metadata)
         headers = [
