@@ -182,3 +182,12 @@ class ProjectionTimeoutError(KesError):
         self.projection = projection
         self.pending = pending
         self.timeout = timeout
+
+
+class KeyUnavailableError(KesError):
+    """Personal data cannot be sealed or opened: no master key, or a key that does not unwrap.
+
+    A worker whose aggregates have personal fields refuses to start without a master key
+    (`KES_MASTER_KEY` or `KES_MASTER_KEY_FILE`, see docs/security.md), rather than write
+    personal data in plain text.
+    """

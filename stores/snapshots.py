@@ -97,6 +97,9 @@ class PartitionSnapshots(Protocol):
     def outcomes(self) -> int:
         """How many outcomes the store holds."""
 
+    def outcome_keys(self, entity_id: str) -> list[str]:
+        """The keys of one entity's outcomes (NUL, entity id, NUL, command id)."""
+
     def expired(self, before_ms: int, keep: int, limit: int) -> list[str]:
         """Outcome keys to remove, oldest first, at most `limit`: those decided before
         `before_ms`, and the oldest beyond the newest `keep`."""
@@ -152,6 +155,10 @@ class _MemoryPartition:
 
     def outcomes(self) -> int:
         return len(self._decided)
+
+    def outcome_keys(self, entity_id: str) -> list[str]:
+        prefix = f"{_OUTCOME}{entity_id}{_OUTCOME}"
+        return sorted(k for k in self._decided if k.startswith(prefix))
 
     def expired(self, before_ms: int, keep: int, limit: int) -> list[str]:
         excess = len(self._decided) - keep
@@ -243,6 +250,16 @@ class _RocksDBPartition:
             if not key.startswith(_ENTITY):
                 break
             yield key[1:].decode(), value
+
+    def outcome_keys(self, entity_id: str) -> list[str]:
+        prefix = _ENTITY + f"{_OUTCOME}{entity_id}{_OUTCOME}".encode()
+        found = []
+        for key in self._db.keys(from_key=prefix):
+            assert isinstance(key, bytes)
+            if not key.startswith(prefix):
+                break
+            found.append(key[1:].decode())
+        return found
 
     def outcomes(self) -> int:
         raw = self._db.get(_COUNT)

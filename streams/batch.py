@@ -14,6 +14,9 @@ Per command, in order:
     DUPLICATE;
  4. expected revision: a mismatch is answered CONFLICT;
  5. decide with the behavior: accepted (events, new state), rejected, or failed (dead letter).
+An erased entity takes no command (ERASED), and `kes.v1.EraseEntity` erases one (see `_erase`).
+In an aggregate with personal fields (schemas.personal), events, snapshots and replies leave
+sealed with the entity's data key, made with its first accepted command (streams.keyring).
 Every routed command decided in steps 4-5 leaves its outcome (streams.idempotency), written in
 the same transaction as its events, except a dead-lettered one (a handler error, a payload this
 deployment cannot read, output too large): nothing was decided, so a retry or a redrive of the
@@ -41,7 +44,7 @@ from schemas.codec import (
     type_name,
     unpack,
 )
-from schemas.errors import DeadLetterReason, DecodeError
+from schemas.errors import DeadLetterReason, DecodeError, KeyUnavailableError
 from schemas.kes.v1.envelopes_pb2 import (
     Accepted as AcceptedReply,
 )
@@ -53,15 +56,20 @@ from schemas.kes.v1.envelopes_pb2 import (
     Reply,
     Snapshot,
 )
+from schemas.kes.v1.personal_pb2 import DataKey, EntityErased, EraseEntity, Sealed
+from schemas.personal import has_personal, open_sealed, seal
 from streams.behavior import Behavior
 from streams.decision import Accepted, CommandContext, Decision, Failed
 from streams.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
+from streams.keyring import DataKeys, EntityKey
 from streams.tracing import TRACEPARENT, command_span
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "ERASED_EVENT_TYPE",
+    "ERASE_TYPE_URL",
     "REPLY_PARTITION_HEADER",
     "BatchResult",
     "BatchStep",
@@ -79,6 +87,11 @@ CHECKPOINT_KEY = b""
 No entity has an empty id (such commands are dead-lettered), so the key cannot collide."""
 
 Headers = list[tuple[str, bytes]]
+
+ERASE_TYPE_URL = pack(EraseEntity()).type_url
+"""The type URL of the command that erases an entity (`kes erase`)."""
+ERASED_EVENT_TYPE = EntityErased.DESCRIPTOR.full_name
+"""The event type of an erased entity's last event."""
 
 
 _REPLY_ROOM = 4096
@@ -141,16 +154,43 @@ class Entity:
     recent_command_ids: list[str]
     source_offset: int = -1
     first_event_offset: int = -1
+    key: EntityKey | None = None
+    """The entity's data key (aggregates with personal fields), sealing its snapshot."""
+    erased: bool = False
+    """Erased at `revision`: the snapshot is a marker without state, key or history."""
+    sealed_state: tuple[Message, Sealed | None] | None = None
+    """The state sealed once for its reply and its snapshot (public part, sealed part)."""
 
     def snapshot(self) -> Snapshot:
         """The Snapshot message stored in the changelog and the local store."""
+        if self.erased:
+            return Snapshot(
+                entity_id=self.entity_id,
+                revision=self.revision,
+                source_offset=self.source_offset,
+                erased=True,
+            )
+        key = self.key
+        if key is None:
+            return Snapshot(
+                entity_id=self.entity_id,
+                revision=self.revision,
+                state=pack(self.state),
+                recent_command_ids=self.recent_command_ids,
+                source_offset=self.source_offset,
+                first_event_offset=self.first_event_offset,
+            )
+        public, sealed = self.sealed_state or seal(self.state, key.aead, self.entity_id)
         return Snapshot(
             entity_id=self.entity_id,
             revision=self.revision,
-            state=pack(self.state),
+            state=pack(public),
             recent_command_ids=self.recent_command_ids,
             source_offset=self.source_offset,
             first_event_offset=self.first_event_offset,
+            sealed=sealed,
+            wrapped_key=key.wrapped,
+            master_key_id=key.master_key_id,
         )
 
 
@@ -179,6 +219,12 @@ class BatchResult:
     """Outcome keys to remove (tombstones): past the horizon or beyond the count."""
     dead_letters: list[OutRecord] = field(default_factory=list)
     forwards: list[OutRecord] = field(default_factory=list)
+    keys: list[OutRecord] = field(default_factory=list)
+    """Records for the keys topic: new entities' data keys, erased entities' markers."""
+    tombstones: list[OutRecord] = field(default_factory=list)
+    """Tombstones of erased entities' event keys (written after every event of the batch)."""
+    erased: list[str] = field(default_factory=list)
+    """Entities erased by this batch (their outcomes are removed too)."""
     changed: dict[str, Entity] = field(default_factory=dict)
     first_events: dict[str, int] = field(default_factory=dict)
     """Entities whose first event this batch writes: entity id -> index in `events`."""
@@ -233,8 +279,18 @@ class BatchStep:
         max_record_bytes: int = 1_000_000,
         recent_command_ids: int = 32,
         cache_size: int = 10_000,
+        keys: DataKeys | None = None,
     ) -> None:
         self.behavior = behavior
+        self._keys: DataKeys | None = None
+        """Set only for an aggregate with personal fields: everything else pays nothing."""
+        if has_personal([behavior.state_type, *behavior.event_types]):
+            if keys is None:
+                raise KeyUnavailableError(
+                    f"aggregate {behavior.name!r} has personal fields and no master key is "
+                    "configured: set KES_MASTER_KEY or KES_MASTER_KEY_FILE"
+                )
+            self._keys = keys
         self.topics = topics
         self.partition = partition
         self._load = load
@@ -269,6 +325,19 @@ class BatchStep:
         if snap is None:
             state = self.behavior.initial_state(entity_id)
             return Entity(entity_id, 0, state, [])
+        if snap.erased:
+            state = self.behavior.initial_state(entity_id)
+            return Entity(entity_id, snap.revision, state, [], snap.source_offset, erased=True)
+        key = None
+        if snap.wrapped_key:
+            if self._keys is None:
+                raise KeyUnavailableError(f"{entity_id}: a sealed snapshot and no master key")
+            key = self._keys.open(entity_id, snap.wrapped_key, snap.master_key_id)
+            if snap.HasField("sealed"):
+                packed = snap.state
+                packed.value = open_sealed(
+                    packed.value, snap.sealed, key.aead, entity_id, packed.TypeName()
+                )
         state = unpack(snap.state)
         return Entity(
             entity_id,
@@ -277,6 +346,7 @@ class BatchStep:
             list(snap.recent_command_ids),
             snap.source_offset,
             snap.first_event_offset,
+            key,
         )
 
     @property
@@ -350,6 +420,9 @@ class BatchStep:
         current = result.changed.get(entity_id) or self.entity(entity_id)
         key = outcome_key(entity_id, env.command_id) if self.outcomes.enabled else ""
         if key and self._replay(env, key, result):
+            return
+        if current.erased or env.payload.type_url == ERASE_TYPE_URL:
+            self._erase(record, env, current, result, key)
             return
         if env.command_id in current.recent_command_ids:
             detail = f"command {env.command_id} was already applied"
@@ -428,6 +501,7 @@ class BatchStep:
             reply.CopyFrom(earlier.reply)
             if reply.HasField("accepted"):
                 reply.accepted.ClearField("state")
+                reply.accepted.ClearField("sealed")
             reply.correlation_id = env.correlation_id
             reply.replay = True
             result.replies.append(
@@ -445,42 +519,17 @@ class BatchStep:
         key: str,
         trace_headers: Headers,
     ) -> None:
-        now = result.now
-        events: list[OutRecord] = []
-        for i, event in enumerate(decision.events, start=1):
-            revision = current.revision + i
-            event_type = type_name(event)
-            envelope = EventEnvelope(
-                entity_id=current.entity_id,
-                revision=revision,
-                payload=pack(event),
-                command_id=env.command_id,
-                correlation_id=env.correlation_id,
-                timestamp=now,
-                source_partition=self.partition,
-                source_offset=record.offset,
-                aggregate=self.behavior.name,
-                event_type=event_type,
-            )
-            if env.metadata:
-                envelope.metadata.update(env.metadata)
-            headers = [
-                ("entity-id", current.entity_id.encode()),
-                ("revision", str(revision).encode()),
-                ("event-type", event_type.encode()),
-                ("command-id", env.command_id.encode()),
-                ("correlation-id", env.correlation_id.encode()),
-                *trace_headers,
-            ]
-            events.append(
-                OutRecord(
-                    self.topics.events,
-                    self.partition,
-                    event_key(current.entity_id, revision),
-                    envelope.SerializeToString(),
-                    headers,
-                )
-            )
+        keys = self._keys
+        entity_key = new_key = None
+        if keys is not None:
+            entity_key = current.key
+            if entity_key is None:  # first use: written with the events it seals, or not at all
+                entity_key = new_key = keys.new(current.entity_id)
+        events = [
+            self._event(record, env, result, current.entity_id, current.revision + i, event,
+                        entity_key, trace_headers)
+            for i, event in enumerate(decision.events, start=1)
+        ]  # fmt: skip
         recent = [*current.recent_command_ids, env.command_id][-self._recent :]
         state_size = decision.new_state.ByteSize()
         too_large = self._too_large(events, current.entity_id, state_size, recent)
@@ -492,6 +541,12 @@ class BatchStep:
         result.accepted += 1
         indexes = list(range(len(result.events), len(result.events) + len(events)))
         result.events.extend(events)
+        if new_key is not None and keys is not None:
+            value = keys.record(current.entity_id, new_key).SerializeToString()
+            key_record = OutRecord(
+                self.topics.keys, self.partition, current.entity_id.encode(), value, []
+            )
+            result.keys.append(key_record)
         updated = Entity(
             current.entity_id,
             decision.revision,
@@ -499,7 +554,10 @@ class BatchStep:
             recent,
             record.offset,
             current.first_event_offset,
+            entity_key,
         )
+        if entity_key is not None:  # sealed once, for the reply and the snapshot
+            updated.sealed_state = seal(decision.new_state, entity_key.aead, current.entity_id)
         if current.revision == 0 and indexes:
             result.first_events[current.entity_id] = indexes[0]
         result.changed[current.entity_id] = updated
@@ -512,9 +570,153 @@ class BatchStep:
             )
             fits = state_size + _REPLY_ROOM <= self._max_record  # else the reply leaves it out
             if env.reply_wanted and fits:
-                reply.accepted.state.CopyFrom(pack(decision.new_state))
+                state = decision.new_state
+                if updated.sealed_state is not None:
+                    state, sealed = updated.sealed_state
+                    if sealed is not None:
+                        reply.accepted.sealed.CopyFrom(sealed)
+                reply.accepted.state.CopyFrom(pack(state))
             pending = PendingReply(reply, indexes, env.reply_wanted, key, self._reply_to)
             self._outcome(result, pending)
+
+    def _event(
+        self,
+        record: CommandRecord,
+        env: CommandEnvelope,
+        result: BatchResult,
+        entity_id: str,
+        revision: int,
+        event: Message,
+        entity_key: EntityKey | None,
+        trace_headers: Headers,
+    ) -> OutRecord:
+        """One event's record: its envelope (personal fields sealed) and headers."""
+        event_type = type_name(event)
+        sealed = None
+        if entity_key is not None:
+            event, sealed = seal(event, entity_key.aead, entity_id)
+        envelope = EventEnvelope(
+            entity_id=entity_id,
+            revision=revision,
+            payload=pack(event),
+            command_id=env.command_id,
+            correlation_id=env.correlation_id,
+            timestamp=result.now,
+            source_partition=self.partition,
+            source_offset=record.offset,
+            aggregate=self.behavior.name,
+            event_type=event_type,
+        )
+        if sealed is not None:
+            envelope.sealed.CopyFrom(sealed)
+        if env.metadata:
+            envelope.metadata.update(env.metadata)
+        headers = [
+            ("entity-id", entity_id.encode()),
+            ("revision", str(revision).encode()),
+            ("event-type", event_type.encode()),
+            ("command-id", env.command_id.encode()),
+            ("correlation-id", env.correlation_id.encode()),
+            *trace_headers,
+        ]
+        return OutRecord(
+            self.topics.events,
+            self.partition,
+            event_key(entity_id, revision),
+            envelope.SerializeToString(),
+            headers,
+        )
+
+    def _erase(
+        self,
+        record: CommandRecord,
+        env: CommandEnvelope,
+        current: Entity,
+        result: BatchResult,
+        key: str,
+    ) -> None:
+        """Erase an entity (`kes.v1.EraseEntity`), or answer a command to an erased one.
+
+        An erased entity answers ERASED to every command but EraseEntity, which it accepts
+        again without writing anything (an erasure re-run completes at once). Erasing writes:
+         1. a tombstone for each of the entity's event keys (revisions 1..n), after every
+            event of the batch;
+         2. its last event, EntityErased at revision n + 1 (no personal data), for projections;
+         3. on the keys topic, a marker that replaces its data key (when it has one);
+         4. its snapshot replaced by an erasure marker (no state, no key, no history), so its
+            later commands are refused and no revision is used twice;
+         5. its outcomes removed (tombstones the processor adds, reading the store).
+        All in the batch's transaction: read_committed readers see all of it or nothing.
+        """
+        entity_id = current.entity_id
+        if current.erased:
+            if env.payload.type_url != ERASE_TYPE_URL:
+                detail = f"entity {entity_id!r} was erased"
+                code = RejectionCode.ERASED
+                self._reject(env, entity_id, result, code, detail, current.revision, key)
+                return
+            result.accepted += 1
+            self._accepted_reply(env, entity_id, result, current.revision, [], key)
+            return
+        if current.revision == 0:
+            detail = f"no entity {entity_id!r} to erase"
+            self._reject(env, entity_id, result, RejectionCode.VALIDATION, detail, 0, key)
+            return
+        erased = current.revision
+        events, partition = self.topics.events, self.partition
+        result.tombstones.extend(
+            OutRecord(events, partition, event_key(entity_id, r), b"", [])
+            for r in range(1, erased + 1)
+        )
+        last = EntityErased(entity_id=entity_id, erased_revisions=erased)
+        index = len(result.events)
+        result.events.append(
+            self._event(record, env, result, entity_id, erased + 1, last, None, [])
+        )
+        if current.key is not None:
+            marker = DataKey(entity_id=entity_id, erased=True).SerializeToString()
+            result.keys.append(
+                OutRecord(self.topics.keys, partition, entity_id.encode(), marker, [])
+            )
+        result.changed[entity_id] = Entity(
+            entity_id, erased + 1, current.state, [], record.offset, erased=True
+        )
+        result.erased.append(entity_id)
+        result.accepted += 1
+        self._accepted_reply(env, entity_id, result, erased + 1, [index], key)
+
+    def _accepted_reply(
+        self,
+        env: CommandEnvelope,
+        entity_id: str,
+        result: BatchResult,
+        revision: int,
+        indexes: list[int],
+        key: str,
+    ) -> None:
+        """An accepted outcome without state: replied when wanted, kept under `key` if set."""
+        accepted = AcceptedReply(revision=revision, partition=self.partition)
+        self._answer(env, entity_id, result, key, indexes, accepted=accepted)
+
+    def _answer(
+        self,
+        env: CommandEnvelope,
+        entity_id: str,
+        result: BatchResult,
+        key: str,
+        indexes: list[int],
+        **outcome: Any,
+    ) -> None:
+        """A reply with `outcome` (accepted= or rejected=), when wanted or kept under `key`."""
+        if not env.reply_wanted and not key:
+            return
+        reply = Reply(
+            command_id=env.command_id,
+            entity_id=entity_id,
+            correlation_id=env.correlation_id,
+            **outcome,
+        )
+        self._outcome(result, PendingReply(reply, indexes, env.reply_wanted, key, self._reply_to))
 
     def _too_large(
         self, events: Sequence[OutRecord], entity_id: str, state_size: int, recent: list[str]
@@ -544,15 +746,8 @@ class BatchStep:
     ) -> None:
         """A rejection: replied when wanted, kept as the command's outcome under `key` if set."""
         result.rejected += 1
-        if not env.reply_wanted and not key:
-            return
-        reply = Reply(
-            command_id=env.command_id,
-            entity_id=entity_id,
-            correlation_id=env.correlation_id,
-            rejected=Rejected(code=code, message=_bounded(message), current_revision=revision),  # type: ignore[arg-type]
-        )
-        self._outcome(result, PendingReply(reply, [], env.reply_wanted, key, self._reply_to))
+        rejected = Rejected(code=code, message=_bounded(message), current_revision=revision)  # type: ignore[arg-type]
+        self._answer(env, entity_id, result, key, [], rejected=rejected)
 
     @staticmethod
     def _outcome(result: BatchResult, pending: PendingReply) -> None:

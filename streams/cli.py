@@ -203,7 +203,8 @@ def _parser() -> argparse.ArgumentParser:
         "topics",
         help="plan, apply or describe the Kafka topics of an app's aggregates",
         description="Each aggregate has <name>.commands, .events (compacted event log), .snapshots "
-        "(compacted changelog), .replies and .dlq. `plan` shows what is missing or wrong, `apply` "
+        "(compacted changelog), .replies, .dlq and .keys (entities' data keys). `plan` shows "
+        "what is missing or wrong, `apply` "
         "creates what is missing and fixes config drift (never partition counts), `describe` shows "
         "the layout as it is. Exit code 1 when the layout is wrong.",
     )
@@ -275,6 +276,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import dlq_cli
 
     dlq_cli.register(sub)
+    from streams import erasure
+
+    erasure.register(sub)
     return parser
 
 

@@ -28,6 +28,8 @@ from streams.behavior import Behavior
 from streams.cliargs import add_cluster_args, settings_from
 from streams.client import AsyncCommandClient, CommandClient, outcome
 from streams.history import read_history
+from streams.kafkaconfig import confluent_config
+from streams.keyreader import keyring_for
 from streams.reading import read_events
 from streams.settings import Settings
 
@@ -291,24 +293,28 @@ def cmd_events(args: argparse.Namespace) -> int:
     behavior = behavior_named(module, args.aggregate)
     settings = settings_from(args)
     adapters = event_adapters(module)
+    topics = settings.topics(behavior.name)
+    keys = keyring_for(topics, confluent_config(settings), settings.master())
     events: Iterator[EventEnvelope]
     if args.entity:
         events = read_history(
-            settings.topics(behavior.name),
+            topics,
             settings.bootstrap_servers,
             args.entity,
             follow=args.follow,
             adapters=adapters,
             client_config=settings.client_config,
+            keys=keys,
         )
     else:
         events = read_events(
-            settings.topics(behavior.name),
+            topics,
             settings.bootstrap_servers,
             from_beginning=args.from_beginning or not args.follow,
             follow=args.follow,
             adapters=adapters,
             client_config=settings.client_config,
+            keys=keys,
         )
     render = _json_line if args.json else _text_line
     try:

@@ -41,6 +41,8 @@ class RejectionCode(StrEnum):
     """The behavior has no handler for the command's type."""
     POISON = "POISON"
     """The command could not be decoded or its handler failed."""
+    ERASED = "ERASED"
+    """The entity was erased (`kes erase`): it takes no command any more."""
 
 
 @dataclass(frozen=True)

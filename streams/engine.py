@@ -47,7 +47,13 @@ from confluent_kafka import (
 )
 from faust.types import TP
 
-from schemas.errors import CommandGapError, CommandsDeletedError, OwnershipError
+from schemas.errors import (
+    CommandGapError,
+    CommandsDeletedError,
+    KeyUnavailableError,
+    OwnershipError,
+)
+from schemas.personal import has_personal
 from stores.snapshots import Checkpoint, RocksDBSnapshotStore
 from streams.actors import PartitionActors
 from streams.adapters import EventAdapters
@@ -55,6 +61,8 @@ from streams.batch import BatchResult, CommandRecord
 from streams.behavior import Behavior
 from streams.idempotency import OutcomePolicy
 from streams.kafkaconfig import confluent_config
+from streams.keyreader import keyring_for
+from streams.keyring import DataKeys
 from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
@@ -140,6 +148,15 @@ class Engine:
         }
         self.actors = actors
         self.store = store
+        master = settings.master()
+        self.keys = DataKeys(master) if master is not None else None
+        """Entities' data keys, for aggregates with personal fields (one bounded cache)."""
+        for behavior in behaviors.values():  # refuse now, not at the first partition
+            if self.keys is None and has_personal([behavior.state_type, *behavior.event_types]):
+                raise KeyUnavailableError(
+                    f"aggregate {behavior.name!r} has personal fields and no master key is "
+                    "configured: set KES_MASTER_KEY or KES_MASTER_KEY_FILE (docs/security.md)"
+                )
         self.instance = instance_id(settings.data_dir)
         self.transactional_id = f"{settings.group_id}-{self.instance}"
         self._span_name = f"transaction {settings.group_id}"
@@ -526,6 +543,7 @@ class Engine:
                 adapters=self.adapters,
                 recent_command_ids=settings.recent_command_ids,
                 outcomes=OutcomePolicy(settings.outcome_horizon_s * 1000, settings.max_outcomes),
+                keys=keyring_for(topics, confluent_config(settings), settings.master()),
             )
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
@@ -562,7 +580,7 @@ class Engine:
                 continue
             behavior, topics = self._by_topic[tp.topic]
             processor = PartitionProcessor(
-                behavior, topics, tp.partition, self.settings, request.store
+                behavior, topics, tp.partition, self.settings, request.store, self.keys
             )
             processor.recovered(request.checkpoint or Checkpoint(), seconds)
             self._ready[tp] = processor

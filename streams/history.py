@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from schemas.codec import decode_snapshot
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from streams.adapters import EventAdapters
+from streams.keyring import Keyring
 from streams.reading import read_events
 from streams.verify import read_topic
 from topology.layout import AggregateTopics
@@ -44,6 +45,7 @@ def read_history(
     follow: bool = False,
     adapters: EventAdapters | None = None,
     client_config: Mapping[str, str] | None = None,
+    keys: Keyring | None = None,
 ) -> Iterator[EventEnvelope]:
     """The entity's events in revision order, read from its first event's offset onwards."""
     config = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
@@ -60,4 +62,5 @@ def read_history(
         adapters=adapters,
         client_config=client_config,
         start_offsets=starts,
+        keys=keys,
     )

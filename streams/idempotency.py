@@ -71,6 +71,7 @@ def encode_outcome(decided_ms: int, reply: Reply) -> bytes:
         stored = Reply()
         stored.CopyFrom(reply)
         stored.accepted.ClearField("state")
+        stored.accepted.ClearField("sealed")
     return _TIME.pack(decided_ms) + stored.SerializeToString()
 
 

@@ -20,6 +20,7 @@ from streams.batch import BatchResult, BatchStep, CommandRecord
 from streams.behavior import Behavior
 from streams.gaps import log_start, records_between
 from streams.idempotency import OutcomePolicy
+from streams.keyring import DataKeys
 from streams.settings import Settings
 from topology.layout import AggregateTopics
 
@@ -58,6 +59,7 @@ class PartitionProcessor:
         partition: int,
         settings: Settings,
         store: PartitionSnapshots,
+        keys: DataKeys | None = None,
     ) -> None:
         self.topics = topics
         self.partition = partition
@@ -74,6 +76,7 @@ class PartitionProcessor:
             max_command_bytes=settings.max_command_bytes,
             max_record_bytes=settings.max_record_bytes,
             recent_command_ids=settings.recent_command_ids,
+            keys=keys,
         )
         self.settings = settings
         self.next_offset = -1
@@ -109,6 +112,9 @@ class PartitionProcessor:
                 result.decided_ms - policy.horizon_ms, policy.max_per_partition, policy.prune_batch
             )
             result.expired = [key for key in expired if key not in result.outcomes]
+        for entity_id in result.erased:  # an erased entity's outcomes go with it
+            known = set(result.expired)
+            result.expired += [k for k in self.store.outcome_keys(entity_id) if k not in known]
         return result
 
     def committed(

@@ -35,6 +35,7 @@ from schemas.errors import ConfigurationError, DeadLetterReason, DecodeError
 from schemas.kes.v1.envelopes_pb2 import DeadLetter, EventEnvelope, Reply
 from streams.adapters import EventAdapters
 from streams.apps import import_app
+from streams.keyring import Keyring
 from streams.rows import RowBatch, RowReader, RowWriter
 from streams.tracing import TRACEPARENT, project_span
 
@@ -208,14 +209,17 @@ def project(
     stored: Mapping[tuple[str, int], int] | None = None,
     adapters: EventAdapters | None = None,
     pause: Callable[[float], None] = time.sleep,
+    keys: Mapping[str, Keyring] | None = None,
     strict: bool = False,
 ) -> StepResult:
     """Apply a batch of records to a projection, staging rows; writes nothing itself.
 
     Per record, in offset order:
-     1. skip it if it lies below the offset already `stored` for its partition (applied before);
-     2. decode the envelope and apply the event adapters (failure: dead letter, reason from the
-        DecodeError, HANDLER_ERROR if an adapter raised something else);
+     1. skip it if it lies below the offset already `stored` for its partition (applied before),
+        or if it is a tombstone (an erased entity's event: its `EntityErased` event follows);
+     2. decode the envelope, open its sealed personal fields with `keys[topic]` (without a key, an
+        erased entity's, they stay empty), and apply the event adapters (failure: dead letter,
+        reason from the DecodeError, HANDLER_ERROR if an adapter raised something else);
      3. skip event types the projection has no handler for (their payload is never decoded);
      4. unpack the payload and run the handler on a child of the batch, up to `max_attempts`
         times (`pause` between, backing off); keep its rows only if it returned, else dead
@@ -234,8 +238,14 @@ def project(
             result.skipped += 1
             continue
         result.offsets[where] = record.offset + 1
+        if record.value is None:
+            result.skipped += 1
+            continue
         try:
             event = decode_event(record.value)
+            ring = keys.get(record.topic) if keys is not None else None
+            if ring is not None:
+                ring.open_event(event)
             if adapters is not None:
                 event = adapters.adapt(event)
         except DecodeError as exc:
@@ -266,7 +276,14 @@ def project(
         log.info("%s: a row object failed to encode; applying the batch again, strictly",
                  projection.name)  # fmt: skip
         return project(
-            projection, records, reader, stored=stored, adapters=adapters, pause=pause, strict=True
+            projection,
+            records,
+            reader,
+            stored=stored,
+            adapters=adapters,
+            pause=pause,
+            keys=keys,
+            strict=True,
         )
     return result
 

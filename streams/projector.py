@@ -40,6 +40,7 @@ from schemas.kes.v1.envelopes_pb2 import Reply
 from stores.readmodels import ReadModelStore, RocksDBReadModelStore
 from streams.adapters import EventAdapters
 from streams.kafkaconfig import confluent_config
+from streams.keyreader import keyring_for
 from streams.projection import (
     AnyProjection,
     EventRecord,
@@ -105,6 +106,12 @@ class Projector:
         self.group_id = projection.group_id(settings.topic_prefix)
         self.dlq_topic = projection.dlq_topic(settings.topic_prefix)
         self.topics = {a: settings.topics(a).events for a in projection.aggregates}
+        self._keys = {  # per events topic: opens sealed personal fields for the handlers
+            settings.topics(a).events: keyring_for(
+                settings.topics(a), confluent_config(settings), settings.master()
+            )
+            for a in projection.aggregates
+        }
         self.stats = ProjectorStats()
         self._owns_store = store is None
         self.store: ReadModelStore = store or RocksDBReadModelStore(
@@ -210,7 +217,12 @@ class Projector:
         with self._changed:
             stored = dict(self._offsets)
         result = project(
-            self.projection, records, self.store, stored=stored, adapters=self._adapters
+            self.projection,
+            records,
+            self.store,
+            stored=stored,
+            adapters=self._adapters,
+            keys=self._keys,
         )
         for where, end in ends.items():
             result.offsets[where] = max(end, result.offsets.get(where, 0))

@@ -4,7 +4,8 @@ Reads `<aggregate>.events` with `isolation.level=read_committed`, so only events
 worker transactions are seen, and without a consumer group (partitions are assigned; nothing is
 committed), so reading never disturbs anyone. Events come out decoded, with event adapters
 applied. Order: by offset within a partition, and so by revision within an entity; partitions
-interleave.
+interleave. Tombstones (an erased entity's events, see `kes erase`) are skipped; with a keyring,
+sealed personal fields are opened before the adapters run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from schemas.codec import decode_event, parse_event_key
 from schemas.errors import DecodeError, KesError
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from streams.adapters import EventAdapters
+from streams.keyring import Keyring
 from streams.watermarks import watermarks
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
@@ -39,6 +41,7 @@ def read_events(
     client_config: Mapping[str, str] | None = None,
     start_offsets: Mapping[int, int] | None = None,
     timeout: float = 30.0,
+    keys: Keyring | None = None,
 ) -> Iterator[EventEnvelope]:
     """Yield the aggregate's committed events, decoded and adapted.
 
@@ -51,6 +54,8 @@ def read_events(
       reading starts (the last stable offsets, so an open transaction never holds reading up).
     - `timeout`: seconds to wait for the broker's offsets and, when not following, for the next
       record before raising KesError.
+    - `keys`: opens sealed personal fields (streams.keyreader.keyring_for); without it they stay
+      sealed (empty in the payload, the ciphertext in `sealed`).
 
     The consumer is created on the first `next()` and closed when the iterator is exhausted or
     closed. Raises DecodeError (naming topic, partition and offset) for a record that is not an
@@ -115,6 +120,8 @@ def read_events(
             env = _event(record.key(), record.value(), entity_id, topic, partition, offset)
             if env is None:
                 continue
+            if keys is not None:
+                keys.open_event(env)
             yield adapters.adapt(env) if adapters is not None else env
     finally:
         consumer.close()
@@ -140,7 +147,10 @@ def _event(
     partition: int,
     offset: int,
 ) -> EventEnvelope | None:
-    """Decode one record; None when it belongs to another entity than the one wanted."""
+    """Decode one record; None for a tombstone, or when it belongs to another entity than the
+    one wanted."""
+    if value is None:
+        return None
     if entity_id is not None and key:
         try:
             if parse_event_key(key)[0] != entity_id:

@@ -26,13 +26,21 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codec import decode_event, unpack
-from schemas.errors import KesError
+from schemas.errors import KesError, KeyUnavailableError
 from schemas.kes.v1.envelopes_pb2 import Reply
+from schemas.personal import has_personal
 from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.adapters import EventAdapters
-from streams.batch import CHECKPOINT_KEY, Entity, OutRecord, encode_checkpoint
+from streams.batch import (
+    CHECKPOINT_KEY,
+    ERASED_EVENT_TYPE,
+    Entity,
+    OutRecord,
+    encode_checkpoint,
+)
 from streams.behavior import Behavior
 from streams.idempotency import OutcomePolicy, encode_outcome, outcome_key
+from streams.keyring import Keyring
 from streams.transaction import produce_waiting
 from streams.verify import read_records
 from topology.layout import AggregateTopics
@@ -66,12 +74,23 @@ def fold_partition(
     recent_command_ids: int = 32,
     outcomes: OutcomePolicy | None = None,
     now_ms: int | None = None,
+    keys: Keyring | None = None,
 ) -> Rebuilt:
     """Fold `(offset, event value)` in offset order into each entity's state (pure).
 
+    With personal fields, `keys` opens the events and gives each entity its data key back, so
+    the rebuilt snapshots are sealed as before. An EntityErased event makes its entity the
+    erasure marker, whatever came before it (its events may be compacted away already).
     Raises KesError if an entity's revisions on the log are not 1, 2, 3, ... (a log that is
-    itself damaged is not something to build on).
+    itself damaged is not something to build on), or if the aggregate has personal fields
+    and no keyring with a master key is given.
     """
+    personal = has_personal([behavior.state_type, *behavior.event_types])
+    if personal and (keys is None or keys.master is None):
+        raise KeyUnavailableError(
+            f"aggregate {behavior.name!r} has personal fields: rebuilding its snapshots needs "
+            "the master key (KES_MASTER_KEY or KES_MASTER_KEY_FILE)"
+        )
     policy = outcomes or OutcomePolicy()
     horizon = (now_ms if now_ms is not None else int(time.time() * 1000)) - policy.horizon_ms
     out = Rebuilt()
@@ -80,12 +99,23 @@ def fold_partition(
         if value is None:
             continue
         env = decode_event(value)
+        if keys is not None:
+            keys.open_event(env)
         if adapters is not None:
             env = adapters.adapt(env)
+        if env.event_type == ERASED_EVENT_TYPE:
+            state = behavior.initial_state(env.entity_id)
+            out.entities[env.entity_id] = Entity(
+                env.entity_id, env.revision, state, [], env.source_offset, erased=True
+            )
+            out.events += 1
+            continue
         entity = out.entities.get(env.entity_id)
         if entity is None:
             state = behavior.initial_state(env.entity_id)
             entity = out.entities[env.entity_id] = Entity(env.entity_id, 0, state, [], -1, offset)
+            if personal and keys is not None:
+                entity.key = keys.key(env.entity_id)
         if env.revision != entity.revision + 1:
             raise KesError(
                 f"{env.entity_id}: event revision {env.revision} at offset {offset} follows "
@@ -132,6 +162,7 @@ def rebuild_partition(
     recent_command_ids: int = 32,
     outcomes: OutcomePolicy | None = None,
     timeout: float = 60.0,
+    keys: Keyring | None = None,
 ) -> Checkpoint:
     """Rebuild one partition's snapshots from its events, on the changelog and in `store`.
 
@@ -151,6 +182,7 @@ def rebuild_partition(
         adapters=adapters,
         recent_command_ids=recent_command_ids,
         outcomes=outcomes,
+        keys=keys,
     )
     producer = Producer({**client_config, "enable.idempotence": True, "acks": "all"})
     failed: list[KafkaError] = []

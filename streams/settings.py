@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigurationError
+from streams.keyring import (
+    MASTER_KEY_ENV,
+    MASTER_KEY_FILE_ENV,
+    LocalMasterKey,
+    master_key_from_env,
+)
 from topology.layout import AggregateTopics
 
 __all__ = ["DEFAULT_WEB_PORT", "Guarantee", "Settings"]
@@ -52,6 +58,8 @@ _ENV = {
     "max_outcomes": "KES_MAX_OUTCOMES",
     "commands_retention_ms": "KES_COMMANDS_RETENTION_MS",
     "replies_retention_ms": "KES_REPLIES_RETENTION_MS",
+    "master_key": MASTER_KEY_ENV,
+    "master_key_file": MASTER_KEY_FILE_ENV,
 }
 
 
@@ -122,6 +130,10 @@ class Settings:
     """Write partitions whose last checkpoint names another consumer group (see OwnershipError)."""
     client_config: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka-style settings (SASL, TLS) passed to every client kes creates."""
+    master_key: str = field(default="", repr=False)
+    """The master key that wraps entities' data keys (personal data), base64 of 32 bytes."""
+    master_key_file: str = ""
+    """... or a file holding it (raw or base64); see streams.keyring."""
 
     def __post_init__(self) -> None:
         if self.batch_max_commands < 1 or self.batch_max_ms < 0:
@@ -149,6 +161,12 @@ class Settings:
         if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
             host = socket.gethostname()
         return f"http://{host}:{self.web_port}"
+
+    def master(self) -> LocalMasterKey | None:
+        """The configured master key (None: none; raises ConfigurationError when malformed)."""
+        return master_key_from_env(
+            {MASTER_KEY_ENV: self.master_key, MASTER_KEY_FILE_ENV: self.master_key_file}
+        )
 
     @property
     def group_id(self) -> str:

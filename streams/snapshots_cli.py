@@ -21,6 +21,7 @@ from streams.cliargs import add_cluster_args, settings_from
 from streams.groupoffsets import OffsetsReader
 from streams.idempotency import OutcomePolicy
 from streams.kafkaconfig import confluent_config
+from streams.keyreader import keyring_for
 from streams.rebuild import rebuild_partition
 
 __all__ = ["cmd_snapshots_rebuild", "register"]
@@ -90,6 +91,7 @@ def cmd_snapshots_rebuild(args: argparse.Namespace) -> int:
                 adapters=event_adapters(args.app),
                 recent_command_ids=settings.recent_command_ids,
                 outcomes=policy,
+                keys=keyring_for(topics, config, settings.master()),
             )
         except KesError as exc:
             print(f"refused: {exc}")

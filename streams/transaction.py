@@ -145,8 +145,10 @@ class TransactionalWriter:
         """Write one cycle; on return it is committed (each work's changelog offset is set).
 
         1. begin the transaction;
-        2. send every partition's events, dead letters, forwarded commands, the tombstones of
-           its expired outcomes and the snapshots of entities that existed before the batch;
+        2. send every partition's events, dead letters, forwarded commands, new data keys and
+           erasure markers (keys topic), then the tombstones of erased entities' events (after
+           every event of the partition's batch) and of its expired or erased outcomes, and the
+           snapshots of entities that existed before the batch;
            exactly-once: add every partition's next
            command offset to the transaction with the consumer's group metadata (fetched now:
            a zombie's stale generation is refused there), on a second thread, so those round
@@ -185,8 +187,10 @@ class TransactionalWriter:
                 event_offsets.append(slots)
                 for i, record in enumerate(result.events):
                     self._produce(record, delivery.track(slots, i) if needs else every())
-                for record in (*result.dead_letters, *result.forwards):
+                for record in (*result.dead_letters, *result.forwards, *result.keys):
                     self._produce(record, every())
+                for record in result.tombstones:
+                    self._produce(record, every(), tombstone=True)
                 for key in result.expired:
                     item.snapshots[key] = None
                     tombstone = OutRecord(

@@ -3,24 +3,32 @@
 Reads the events topic and the snapshot changelog (read_committed, up to the end offsets taken at
 start) and checks, per entity: revisions 1..n with no gap and no repeat; no command applied twice
 (a command's events form one contiguous run); the snapshot equals the fold of the log.
+
+An erased entity (`kes erase`) is checked for what erasure leaves: its events 1..n each have a
+tombstone after them (or are compacted away), its last event is EntityErased at n + 1, and its
+snapshot is the erasure marker. With a keyring, sealed personal fields are opened first (without
+one, the public parts are folded and compared).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from google.protobuf.message import Message
 
-from schemas.codec import decode_event, decode_snapshot, unpack
+from schemas.codec import decode_event, decode_snapshot, parse_event_key, unpack
+from schemas.errors import DecodeError
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from streams.adapters import EventAdapters
-from streams.batch import CHECKPOINT_KEY
+from streams.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE
 from streams.behavior import Behavior
 from streams.idempotency import OUTCOME_PREFIX
+from streams.keyring import Keyring
 from streams.watermarks import watermarks
 from topology.layout import AggregateTopics
 
@@ -34,6 +42,8 @@ class Verification:
     entities: int = 0
     events: int = 0
     snapshots: int = 0
+    erased: int = 0
+    """Entities erased (their EntityErased event found)."""
     violations: list[str] = field(default_factory=list)
     states: dict[str, Message] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
@@ -45,8 +55,10 @@ class Verification:
 
     def summary(self) -> str:
         """A few lines for a person."""
-        head = f"{self.entities} entities, {self.events} events, {self.snapshots} snapshots: " + (
-            "OK" if self.ok else f"{len(self.violations)} VIOLATIONS"
+        erased = f", {self.erased} erased" if self.erased else ""
+        head = (
+            f"{self.entities} entities, {self.events} events, {self.snapshots} snapshots{erased}: "
+            + ("OK" if self.ok else f"{len(self.violations)} VIOLATIONS")
         )
         return "\n".join([head, *(f"  - {v}" for v in self.violations[:50])])
 
@@ -135,26 +147,28 @@ def verify(
     topics: AggregateTopics,
     client_config: Mapping[str, Any],
     adapters: EventAdapters | None = None,
+    keys: Keyring | None = None,
 ) -> Verification:
     """Check the invariants of one aggregate on a cluster; see the module docstring."""
     result = Verification()
-    events: dict[str, list[EventEnvelope]] = defaultdict(list)
-    for _, _, value in read_topic(topics.events, topics.partitions, client_config):
-        env = decode_event(value)
-        if adapters is not None:  # old event shapes are folded as their current ones
-            env = adapters.adapt(env)
-        events[env.entity_id].append(env)
-        result.events += 1
+    events = _read_events(topics, client_config, adapters, keys)
+    result.events = sum(len(h) for h in events.values())
     snapshots: dict[str, Snapshot] = {}
     for _, key, value in read_topic(topics.snapshots, topics.partitions, client_config):
         if key is None or key == CHECKPOINT_KEY or value is None or key.startswith(_OUTCOME):
             continue  # the checkpoint, removed outcomes, outcomes
         snap = decode_snapshot(value)
+        if keys is not None:
+            keys.open_snapshot(snap)
         snapshots[snap.entity_id] = snap
     result.snapshots = len(snapshots)
     result.entities = len(events)
     for entity_id, history in events.items():
         history.sort(key=lambda e: e.revision)
+        if any(e.event_type == ERASED_EVENT_TYPE for e in history):
+            result.erased += 1
+            _check_erased(entity_id, history, snapshots.get(entity_id), result)
+            continue
         revisions = [e.revision for e in history]
         if revisions != list(range(1, len(history) + 1)):
             result.violations.append(f"{entity_id}: revisions are not 1..n: {_gaps(revisions)}")
@@ -180,6 +194,54 @@ def verify(
                 f"log (revision {max(unique)})"
             )
     return result
+
+
+def _read_events(
+    topics: AggregateTopics,
+    client_config: Mapping[str, Any],
+    adapters: EventAdapters | None,
+    keys: Keyring | None,
+) -> dict[str, list[EventEnvelope]]:
+    """Each entity's events, less those a later tombstone removed (an erasure's)."""
+    found: dict[str, list[tuple[int, EventEnvelope]]] = defaultdict(list)
+    removed: dict[tuple[str, int], int] = {}
+    for record in read_records(topics.events, topics.partitions, client_config):
+        if record.value is None:
+            with suppress(DecodeError):  # not a kes event key: nothing of an entity's removed
+                removed[parse_event_key(record.key or b"")] = record.offset
+            continue
+        env = decode_event(record.value)
+        if keys is not None:
+            keys.open_event(env)
+        if adapters is not None:  # old event shapes are folded as their current ones
+            env = adapters.adapt(env)
+        found[env.entity_id].append((record.offset, env))
+    return {
+        entity_id: kept
+        for entity_id, history in found.items()
+        if (
+            kept := [
+                env
+                for offset, env in history
+                if removed.get((entity_id, env.revision), -1) < offset
+            ]
+        )
+    }
+
+
+def _check_erased(
+    entity_id: str, history: list[EventEnvelope], snapshot: Snapshot | None, result: Verification
+) -> None:
+    """What an erasure leaves: only EntityErased at n + 1, and the erasure marker snapshot."""
+    last = history[-1]
+    if last.event_type != ERASED_EVENT_TYPE:
+        result.violations.append(f"{entity_id}: events after its erasure")
+        return
+    if len(history) > 1:
+        left = [e.revision for e in history[:-1]]
+        result.violations.append(f"{entity_id}: erased, but revisions {_gaps(left)} remain")
+    if snapshot is None or not snapshot.erased or snapshot.revision != last.revision:
+        result.violations.append(f"{entity_id}: erased, but its snapshot is not the marker")
 
 
 def _gaps(revisions: list[int]) -> str:

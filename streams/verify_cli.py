@@ -11,6 +11,7 @@ import argparse
 from streams.apps import behavior_named, event_adapters
 from streams.cliargs import add_cluster_args, settings_from
 from streams.kafkaconfig import confluent_config
+from streams.keyreader import keyring_for
 from streams.outcomes import read_outcomes
 from streams.verify import verify
 
@@ -64,7 +65,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     behavior = behavior_named(args.app, args.aggregate)
     topics = settings.topics(behavior.name)
     config = confluent_config(settings)
-    checked = verify(behavior, topics, config, event_adapters(args.app))
+    keys = keyring_for(topics, config, settings.master())
+    checked = verify(behavior, topics, config, event_adapters(args.app), keys)
     print(f"{topics.events}: {checked.summary()}")
     entities = {v.split(":", 1)[0] for v in checked.violations}
     ok = checked.ok

@@ -1,12 +1,14 @@
 """One aggregate's topics, declared in one place: names, partition counts and topic configs.
 
-An aggregate named `account` owns five topics:
+An aggregate named `account` owns six topics:
 
 - `account.commands`: commands, keyed by entity id.
 - `account.events`: the event log, the source of truth; compacted and kept forever.
 - `account.snapshots`: the snapshot changelog behind the worker's store; compacted.
 - `account.replies`: command outcomes for waiting clients; short-lived.
 - `account.dlq`: dead letters; kept until someone looks.
+- `account.keys`: each entity's data key, wrapped (personal data, streams.keyring); compacted,
+  and an erased entity's record replaced by a marker that holds no key.
 
 Commands, events and snapshots are co-partitioned (equal partition counts, all keyed by entity
 id), so the worker that owns partition *p* of the commands finds the entity's events and
@@ -22,13 +24,17 @@ from dataclasses import dataclass, field
 
 from schemas.errors import ConfigurationError
 
-__all__ = ["AggregateTopics", "TopicSpec"]
+__all__ = ["ERASURE_LAG_MS", "AggregateTopics", "TopicSpec"]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_TOPIC_NAME = 249
 _LONGEST_SUFFIX = ".snapshots"
 _HOUR_MS = 60 * 60 * 1000
 _WEEK_MS = 7 * 24 * _HOUR_MS
+
+ERASURE_LAG_MS = 24 * _HOUR_MS
+"""`max.compaction.lag.ms` of the keys topic: the longest an erased entity's wrapped key stays
+on the topic's disks after `kes erase` replaced it (the broker's cleaner must be enabled)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,12 @@ class AggregateTopics:
         """Dead letters: records kes could not process; never expired, kept until someone looks."""
         return f"{self.prefix}{self.name}.dlq"
 
+    @property
+    def keys(self) -> str:
+        """Each entity's data key (wrapped), or its erasure marker: compacted, one record per
+        entity, and cleaned within `ERASURE_LAG_MS` of an erasure (`max.compaction.lag.ms`)."""
+        return f"{self.prefix}{self.name}.keys"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic of the aggregate with its declared configs, commands first."""
         isr = {"min.insync.replicas": str(self.min_insync_replicas)}
@@ -140,6 +152,7 @@ class AggregateTopics:
                 {"cleanup.policy": "delete", "retention.ms": str(self.reply_retention_ms), **isr},
             ),
             (self.dlq, {"cleanup.policy": "delete", **forever, **isr}),
+            (self.keys, {**compacted, "max.compaction.lag.ms": str(ERASURE_LAG_MS)}),
         ]
         return [
             TopicSpec(name, self.partitions, self.replication_factor, dict(config))

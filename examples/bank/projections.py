@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from schemas.bank.v1 import bank_pb2
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from schemas.kes.v1.personal_pb2 import EntityErased
 from streams.projection import Projection, Reactor
 from streams.rows import RowReader, RowWriter
 
@@ -99,6 +100,12 @@ def credited(event: EventEnvelope, payload: bank_pb2.AccountCredited, rows: RowW
 def debited(event: EventEnvelope, payload: bank_pb2.AccountDebited, rows: RowWriter) -> None:
     """Subtract the amount."""
     _move(event, rows, -payload.amount)
+
+
+@balances.on(EntityErased)
+def erased(event: EventEnvelope, payload: EntityErased, rows: RowWriter) -> None:
+    """The account was erased (`kes erase`): its row, which names its owner, goes."""
+    rows.delete(event.entity_id)
 
 
 Notify = Callable[[str, int, str, int], None]

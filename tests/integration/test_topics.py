@@ -49,7 +49,7 @@ def _partitions(client: dict[str, str], topic: str) -> int:
     return len(AdminClient(client).list_topics(topic, timeout=10).topics[topic].partitions)
 
 
-def test_plan_of_a_fresh_aggregate_lists_five_to_create_and_exits_zero(
+def test_plan_of_a_fresh_aggregate_lists_six_to_create_and_exits_zero(
     topics: AggregateTopics, client: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     found = plan(topics, client)
@@ -57,7 +57,7 @@ def test_plan_of_a_fresh_aggregate_lists_five_to_create_and_exits_zero(
     assert found.problems == []
     assert not found.ok
     assert run_topics("plan", topics, client) == 0
-    assert "5 to create, run `kes topics apply`" in capsys.readouterr().out
+    assert "6 to create, run `kes topics apply`" in capsys.readouterr().out  # with .keys
 
 
 def test_apply_creates_every_topic_with_its_declared_config(
@@ -94,7 +94,7 @@ def test_second_apply_changes_nothing(
     assert again.created == () and again.altered == ()
     assert all(c.statuses == (TopicStatus.OK,) for c in again.checks)
     assert run_topics("apply", topics, client) == 0
-    assert "all 5 topics as declared" in capsys.readouterr().out
+    assert "all 6 topics as declared" in capsys.readouterr().out
 
 
 def test_describe_shows_the_layout_on_the_cluster(

@@ -73,7 +73,7 @@ def test_a_replication_the_cluster_does_not_have_is_a_warning_not_a_refusal(
     )  # fmt: skip
     assert planned.returncode == 0, planned.stderr
     assert replication_for({"bootstrap.servers": kafka_bootstrap}) == 1  # one broker here
-    assert "all 5 topics as declared" in planned.stdout  # declared RF 1: what the cluster holds
+    assert "all 6 topics as declared" in planned.stdout  # declared RF 1: what the cluster holds
     worker = WorkerProcess(
         "examples.bank",
         {**env, "KES_PARTITIONS": "2", "KES_REPLICATION_FACTOR": "3", "KES_APP_ID": prefix + "a"},

@@ -37,6 +37,7 @@ def test_specs_declare_each_topic_config() -> None:
         "account.snapshots",
         "account.replies",
         "account.dlq",
+        "account.keys",
     ]
     assert specs["account.commands"].config == {
         "cleanup.policy": "delete",
@@ -61,6 +62,10 @@ def test_specs_declare_each_topic_config() -> None:
         "retention.ms": "-1",
         "retention.bytes": "-1",
         "min.insync.replicas": "1",
+    }
+    assert specs["account.keys"].config == {  # an erased key leaves the disks within a day
+        **compacted_forever,
+        "max.compaction.lag.ms": "86400000",
     }
 
 

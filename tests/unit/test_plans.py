@@ -67,7 +67,7 @@ def test_render_lists_topics_and_what_apply_did() -> None:
     assert lines[1].split() == ["account.commands", "12", "1", "OK"]
     assert "created account.dlq" in lines
     assert "changed account.replies: retention.ms 60000 -> 3600000" in lines
-    assert lines[-1] == "all 5 topics as declared"
+    assert lines[-1] == "all 6 topics as declared"  # .keys joined the layout
 
 
 def test_only_partition_counts_and_cleanup_policies_block_a_worker() -> None:

@@ -174,6 +174,7 @@ def test_names_and_registrations_are_checked() -> None:
         "bank.v1.AccountOpened",
         "bank.v1.AccountCredited",
         "bank.v1.AccountDebited",
+        "kes.v1.EntityErased",  # an erased account's row goes
     }
 
 

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from schemas.kes.v1 import personal_pb2 as schemas_dot_kes_dot_v1_dot_personal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eschemas/kes/v1/envelopes.proto\x12\x06kes.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x02\n\x0f\x43ommandEnvelope\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12\x11\n\taggregate\x18\x03 \x01(\t\x12%\n\x07payload\x18\x04 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x1e\n\x11\x65xpected_revision\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x14\n\x0creply_wanted\x18\x06 \x01(\x08\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\x12\x37\n\x08metadata\x18\x08 \x03(\x0b\x32%.kes.v1.CommandEnvelope.MetadataEntry\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x14\n\x12_expected_revision\"\xf6\x02\n\rEventEnvelope\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12%\n\x07payload\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\ncommand_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08metadata\x18\x07 \x03(\x0b\x32#.kes.v1.EventEnvelope.MetadataEntry\x12\x18\n\x10source_partition\x18\x08 \x01(\x05\x12\x15\n\rsource_offset\x18\t \x01(\x03\x12\x11\n\taggregate\x18\n \x01(\t\x12\x12\n\nevent_type\x18\x0b \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x05Reply\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12$\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x0b\x32\x10.kes.v1.AcceptedH\x00\x12$\n\x08rejected\x18\x05 \x01(\x0b\x32\x10.kes.v1.RejectedH\x00\x12\x0e\n\x06replay\x18\x06 \x01(\x08\x42\t\n\x07outcome\"k\n\x08\x41\x63\x63\x65pted\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12#\n\x05state\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\revent_offsets\x18\x03 \x03(\x03\x12\x11\n\tpartition\x18\x04 \x01(\x05\"Z\n\x08Rejected\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.kes.v1.RejectionCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10\x63urrent_revision\x18\x03 \x01(\x04\"\xa3\x01\n\x08Snapshot\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12#\n\x05state\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x1a\n\x12recent_command_ids\x18\x04 \x03(\t\x12\x15\n\rsource_offset\x18\x05 \x01(\x03\x12\x1a\n\x12\x66irst_event_offset\x18\x06 \x01(\x03\"$\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xdb\x01\n\nDeadLetter\x12\x14\n\x0coriginal_key\x18\x01 \x01(\x0c\x12\x16\n\x0eoriginal_value\x18\x02 \x01(\x0c\x12\x1f\n\x07headers\x18\x03 \x03(\x0b\x32\x0e.kes.v1.Header\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*}\n\rRejectionCode\x12\x1e\n\x1aREJECTION_CODE_UNSPECIFIED\x10\x00\x12\x0e\n\nVALIDATION\x10\x01\x12\x0c\n\x08\x43ONFLICT\x10\x02\x12\r\n\tDUPLICATE\x10\x03\x12\x13\n\x0fUNKNOWN_COMMAND\x10\x04\x12\n\n\x06POISON\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eschemas/kes/v1/envelopes.proto\x12\x06kes.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dschemas/kes/v1/personal.proto\"\xef\x02\n\x0f\x43ommandEnvelope\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12\x11\n\taggregate\x18\x03 \x01(\t\x12%\n\x07payload\x18\x04 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x1e\n\x11\x65xpected_revision\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x14\n\x0creply_wanted\x18\x06 \x01(\x08\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\x12\x37\n\x08metadata\x18\x08 \x03(\x0b\x32%.kes.v1.CommandEnvelope.MetadataEntry\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x14\n\x12_expected_revision\"\x96\x03\n\rEventEnvelope\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12%\n\x07payload\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\ncommand_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08metadata\x18\x07 \x03(\x0b\x32#.kes.v1.EventEnvelope.MetadataEntry\x12\x18\n\x10source_partition\x18\x08 \x01(\x05\x12\x15\n\rsource_offset\x18\t \x01(\x03\x12\x11\n\taggregate\x18\n \x01(\t\x12\x12\n\nevent_type\x18\x0b \x01(\t\x12\x1e\n\x06sealed\x18\x0c \x01(\x0b\x32\x0e.kes.v1.Sealed\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x05Reply\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12$\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x0b\x32\x10.kes.v1.AcceptedH\x00\x12$\n\x08rejected\x18\x05 \x01(\x0b\x32\x10.kes.v1.RejectedH\x00\x12\x0e\n\x06replay\x18\x06 \x01(\x08\x42\t\n\x07outcome\"\x8b\x01\n\x08\x41\x63\x63\x65pted\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12#\n\x05state\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\revent_offsets\x18\x03 \x03(\x03\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x1e\n\x06sealed\x18\x05 \x01(\x0b\x32\x0e.kes.v1.Sealed\"Z\n\x08Rejected\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.kes.v1.RejectionCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10\x63urrent_revision\x18\x03 \x01(\x04\"\xff\x01\n\x08Snapshot\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12#\n\x05state\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x1a\n\x12recent_command_ids\x18\x04 \x03(\t\x12\x15\n\rsource_offset\x18\x05 \x01(\x03\x12\x1a\n\x12\x66irst_event_offset\x18\x06 \x01(\x03\x12\x1e\n\x06sealed\x18\x07 \x01(\x0b\x32\x0e.kes.v1.Sealed\x12\x13\n\x0bwrapped_key\x18\x08 \x01(\x0c\x12\x15\n\rmaster_key_id\x18\t \x01(\t\x12\x0e\n\x06\x65rased\x18\n \x01(\x08\"$\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xdb\x01\n\nDeadLetter\x12\x14\n\x0coriginal_key\x18\x01 \x01(\x0c\x12\x16\n\x0eoriginal_value\x18\x02 \x01(\x0c\x12\x1f\n\x07headers\x18\x03 \x03(\x0b\x32\x0e.kes.v1.Header\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x89\x01\n\rRejectionCode\x12\x1e\n\x1aREJECTION_CODE_UNSPECIFIED\x10\x00\x12\x0e\n\nVALIDATION\x10\x01\x12\x0c\n\x08\x43ONFLICT\x10\x02\x12\r\n\tDUPLICATE\x10\x03\x12\x13\n\x0fUNKNOWN_COMMAND\x10\x04\x12\n\n\x06POISON\x10\x05\x12\n\n\x06\x45RASED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMANDENVELOPE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_EVENTENVELOPE_METADATAENTRY']._loaded_options = None
   _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_REJECTIONCODE']._serialized_start=1652
-  _globals['_REJECTIONCODE']._serialized_end=1777
-  _globals['_COMMANDENVELOPE']._serialized_start=103
-  _globals['_COMMANDENVELOPE']._serialized_end=470
-  _globals['_COMMANDENVELOPE_METADATAENTRY']._serialized_start=401
-  _globals['_COMMANDENVELOPE_METADATAENTRY']._serialized_end=448
-  _globals['_EVENTENVELOPE']._serialized_start=473
-  _globals['_EVENTENVELOPE']._serialized_end=847
-  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_start=401
-  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_end=448
-  _globals['_REPLY']._serialized_start=850
-  _globals['_REPLY']._serialized_end=1023
-  _globals['_ACCEPTED']._serialized_start=1025
-  _globals['_ACCEPTED']._serialized_end=1132
-  _globals['_REJECTED']._serialized_start=1134
-  _globals['_REJECTED']._serialized_end=1224
-  _globals['_SNAPSHOT']._serialized_start=1227
-  _globals['_SNAPSHOT']._serialized_end=1390
-  _globals['_HEADER']._serialized_start=1392
-  _globals['_HEADER']._serialized_end=1428
-  _globals['_DEADLETTER']._serialized_start=1431
-  _globals['_DEADLETTER']._serialized_end=1650
+  _globals['_REJECTIONCODE']._serialized_start=1841
+  _globals['_REJECTIONCODE']._serialized_end=1978
+  _globals['_COMMANDENVELOPE']._serialized_start=134
+  _globals['_COMMANDENVELOPE']._serialized_end=501
+  _globals['_COMMANDENVELOPE_METADATAENTRY']._serialized_start=432
+  _globals['_COMMANDENVELOPE_METADATAENTRY']._serialized_end=479
+  _globals['_EVENTENVELOPE']._serialized_start=504
+  _globals['_EVENTENVELOPE']._serialized_end=910
+  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_start=432
+  _globals['_EVENTENVELOPE_METADATAENTRY']._serialized_end=479
+  _globals['_REPLY']._serialized_start=913
+  _globals['_REPLY']._serialized_end=1086
+  _globals['_ACCEPTED']._serialized_start=1089
+  _globals['_ACCEPTED']._serialized_end=1228
+  _globals['_REJECTED']._serialized_start=1230
+  _globals['_REJECTED']._serialized_end=1320
+  _globals['_SNAPSHOT']._serialized_start=1323
+  _globals['_SNAPSHOT']._serialized_end=1578
+  _globals['_HEADER']._serialized_start=1580
+  _globals['_HEADER']._serialized_end=1616
+  _globals['_DEADLETTER']._serialized_start=1619
+  _globals['_DEADLETTER']._serialized_end=1838
 # @@protoc_insertion_point(module_scope)

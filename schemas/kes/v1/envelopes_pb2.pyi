@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from schemas.kes.v1 import personal_pb2 as _personal_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -38,6 +39,8 @@ class _RejectionCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejecti
     """The behavior has no handler for the payload type."""
     POISON: _RejectionCode.ValueType  # 5
     """The command could not be decoded or its handler failed; it went to the dead-letter topic."""
+    ERASED: _RejectionCode.ValueType  # 6
+    """The entity was erased; it takes no command any more."""
 
 class RejectionCode(_RejectionCode, metaclass=_RejectionCodeEnumTypeWrapper):
     """Why a command was not applied."""
@@ -53,6 +56,8 @@ UNKNOWN_COMMAND: RejectionCode.ValueType  # 4
 """The behavior has no handler for the payload type."""
 POISON: RejectionCode.ValueType  # 5
 """The command could not be decoded or its handler failed; it went to the dead-letter topic."""
+ERASED: RejectionCode.ValueType  # 6
+"""The entity was erased; it takes no command any more."""
 Global___RejectionCode: _TypeAlias = RejectionCode  # noqa: Y015
 
 @_typing.final
@@ -167,6 +172,7 @@ class EventEnvelope(_message.Message):
     SOURCE_OFFSET_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     revision: _builtins.int
     """1, 2, 3, ... per entity, without gaps."""
@@ -187,6 +193,10 @@ class EventEnvelope(_message.Message):
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def sealed(self) -> _personal_pb2.Sealed:
+        """The payload's personal fields, encrypted (they are cleared in `payload`)."""
+
     def __init__(
         self,
         *,
@@ -201,10 +211,11 @@ class EventEnvelope(_message.Message):
         source_offset: _builtins.int = ...,
         aggregate: _builtins.str = ...,
         event_type: _builtins.str = ...,
+        sealed: _personal_pb2.Sealed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "sealed", b"sealed", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "command_id", b"command_id", "correlation_id", b"correlation_id", "entity_id", b"entity_id", "event_type", b"event_type", "metadata", b"metadata", "payload", b"payload", "revision", b"revision", "source_offset", b"source_offset", "source_partition", b"source_partition", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "command_id", b"command_id", "correlation_id", b"correlation_id", "entity_id", b"entity_id", "event_type", b"event_type", "metadata", b"metadata", "payload", b"payload", "revision", b"revision", "sealed", b"sealed", "source_offset", b"source_offset", "source_partition", b"source_partition", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,6 +275,7 @@ class Accepted(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     EVENT_OFFSETS_FIELD_NUMBER: _builtins.int
     PARTITION_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The entity's revision after the command."""
     partition: _builtins.int
@@ -275,6 +287,10 @@ class Accepted(_message.Message):
     def event_offsets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Offsets of the events written, all in `partition` of the events topic."""
 
+    @_builtins.property
+    def sealed(self) -> _personal_pb2.Sealed:
+        """The state's personal fields, encrypted (they are cleared in `state`)."""
+
     def __init__(
         self,
         *,
@@ -282,10 +298,11 @@ class Accepted(_message.Message):
         state: _any_pb2.Any | None = ...,
         event_offsets: _abc.Iterable[_builtins.int] | None = ...,
         partition: _builtins.int = ...,
+        sealed: _personal_pb2.Sealed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sealed", b"sealed", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_offsets", b"event_offsets", "partition", b"partition", "revision", b"revision", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_offsets", b"event_offsets", "partition", b"partition", "revision", b"revision", "sealed", b"sealed", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -330,6 +347,10 @@ class Snapshot(_message.Message):
     RECENT_COMMAND_IDS_FIELD_NUMBER: _builtins.int
     SOURCE_OFFSET_FIELD_NUMBER: _builtins.int
     FIRST_EVENT_OFFSET_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    WRAPPED_KEY_FIELD_NUMBER: _builtins.int
+    MASTER_KEY_ID_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     revision: _builtins.int
     source_offset: _builtins.int
@@ -338,11 +359,20 @@ class Snapshot(_message.Message):
     """Offset of the entity's first event (revision 1) in its events partition: reading the
     entity's history starts here instead of at the beginning of the topic.
     """
+    wrapped_key: _builtins.bytes
+    """The entity's data key, wrapped by the master key (as on `<aggregate>.keys`)."""
+    master_key_id: _builtins.str
+    erased: _builtins.bool
+    """The entity was erased at `revision` (its EntityErased event): no state, no key."""
     @_builtins.property
     def state(self) -> _any_pb2.Any: ...
     @_builtins.property
     def recent_command_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Recently applied command ids, for duplicate detection."""
+
+    @_builtins.property
+    def sealed(self) -> _personal_pb2.Sealed:
+        """The state's personal fields, encrypted (they are cleared in `state`)."""
 
     def __init__(
         self,
@@ -353,10 +383,14 @@ class Snapshot(_message.Message):
         recent_command_ids: _abc.Iterable[_builtins.str] | None = ...,
         source_offset: _builtins.int = ...,
         first_event_offset: _builtins.int = ...,
+        sealed: _personal_pb2.Sealed | None = ...,
+        wrapped_key: _builtins.bytes = ...,
+        master_key_id: _builtins.str = ...,
+        erased: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sealed", b"sealed", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "first_event_offset", b"first_event_offset", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "source_offset", b"source_offset", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "erased", b"erased", "first_event_offset", b"first_event_offset", "master_key_id", b"master_key_id", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "sealed", b"sealed", "source_offset", b"source_offset", "state", b"state", "wrapped_key", b"wrapped_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The customers example domain (personal data marked in the .proto); generated code only."""

@@ -1,0 +1,1 @@
+"""customers.v1: generated from customers.proto by `python -m schemas.generate`."""
