@@ -6,7 +6,16 @@ import json
 import subprocess
 import sys
 
-CORE = ["streams.behavior", "streams.decision", "streams.testkit", "examples.bank.domain"]
+CORE = [
+    "streams.behavior",
+    "streams.decision",
+    "streams.testkit",
+    "streams.process",
+    "streams.process_advance",
+    "streams.process_testkit",
+    "examples.bank.domain",
+    "examples.bank.transfers",
+]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode"]
 
 SCRIPT = """
