@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from examples.bank.domain import account
 from examples.bank.transfers import transfer, transfers
 from schemas.bank.v1 import bank_pb2
@@ -140,76 +138,72 @@ def test_transfers_end_exactly_once_through_sigkills(
     assert summary.stuck == [] and summary.by_status["RUNNING"] == 0
 
 
-def _partitions_of(worker: Any) -> set[int]:
-    health = worker.health() or {}
-    return {int(p.rsplit(":", 1)[1]) for p in health.get("partitions", []) if "account" in p}
-
-
-def _on(partitions: set[int], prefix: str, count: int = 4) -> str:
-    from topology.partitioning import partition_for
-
-    for i in range(1000):
-        candidate = f"{prefix}-{i}"
-        if partition_for(candidate, count) in partitions:
-            return candidate
-    raise AssertionError(f"no id on {partitions}")
-
-
-@pytest.mark.skipif(not QUICK, reason="needs the quick transfers app")
-def test_a_credit_past_its_deadline_is_refunded_once_even_across_a_runner_kill(
-    app_cluster: Callable[..., AppCluster],
-) -> None:
-    process = QUICK[0]
-    cluster = app_cluster("tests.apps.quick_transfers", ["account", "transfer"], partitions=4)
-    w1 = cluster.worker("w1")
-    w1.wait_ready(120)
-    w2 = cluster.worker("w2", KES_SESSION_TIMEOUT_MS="30000")
-    w2.wait_ready(120)
-    deadline = time.monotonic() + 60
-    while not (_partitions_of(w1) and _partitions_of(w2)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    mine, theirs = _partitions_of(w1), _partitions_of(w2)
-    assert mine and theirs, (mine, theirs)
-    sender, receiver = _on(mine, "a"), _on(theirs, "b")
-    transfer_id = _on(mine, "t")
-    _open(cluster, [sender, receiver], [])
-    runner = cluster.process_runner(process.name)
-    w2.kill()  # the receiver's partition is not served for the next 30 s
-    money = bank_pb2.TransferMoney(from_account=sender, to_account=receiver, amount=40)
-    produce(cluster.settings.bootstrap_servers, cluster.settings.topics("transfer"),
-            [(transfer_id, money)])  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the credit is sent: its timer is pending
-        record = _records(cluster, process).get(transfer_id)
-        if record is not None and record.timers:
-            break
-        time.sleep(0.2)
-    assert record is not None and record.timers, record
-    runner.kill()
-    time.sleep(5)  # past the timer's due time
-    runner.start()
-    records = _wait_ended(cluster, process, [transfer_id], timeout=60)
-    record = records[transfer_id]
-    assert record.status == COMPENSATED, record
-    state = unpack(record.state)
-    assert "no answer" in state.reason, state  # type: ignore[attr-defined]
-    w2.start()  # the expired credit is now decided: refused, never applied
-    w2.wait_ready(120)
-    refund = command_id(process.name, transfer_id, "refund")
-    credit = command_id(process.name, transfer_id, "credit")
-    end = time.monotonic() + 60
-    while True:
-        states = _check_money(cluster, 2)
-        late = _records(cluster, process)[transfer_id]
-        if late.late_inputs or time.monotonic() > end:
-            break
-        time.sleep(1)
-    assert late.late_inputs == 1, late  # the credit's refusal arrived after the end
-    assert states[sender].balance == OPENING and states[receiver].balance == OPENING  # type: ignore[attr-defined]
+def _applied(cluster: AppCluster) -> Counter[str]:
+    """How many events each command id wrote to the account aggregate's log."""
     topics = cluster.settings.topics("account")
-    applied = Counter(
+    return Counter(
         decode_event(value).command_id
         for _, _, value in read_topic(topics.events, topics.partitions, _config(cluster))
     )
-    assert applied[refund] == 1 and applied[credit] == 0, applied
-    assert _ends(cluster) == {transfer_id: ["bank.v1.TransferCompensated"]}
+
+
+def _until(what: str, check: Callable[[], object], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            assert found, f"timed out waiting until {what}"
+            return found
+        time.sleep(0.2)
+
+
+def test_a_credit_past_its_deadline_is_refunded_once_even_across_a_runner_kill(
+    app_cluster: Callable[..., AppCluster],
+) -> None:
+    """Each step waits for the one before, with the worker and the runner taking turns being
+    down: the debit applies, then the credit is sent to a stopped worker; the runner is killed
+    with the credit's timer pending and comes back after its due time; the timer fires once and
+    refunds the sender; the restarted worker refuses the expired credit."""
+    process = QUICK[0]
+    cluster = app_cluster("tests.apps.quick_transfers", ["account", "transfer"], partitions=4)
+    worker = cluster.worker("w1")
+    worker.wait_ready(120)
+    _open(cluster, ["a", "b"], [])
+    money = bank_pb2.TransferMoney(from_account="a", to_account="b", amount=40)
+    topics = cluster.settings.topics("transfer")
+    collect_replies(
+        cluster.settings.bootstrap_servers,
+        topics,
+        produce(cluster.settings.bootstrap_servers, topics, [("t-1", money)]),
+    )
+    worker.kill()
+    debit, credit, refund = (
+        command_id(process.name, "t-1", s) for s in ("debit", "credit", "refund")
+    )
+
+    def record() -> ProcessRecord | None:
+        return _records(cluster, process).get("t-1")
+
+    runner = cluster.process_runner(process.name)
+    _until("the debit is sent", lambda: (r := record()) and r.steps)
+    runner.kill()
+    worker.start().wait_ready(120)
+    _until("the debit applies", lambda: _applied(cluster)[debit])
+    worker.kill()
+    runner.start()
+    pending = _until("the credit's timer is set", lambda: (r := record()) and r.timers and r)
+    runner.kill()
+    time.sleep(max(0.0, pending.timers[0].due_ms / 1000 - time.time()) + 1)  # past due
+    runner.start()
+    _until("the timer fired", lambda: (r := record()) and not r.timers and len(r.steps) == 3)
+    worker.start().wait_ready(120)
+    ended = _until("the transfer ends", lambda: (r := record()) and r.status != RUNNING and r)
+    assert ended.status == COMPENSATED, ended
+    state = unpack(ended.state)
+    assert "no answer" in state.reason, state  # type: ignore[attr-defined]
+    applied = _until("the refund applies", lambda: (a := _applied(cluster))[refund] and a)
+    assert applied[debit] == 1 and applied[refund] == 1 and applied[credit] == 0, applied
+    states = _check_money(cluster, 2)
+    assert states["a"].balance == OPENING and states["b"].balance == OPENING  # type: ignore[attr-defined]
+    assert _ends(cluster) == {"t-1": ["bank.v1.TransferCompensated"]}
+    assert runner.proc is not None and runner.proc.poll() is None
