@@ -14,8 +14,9 @@ kept in the data dir, as the worker's). Two jobs share each cycle:
 A cycle:
  1. poll a batch (waits only when nothing has arrived);
  2. route source records into inbox records; advance each inbox record's process;
- 3. if the poll drained what had arrived, fire the timers due by the clock (a timer is an input
-    like an event; it fires after what was already routed to its process);
+ 3. if the poll drained every assigned partition up to the end its fetches have seen, fire the
+    timers due by the clock (a timer is an input like an event, and fires only after the
+    answers that have already arrived, from this runner's sources at least);
  4. write in ONE transaction (see `ProcessWriter.write_cycle`): inbox records, commands, process
     records with a checkpoint per inbox partition, and every consumed offset with the group's
     metadata (a zombie is fenced there, as a worker is);
@@ -284,7 +285,7 @@ class ProcessRunner:
                 self._route(work, message.topic(), message.value())
             work.first.setdefault(where, message.offset())
             work.offsets[where] = message.offset() + 1
-        if len(messages) < self._max_batch:
+        if len(messages) < self._max_batch and self._timers_due(now) and self._caught_up():
             self._fire_timers(work, now)
         handled = len(messages)
         if work.offsets or work.changed:
@@ -353,6 +354,22 @@ class ProcessRunner:
         partition = partition_for(send.entity_id, topics.partitions)
         self.stats.commands += 1
         return OutRecord(topics.commands, partition, send.entity_id.encode(), value, headers)
+
+    def _timers_due(self, now: int) -> bool:
+        return any(p.timers and p.timers[0][0] <= now for p in self._owned.values())
+
+    def _caught_up(self) -> bool:
+        """Whether this runner has read every partition it is assigned (sources and inbox) up
+        to the end its fetches have seen: a timer must not fire before an answer that has
+        already arrived (read_committed: an open transaction holds it back, and so the timer)."""
+        consumer = self._consumer
+        for tp in consumer.position(consumer.assignment()):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            read = tp.offset >= 0 and 0 <= high <= tp.offset
+            empty = tp.offset < 0 and high == low >= 0
+            if not (read or empty):
+                return False
+        return True
 
     def _fire_timers(self, work: _Work, now: int) -> None:
         """Every pending timer due by `now`, once: a heap entry no longer pending (cancelled,
