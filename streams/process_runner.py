@@ -31,7 +31,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,18 +47,14 @@ from streams.kafkaconfig import confluent_config
 from streams.process import PROCESS_ID_KEY, PROCESS_KEY, STEP_KEY, ProcessManager, command_id
 from streams.process_advance import Advanced, Fired, advance, route_event, route_reply
 from streams.process_topics import ProcessTopics
+from streams.process_writer import ProcessWriter
 from streams.recovery import RecoveryRequest, recover
 from streams.settings import Settings
-from streams.transaction import (
-    CycleAbortedError,
-    TransactionalWriter,
-    _Delivery,
-    _raise_failed,
-)
+from streams.transaction import CycleAbortedError
 from topology.admin import apply
 from topology.partitioning import partition_for
 
-__all__ = ["ProcessRunner", "ProcessWriter", "RunnerStats", "wall_clock_ms"]
+__all__ = ["ProcessRunner", "RunnerStats", "wall_clock_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -66,47 +62,6 @@ log = logging.getLogger(__name__)
 def wall_clock_ms() -> int:
     """The runner's default clock: milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
-
-
-class ProcessWriter(TransactionalWriter):
-    """The worker's transactional producer (fencing, retries, abort rules), writing a cycle of
-    the process runner instead of a worker's batch."""
-
-    def write_cycle(
-        self,
-        records: Sequence[OutRecord],
-        checkpoints: Sequence[OutRecord],
-        offsets: list[TopicPartition],
-        group_metadata: Callable[[], Any],
-    ) -> list[int]:
-        """Write one cycle in one transaction; returns each checkpoint record's offset.
-
-        1. begin the transaction;
-        2. send the records (inbox records, commands, process records), then each inbox
-           partition's checkpoint record, its batch's last changelog record;
-        3. add the consumed offsets with the consumer's group metadata (a stale generation is
-           refused here);
-        4. commit: all of it becomes visible to read_committed readers at once.
-        Raises CycleAbortedError when the transaction was aborted (nothing of it is visible),
-        FatalKafkaError when this producer must not go on.
-        """
-        delivery = _Delivery()
-        slots = [-1] * len(checkpoints)
-        try:
-            self.producer.begin_transaction()
-            for record in records:
-                self._produce(record, None)
-            for i, record in enumerate(checkpoints):
-                self._produce(record, delivery.track(slots, i))
-            self._call(
-                self.producer.send_offsets_to_transaction, offsets, group_metadata(), self.timeout
-            )
-            self._call(self.producer.commit_transaction, self.timeout)
-            self.producer.poll(0)
-            _raise_failed(delivery)
-        except KafkaException as exc:
-            self._failed(exc)
-        return slots
 
 
 @dataclass
