@@ -1,4 +1,4 @@
-"""Behaviors, the worker, projections, clients and web views."""
+"""Behaviors, process managers, the worker, projections, clients and web views."""
 
 from streams.behavior import Behavior, DurableStateBehavior, EventSourcedBehavior
 from streams.decision import (
@@ -11,17 +11,33 @@ from streams.decision import (
     RejectionCode,
     reject,
 )
+from streams.process import (
+    CancelTimer,
+    End,
+    ProcessContext,
+    ProcessManager,
+    Send,
+    SetTimer,
+    Step,
+)
 
 __all__ = [
     "Accepted",
     "Behavior",
+    "CancelTimer",
     "CommandContext",
     "Decision",
     "DurableStateBehavior",
+    "End",
     "EventSourcedBehavior",
     "Failed",
+    "ProcessContext",
+    "ProcessManager",
     "Rejected",
     "Rejection",
     "RejectionCode",
+    "Send",
+    "SetTimer",
+    "Step",
     "reject",
 ]

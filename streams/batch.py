@@ -445,6 +445,7 @@ class BatchStep:
             correlation_id=env.correlation_id,
             revision=current.revision,
             metadata=env.metadata,
+            decided_ms=result.decided_ms,
         )
         if not traced:
             decision = self.behavior.decide(current.state, command, ctx)

@@ -264,6 +264,9 @@ def _parser() -> argparse.ArgumentParser:
     from streams import projection_cli
 
     projection_cli.register(sub)
+    from streams import process_cli
+
+    process_cli.register(sub)
     from streams import lag_cli
 
     lag_cli.register(sub)

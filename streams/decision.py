@@ -67,6 +67,9 @@ class CommandContext:
     correlation_id: str = ""
     revision: int = 0
     metadata: Mapping[str, str] = field(default_factory=dict)
+    decided_ms: int = 0
+    """When the worker decides the command (ms since the epoch; 0 when not given, as in tests):
+    the only clock a handler sees, e.g. to refuse a command past its deadline."""
 
 
 @dataclass(frozen=True)

@@ -93,14 +93,16 @@ class Given(Generic[S]):
         command_id: str | None = None,
         correlation_id: str = "",
         metadata: Mapping[str, str] | None = None,
+        decided_ms: int = 0,
     ) -> Scenario[S]:
-        """Send `command` to the entity; the result is checked with the `then*` methods."""
+        """Send `command` to the entity, decided at `decided_ms`; check with the `then*` methods."""
         ctx = CommandContext(
             entity_id=self.entity_id,
             command_id=command_id if command_id is not None else f"cmd-{next(_command_ids)}",
             correlation_id=correlation_id,
             revision=self.revision,
             metadata=dict(metadata or {}),
+            decided_ms=decided_ms,
         )
         decision = self.behavior.decide(self.state, command, ctx)
         return Scenario(self, command, decision)

@@ -1,7 +1,9 @@
 """The bank account: the eGo sample domain as an event-sourced behavior. Amounts are int64 cents.
 
 Rules: an account is opened once, with a non-negative balance; only an open account is credited
-or debited, by a positive amount; a debit never takes the balance below zero. A command's
+or debited, by a positive amount; a debit never takes the balance below zero; a credit with an
+expiry is refused once the worker decides it later than that; a closed account keeps its balance
+and takes no more movements. A command's
 `account_id` may be left empty; if set, it must equal the entity id.
 """
 
@@ -28,7 +30,7 @@ account: EventSourcedBehavior[bank_pb2.Account] = EventSourcedBehavior(
     bank_pb2.Account,
     initial_state=lambda entity_id: bank_pb2.Account(account_id=entity_id),
 )
-"""The `account` aggregate: OpenAccount, CreditAccount and DebitAccount."""
+"""The `account` aggregate: OpenAccount, CreditAccount, DebitAccount and CloseAccount."""
 
 
 def _wrong_id(account_id: str, ctx: CommandContext) -> Rejection | None:
@@ -74,6 +76,8 @@ def credit_account(
     """Add `amount` to an open account."""
     if refused := _check_movement(state, cmd.account_id, cmd.amount, ctx):
         return refused
+    if cmd.expires_at_ms and ctx.decided_ms > cmd.expires_at_ms:
+        return reject(f"credit expired {ctx.decided_ms - cmd.expires_at_ms} ms ago")
     if cmd.amount > MAX_BALANCE - state.balance:
         return reject("balance would overflow")
     balance = state.balance + cmd.amount
@@ -91,6 +95,18 @@ def debit_account(
         return reject("insufficient funds")
     balance = state.balance - cmd.amount
     return [bank_pb2.AccountDebited(account_id=ctx.entity_id, amount=cmd.amount, balance=balance)]
+
+
+@account.command(bank_pb2.CloseAccount)
+def close_account(
+    state: bank_pb2.Account, cmd: bank_pb2.CloseAccount, ctx: CommandContext
+) -> _Outcome:
+    """Close an open account; its balance stays as it is."""
+    if wrong := _wrong_id(cmd.account_id, ctx):
+        return wrong
+    if not state.open:
+        return reject("account not open")
+    return [bank_pb2.AccountClosed(account_id=ctx.entity_id, balance=state.balance)]
 
 
 @account.event(bank_pb2.AccountOpened)
@@ -114,4 +130,11 @@ def account_credited(state: bank_pb2.Account, evt: bank_pb2.AccountCredited) -> 
 def account_debited(state: bank_pb2.Account, evt: bank_pb2.AccountDebited) -> bank_pb2.Account:
     """The balance is the one the event recorded."""
     state.balance = evt.balance
+    return state
+
+
+@account.event(bank_pb2.AccountClosed)
+def account_closed(state: bank_pb2.Account, evt: bank_pb2.AccountClosed) -> bank_pb2.Account:
+    """The account takes no more movements."""
+    state.open = False
     return state

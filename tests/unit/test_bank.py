@@ -7,9 +7,11 @@ from examples.bank import BEHAVIORS, account
 from examples.bank.domain import MAX_BALANCE
 from schemas.bank.v1.bank_pb2 import (
     Account,
+    AccountClosed,
     AccountCredited,
     AccountDebited,
     AccountOpened,
+    CloseAccount,
     CreditAccount,
     DebitAccount,
     OpenAccount,
@@ -25,8 +27,13 @@ def test_the_package_exports_its_behaviors() -> None:
     assert list(BEHAVIORS) == [account]
     assert examples.bank.__all__ == ["BEHAVIORS", "PROJECTIONS", "account"]
     assert account.name == "account"
-    assert set(account.command_types) == {OpenAccount, CreditAccount, DebitAccount}
-    assert set(account.event_types) == {AccountOpened, AccountCredited, AccountDebited}
+    assert set(account.command_types) == {OpenAccount, CreditAccount, DebitAccount, CloseAccount}
+    assert set(account.event_types) == {
+        AccountOpened,
+        AccountCredited,
+        AccountDebited,
+        AccountClosed,
+    }
 
 
 def test_a_new_account_is_closed_and_knows_its_id() -> None:

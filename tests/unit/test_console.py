@@ -41,7 +41,7 @@ def test_help_explains_both_commands(capsys: pytest.CaptureFixture[str]) -> None
         (["no.such.module", "account", "a", "OpenAccount"], "cannot import app module"),
         (["tests", "account", "a", "OpenAccount"], "has no BEHAVIORS"),
         (["examples.bank", "loan", "a", "OpenAccount"], "no aggregate 'loan'; it has: account"),
-        (["examples.bank", "account", "a", "CloseAccount"], "no command type 'CloseAccount'"),
+        (["examples.bank", "account", "a", "FreezeAccount"], "no command type 'FreezeAccount'"),
         (["examples.bank", "account", "a", "OpenAccount", "{nope"], "not a valid bank.v1.Open"),
         (["examples.bank", "account", "a", "OpenAccount", '{"amount": 1}'], "not a valid"),
         (["examples.bank", "account", "a"], "give ENTITY-ID and COMMAND-TYPE"),

@@ -11,7 +11,11 @@ CORE = [
     "streams.decision",
     "streams.testkit",
     "streams.projectiontestkit",
+    "streams.process",
+    "streams.process_advance",
+    "streams.process_testkit",
     "examples.bank.domain",
+    "examples.bank.transfers",
 ]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode"]
 

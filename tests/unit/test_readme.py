@@ -31,3 +31,11 @@ def test_the_projection_example_counts_owners() -> None:
         event = EventEnvelope(entity_id=entity, revision=1, payload=pack(payload))
         totals.apply(event, payload, rows)  # type: ignore[attr-defined]
     assert rows.get("ann") == b"2"
+
+
+def test_the_process_manager_example_runs() -> None:
+    block = python_blocks()[3]
+    assert "given_process" in block
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert "flow" in namespace

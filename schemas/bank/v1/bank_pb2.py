@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aschemas/bank/v1/bank.proto\x12\x07\x62\x61nk.v1\"I\n\x0bOpenAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x17\n\x0fopening_balance\x18\x03 \x01(\x03\"3\n\rCreditAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"2\n\x0c\x44\x65\x62itAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"C\n\rAccountOpened\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\"F\n\x0f\x41\x63\x63ountCredited\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\"E\n\x0e\x41\x63\x63ountDebited\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\"K\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\x12\x0c\n\x04open\x18\x04 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aschemas/bank/v1/bank.proto\x12\x07\x62\x61nk.v1\"I\n\x0bOpenAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x17\n\x0fopening_balance\x18\x03 \x01(\x03\"J\n\rCreditAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"2\n\x0c\x44\x65\x62itAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"\"\n\x0c\x43loseAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\"^\n\rTransferMoney\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\"\'\n\x10\x43ompleteTransfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\"K\n\x12\x43ompensateTransfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08refunded\x18\x03 \x01(\x08\"C\n\rAccountOpened\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\"F\n\x0f\x41\x63\x63ountCredited\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\"E\n\x0e\x41\x63\x63ountDebited\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\"4\n\rAccountClosed\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\"b\n\x11TransferRequested\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\"(\n\x11TransferCompleted\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\"L\n\x13TransferCompensated\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08refunded\x18\x03 \x01(\x08\"K\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\x12\x0c\n\x04open\x18\x04 \x01(\x08\"y\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x7f\n\x0fTransferProcess\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENACCOUNT']._serialized_start=39
   _globals['_OPENACCOUNT']._serialized_end=112
   _globals['_CREDITACCOUNT']._serialized_start=114
-  _globals['_CREDITACCOUNT']._serialized_end=165
-  _globals['_DEBITACCOUNT']._serialized_start=167
-  _globals['_DEBITACCOUNT']._serialized_end=217
-  _globals['_ACCOUNTOPENED']._serialized_start=219
-  _globals['_ACCOUNTOPENED']._serialized_end=286
-  _globals['_ACCOUNTCREDITED']._serialized_start=288
-  _globals['_ACCOUNTCREDITED']._serialized_end=358
-  _globals['_ACCOUNTDEBITED']._serialized_start=360
-  _globals['_ACCOUNTDEBITED']._serialized_end=429
-  _globals['_ACCOUNT']._serialized_start=431
-  _globals['_ACCOUNT']._serialized_end=506
+  _globals['_CREDITACCOUNT']._serialized_end=188
+  _globals['_DEBITACCOUNT']._serialized_start=190
+  _globals['_DEBITACCOUNT']._serialized_end=240
+  _globals['_CLOSEACCOUNT']._serialized_start=242
+  _globals['_CLOSEACCOUNT']._serialized_end=276
+  _globals['_TRANSFERMONEY']._serialized_start=278
+  _globals['_TRANSFERMONEY']._serialized_end=372
+  _globals['_COMPLETETRANSFER']._serialized_start=374
+  _globals['_COMPLETETRANSFER']._serialized_end=413
+  _globals['_COMPENSATETRANSFER']._serialized_start=415
+  _globals['_COMPENSATETRANSFER']._serialized_end=490
+  _globals['_ACCOUNTOPENED']._serialized_start=492
+  _globals['_ACCOUNTOPENED']._serialized_end=559
+  _globals['_ACCOUNTCREDITED']._serialized_start=561
+  _globals['_ACCOUNTCREDITED']._serialized_end=631
+  _globals['_ACCOUNTDEBITED']._serialized_start=633
+  _globals['_ACCOUNTDEBITED']._serialized_end=702
+  _globals['_ACCOUNTCLOSED']._serialized_start=704
+  _globals['_ACCOUNTCLOSED']._serialized_end=756
+  _globals['_TRANSFERREQUESTED']._serialized_start=758
+  _globals['_TRANSFERREQUESTED']._serialized_end=856
+  _globals['_TRANSFERCOMPLETED']._serialized_start=858
+  _globals['_TRANSFERCOMPLETED']._serialized_end=898
+  _globals['_TRANSFERCOMPENSATED']._serialized_start=900
+  _globals['_TRANSFERCOMPENSATED']._serialized_end=976
+  _globals['_ACCOUNT']._serialized_start=978
+  _globals['_ACCOUNT']._serialized_end=1053
+  _globals['_TRANSFER']._serialized_start=1055
+  _globals['_TRANSFER']._serialized_end=1176
+  _globals['_TRANSFERPROCESS']._serialized_start=1178
+  _globals['_TRANSFERPROCESS']._serialized_end=1305
 # @@protoc_insertion_point(module_scope)

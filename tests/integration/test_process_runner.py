@@ -1,0 +1,80 @@
+"""The process runner in this process, with an injected clock and stand-in events: no worker.
+
+Events written as a worker would (one transaction each) drive the transfer process; the test
+moves the runner's clock past the credit's deadline and checks the timer fires exactly once,
+and that the commands the runner wrote carry the deterministic step ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from examples.bank.transfers import transfer_process
+from schemas.bank.v1 import bank_pb2
+from schemas.codec import decode_command, type_name
+from streams.process import PROCESS_ID_KEY, PROCESS_KEY, STEP_KEY, command_id
+from streams.process_runner import ProcessRunner
+from streams.settings import Settings
+from streams.verify import read_topic
+from tests.fixtures.standins import EventWriter, event
+from topology.admin import apply
+
+
+def _commands(settings: Settings) -> list[tuple[str, str]]:
+    topics = settings.topics("account")
+    config = {"bootstrap.servers": settings.bootstrap_servers}
+    found = []
+    for _, _, value in read_topic(topics.commands, topics.partitions, config):
+        env = decode_command(value, [])
+        found.append((env.command_id, type_name(env.payload)))
+    return found
+
+
+def test_a_due_timer_fires_once_by_the_injected_clock(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, partitions=2, topic_prefix=unique_name("t") + "-",
+        data_dir=tmp_path,
+    )  # fmt: skip
+    for aggregate in ("account", "transfer"):
+        assert apply(settings.topics(aggregate), {"bootstrap.servers": kafka_bootstrap}).ok
+    process = transfer_process(deadline_ms=10_000, grace_ms=1_000)
+    now = [1_000_000]
+    runner = ProcessRunner(process, settings, clock=lambda: now[0])
+    runner.start()
+
+    def cycles(n: int = 30) -> None:
+        for _ in range(n):
+            runner.poll(0.1)
+
+    try:
+        requested = event("t-1", 1, bank_pb2.TransferRequested(
+            transfer_id="t-1", from_account="a", to_account="b", amount=7))  # fmt: skip
+        requested.aggregate = "transfer"
+        EventWriter(kafka_bootstrap, settings.topics("transfer")).write(requested)
+        cycles()
+        debit = command_id(process.name, "t-1", "debit")
+        assert _commands(settings) == [(debit, "bank.v1.DebitAccount")]
+        debited = event("a", 2, bank_pb2.AccountDebited(amount=7, balance=93))
+        debited.aggregate = "account"
+        debited.metadata.update(
+            {PROCESS_KEY: process.name, PROCESS_ID_KEY: "t-1", STEP_KEY: "debit"}
+        )
+        EventWriter(kafka_bootstrap, settings.topics("account")).write(debited)
+        cycles()
+        credit = command_id(process.name, "t-1", "credit")
+        assert [c for c, _ in _commands(settings)] == [debit, credit]
+        now[0] += 10_999  # one ms before the timer is due: nothing
+        cycles(5)
+        assert len(_commands(settings)) == 2
+        now[0] += 1
+        cycles()
+        now[0] += 60_000
+        cycles()
+        refund = command_id(process.name, "t-1", "refund")
+        assert sorted(c for c, _ in _commands(settings)) == sorted([debit, credit, refund])
+        assert runner.stats.timers == 1 and runner.stats.aborted == 0
+    finally:
+        runner.close()
