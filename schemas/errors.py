@@ -20,6 +20,8 @@ __all__ = [
     "KesError",
     "OwnershipError",
     "ProjectionTimeoutError",
+    "ReadModelConflictError",
+    "ReadModelUnavailableError",
     "TopologyError",
     "TransactionError",
     "UnreachableError",
@@ -182,3 +184,22 @@ class ProjectionTimeoutError(KesError):
         self.projection = projection
         self.pending = pending
         self.timeout = timeout
+
+
+class ReadModelUnavailableError(KesError):
+    """The read model's database cannot be reached or dropped the connection; nothing of the
+    batch in flight was stored, and the projection resumes from the offsets the database holds."""
+
+
+class ReadModelConflictError(KesError):
+    """Another process stored progress for a partition since this one read it: this process no
+    longer owns the partition (a rebalance it has not seen yet), so its batch is not stored."""
+
+    def __init__(self, projection: str, where: list[tuple[str, int]]) -> None:
+        names = ", ".join(f"{t}[{p}]" for t, p in sorted(where))
+        super().__init__(
+            f"projection {projection!r}: another process stored {names} since this one read "
+            "it; this batch was not stored, and the process stops (restart it to rejoin)"
+        )
+        self.projection = projection
+        self.where = where

@@ -1,5 +1,7 @@
-"""State: snapshot stores (a cache of the snapshot changelog) and read-model stores."""
+"""State: snapshot stores (a cache of the snapshot changelog) and read-model stores
+(in memory, RocksDB, or PostgreSQL: rows, or a SQL projection's own tables)."""
 
+from stores.postgres import PostgresReadModelStore
 from stores.readmodels import (
     MemoryReadModelStore,
     ReadModelStore,
@@ -12,14 +14,18 @@ from stores.snapshots import (
     RocksDBSnapshotStore,
     SnapshotStore,
 )
+from stores.sqlmodel import SqlReadModel, SqlTransaction
 
 __all__ = [
     "Checkpoint",
     "MemoryReadModelStore",
     "MemorySnapshotStore",
     "PartitionSnapshots",
+    "PostgresReadModelStore",
     "ReadModelStore",
     "RocksDBReadModelStore",
     "RocksDBSnapshotStore",
     "SnapshotStore",
+    "SqlReadModel",
+    "SqlTransaction",
 ]

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from schemas.errors import ConfigurationError
-from stores.readmodels import RocksDBReadModelStore
 from streams.apps import event_adapters
 from streams.cliargs import add_cluster_args, settings_from
 from streams.projection import projection_named
 from streams.projectionadmin import dead_letter_count, rebuild, status
-from streams.projector import Projector, store_path
+from streams.projector import Projector
+from streams.readmodels import describe, exists, open_read_model
 from streams.settings import Settings
 
 __all__ = ["cmd_rebuild", "cmd_run", "cmd_status", "parse_timestamp", "register"]
@@ -27,7 +27,8 @@ __all__ = ["cmd_rebuild", "cmd_run", "cmd_status", "parse_timestamp", "register"
 _HELP = """\
 Projections turn an aggregate's events into a read model (or, as reactors, into side effects).
 Each runs as its own consumer group, <topic prefix><name>, reading committed events only, and
-keeps its rows with the offsets they reflect in <data dir>/projections/<group> (RocksDB): a
+keeps its rows with the offsets they reflect in <data dir>/projections/<group> (RocksDB), or in
+PostgreSQL (KES_POSTGRES_DSN) for a SQL projection or with KES_READMODEL_STORE=postgres: a
 crash neither loses an event nor applies one twice. The app module lists them in PROJECTIONS.
 Events a handler keeps failing on go to <topic prefix><name>.dlq with the reason.
 """
@@ -35,6 +36,7 @@ Events a handler keeps failing on go to <topic prefix><name>.dlq with the reason
 _EPILOG = """\
 examples:
   kes projection run examples.bank account-balances
+  KES_POSTGRES_DSN=postgresql://kes@db/kes kes projection run examples.bank account-balances-sql
   kes projection status examples.bank account-balances
   kes projection rebuild examples.bank account-balances --from 2024-05-01T00:00:00Z
 """
@@ -117,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     projector = Projector(projection, settings, adapters=event_adapters(args.app))
     print(
         f"projection {projection.name}: group {projector.group_id}, read model "
-        f"{store_path(projection, settings)}; Ctrl-C stops it",
+        f"{describe(projection, settings)}; Ctrl-C stops it",
         flush=True,
     )
     projector.run(stop)
@@ -135,7 +137,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     projection = projection_named(args.app, args.name)
     settings = _settings(args)
     since = parse_timestamp(args.from_time) if args.from_time else None
-    store = RocksDBReadModelStore(store_path(projection, settings))
+    store = open_read_model(projection, settings)
     try:
         restart = rebuild(projection, settings, store, from_timestamp_ms=since, refire=args.refire)
     finally:
@@ -151,10 +153,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print each partition's end, stored and committed offsets and lag, then dead letters."""
     projection = projection_named(args.app, args.name)
     settings = _settings(args)
-    path = store_path(projection, settings)
     stored = None
-    if path.exists():
-        store = RocksDBReadModelStore(path, read_only=True)
+    if exists(projection, settings):
+        store = open_read_model(projection, settings, read_only=True)
         try:
             stored = store.offsets()
         finally:
@@ -172,7 +173,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     lags = [p.lag for p in progress]
     total = "unknown" if any(lag is None for lag in lags) else str(sum(lag or 0 for lag in lags))
     here = "" if stored is not None else " (none here)"
-    print(f"projection {projection.name}: lag {total}; read model {path}{here}")
+    print(f"projection {projection.name}: lag {total}; read model "
+          f"{describe(projection, settings)}{here}")  # fmt: skip
     print(f"dead letters in {projection.dlq_topic(settings.topic_prefix)}: "
           f"{dead_letter_count(projection, settings)}")  # fmt: skip
     return 0

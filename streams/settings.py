@@ -52,6 +52,8 @@ _ENV = {
     "max_outcomes": "KES_MAX_OUTCOMES",
     "commands_retention_ms": "KES_COMMANDS_RETENTION_MS",
     "replies_retention_ms": "KES_REPLIES_RETENTION_MS",
+    "postgres_dsn": "KES_POSTGRES_DSN",
+    "readmodel_store": "KES_READMODEL_STORE",
 }
 
 
@@ -122,6 +124,12 @@ class Settings:
     """Write partitions whose last checkpoint names another consumer group (see OwnershipError)."""
     client_config: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka-style settings (SASL, TLS) passed to every client kes creates."""
+    postgres_dsn: str = field(default="", repr=False)
+    """The PostgreSQL database of SQL projections and of `readmodel_store="postgres"`: a libpq
+    connection string or URI (`postgresql://user:password@host:5432/db`); kept out of repr."""
+    readmodel_store: str = "rocksdb"
+    """Where row projections keep their read model: `rocksdb` (a local directory under
+    `data_dir`, one per process) or `postgres` (tables in `postgres_dsn`, shared by processes)."""
 
     def __post_init__(self) -> None:
         if self.batch_max_commands < 1 or self.batch_max_ms < 0:
@@ -135,6 +143,11 @@ class Settings:
             raise ConfigurationError("outcome_horizon_s and max_outcomes must be >= 0")
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
+        if self.readmodel_store not in ("rocksdb", "postgres"):
+            raise ConfigurationError(
+                f"readmodel_store {self.readmodel_store!r} is neither 'rocksdb' nor 'postgres' "
+                "(KES_READMODEL_STORE)"
+            )
         if self.group_protocol not in ("classic", "consumer"):
             raise ConfigurationError(
                 f"group_protocol {self.group_protocol!r} is neither 'classic' nor 'consumer'"

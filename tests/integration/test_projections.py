@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,24 +193,6 @@ def test_balances_match_the_fold_through_two_sigkills_and_a_rebuild(
     finally:
         if projection.alive():
             projection.kill()
-
-
-@pytest.fixture
-def in_process() -> Iterator[Callable[[Projector], Projector]]:
-    """Run projectors on threads; stop and join them after the test."""
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(projector: Projector) -> Projector:
-        stop = threading.Event()
-        thread = threading.Thread(target=projector.run, args=(stop,), daemon=True)
-        thread.start()
-        running.append((stop, thread))
-        return projector
-
-    yield start
-    for stop, thread in running:
-        stop.set()
-        thread.join(60)
 
 
 def test_wait_for_returns_once_a_reply_is_applied(
