@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,44 +30,11 @@ from streams.verify import Verification, read_topic, verify
 from streams.watermarks import watermarks
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.standins import EventWriter, event
-from tests.fixtures.workers import ROOT, AppCluster
+from tests.fixtures.workers import ROOT, AppCluster, ProjectionProcess
 from topology.admin import apply
 
 NAME = "account-balances"
 LEGACY = "kestest.projections.LegacyCredited"
-
-
-@dataclass
-class ProjectionProcess:
-    """`kes projection run examples.bank account-balances` as a subprocess."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None)
-
-    def start(self) -> ProjectionProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", NAME,
-                 "--loglevel", "INFO"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-        assert self.proc.returncode == 0, self.log_path.read_text(errors="replace")[-3000:]
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @pytest.fixture
