@@ -24,8 +24,8 @@ from streams.settings import Settings
 from streams.verify import verify
 from streams.watermarks import watermarks
 from tests.fixtures.commands import bank_commands, collect_replies, produce
-from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.workers import ROOT, AppCluster, ProjectionProcess
+from topology.localpostgres import LocalPostgres
 
 COMMANDS = int(os.environ.get("KES_PG_PROJECTION_COMMANDS", "600"))
 KILLS = int(os.environ.get("KES_PG_PROJECTION_KILLS", "2"))
@@ -34,7 +34,7 @@ KILLS = int(os.environ.get("KES_PG_PROJECTION_KILLS", "2"))
 class Table:
     """The projection's rows in PostgreSQL, read with psql."""
 
-    def __init__(self, server: PostgresServer, dsn: str, group: str) -> None:
+    def __init__(self, server: LocalPostgres, dsn: str, group: str) -> None:
         self.server = server
         self.db = dsn.rsplit("/", 1)[1]
         self.group = group
@@ -78,7 +78,7 @@ def wait_stored(table: Table, process: ProjectionProcess, beyond: int) -> int:
 
 def test_postgres_balances_equal_the_fold_through_sigkills_and_a_server_restart(
     app_cluster: Callable[..., AppCluster],
-    postgres: PostgresServer,
+    postgres: LocalPostgres,
     postgres_dsn: str,
     tmp_path: Path,
 ) -> None:

@@ -27,10 +27,11 @@ from streams.projector import Projector
 from streams.readmodels import open_read_model
 from streams.settings import Settings
 from streams.verify import read_topic
-from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.standins import EventWriter, event
 from tests.fixtures.workers import ROOT, free_port
+from tests.readme import python_blocks
 from topology.admin import apply
+from topology.localpostgres import LocalPostgres
 
 TABLE = """CREATE TABLE IF NOT EXISTS seen (id text PRIMARY KEY, n bigint NOT NULL)"""
 
@@ -58,7 +59,7 @@ def record(offset: int, entity: str, payload: Message, partition: int = 0) -> Ev
 
 
 def test_a_batch_commits_its_statements_with_the_offsets_and_a_failed_event_leaves_nothing(
-    postgres: PostgresServer, postgres_dsn: str
+    postgres: LocalPostgres, postgres_dsn: str
 ) -> None:
     model = SqlReadModel(postgres_dsn, "g", schema=[TABLE], tables=["seen"])
     records = [
@@ -138,7 +139,7 @@ def test_an_unreachable_server_is_one_clear_line(kafka_bootstrap: str) -> None:
 
 
 def test_a_writer_killed_mid_transaction_leaves_the_last_committed_batch(
-    postgres: PostgresServer, postgres_dsn: str
+    postgres: LocalPostgres, postgres_dsn: str
 ) -> None:
     script = (
         "import os, signal, sys\n"
@@ -162,7 +163,7 @@ def test_a_writer_killed_mid_transaction_leaves_the_last_committed_batch(
 def test_the_bank_sql_projection_writes_its_table_and_dead_letters_a_bad_event(
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
-    postgres: PostgresServer,
+    postgres: LocalPostgres,
     postgres_dsn: str,
     in_process: Callable[[Projector], Projector],
     tmp_path: Path,
@@ -258,3 +259,20 @@ def _ends(settings: Settings) -> dict[int, tuple[int, int]]:
         return watermarks(consumer, settings.topics("account").events, settings.partitions)
     finally:
         consumer.close()
+
+
+def test_the_readme_sql_projection_counts_owners(
+    postgres: LocalPostgres, postgres_dsn: str
+) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(python_blocks()[3], "README.md", "exec"), namespace)
+    owners = namespace["owners"]
+    assert isinstance(owners, SqlProjection)
+    model = SqlReadModel(postgres_dsn, "owners", schema=owners.schema, tables=owners.tables)
+    opened = [record(i, f"acc-{i}", bank_pb2.AccountOpened(owner="ann")) for i in range(3)]
+    with model.begin() as transaction:
+        result = project(owners, opened, transaction)
+        transaction.commit(result.offsets)
+    model.close()
+    db = postgres_dsn.rsplit("/", 1)[1]
+    assert postgres.psql("SELECT owner, accounts FROM owners", db) == [["ann", "3"]]

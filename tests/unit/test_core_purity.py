@@ -1,4 +1,5 @@
-"""The pure core imports no Kafka, Faust or RocksDB client: checked in a fresh interpreter."""
+"""The pure core imports no Kafka, Faust, RocksDB or PostgreSQL client: checked in a fresh
+interpreter."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 import sys
 
 CORE = ["streams.behavior", "streams.decision", "streams.testkit", "examples.bank.domain"]
-FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode"]
+FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode", "psycopg"]
 
 SCRIPT = """
 import importlib, json, sys
