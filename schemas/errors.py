@@ -10,6 +10,7 @@ from enum import StrEnum
 
 __all__ = [
     "AdminError",
+    "BatchRedoError",
     "BrokerStartError",
     "CommandGapError",
     "CommandTimeoutError",
@@ -184,6 +185,12 @@ class ProjectionTimeoutError(KesError):
         self.projection = projection
         self.pending = pending
         self.timeout = timeout
+
+
+class BatchRedoError(KesError):
+    """A handler failed after writing through a batch that cannot undo one event (a SQL
+    transaction on its fast path, without savepoints): the projector rolls the batch back and
+    runs it again with each event undoable. It never reaches the user."""
 
 
 class ReadModelUnavailableError(KesError):

@@ -276,7 +276,8 @@ def project(
      4. unpack the payload and run the handler on a child of the batch, up to `max_attempts`
         times (`pause` between, backing off); keep its writes only if it returned, else dead
         letter HANDLER_ERROR with the last error and keep nothing of it (a
-        ReadModelUnavailableError is no handler's fault: it ends the batch, nothing stored);
+        ReadModelUnavailableError is no handler's fault: it ends the batch, nothing stored; a
+        staging that cannot undo the handler's writes raises BatchRedoError from `discard`);
      5. the partition's offset becomes the record's offset + 1 whatever the outcome.
     """
     batch: Staging[Any] = reader if isinstance(reader, Staging) else RowBatch(reader)

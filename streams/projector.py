@@ -34,7 +34,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from schemas.codec import encode_dead_letter
-from schemas.errors import ConfigurationError, KesError, ProjectionTimeoutError, TopologyError
+from schemas.errors import (
+    BatchRedoError,
+    ConfigurationError,
+    KesError,
+    ProjectionTimeoutError,
+    TopologyError,
+)
 from schemas.kes.v1.envelopes_pb2 import Reply
 from stores.sqlmodel import SqlReadModel
 from streams.adapters import EventAdapters
@@ -192,9 +198,16 @@ class Projector:
             stored = dict(self._offsets)
         transaction = self._begin()
         try:
-            result = project(
-                self.projection, records, transaction, stored=stored, adapters=self._adapters
-            )
+            try:
+                result = project(
+                    self.projection, records, transaction, stored=stored, adapters=self._adapters
+                )
+            except BatchRedoError:  # a handler failed after writing: again, each event undoable
+                transaction.close()
+                transaction = self._begin(undoable=True)
+                result = project(
+                    self.projection, records, transaction, stored=stored, adapters=self._adapters
+                )
             for where, end in ends.items():
                 result.offsets[where] = max(end, result.offsets.get(where, 0))
             advanced = {w: o for w, o in result.offsets.items() if o > stored.get(w, -1)}
@@ -205,10 +218,10 @@ class Projector:
             transaction.close()
         return len(records)
 
-    def _begin(self) -> BatchTransaction:
+    def _begin(self, *, undoable: bool = False) -> BatchTransaction:
         """The batch the handlers write through: a SQL transaction, or rows over the store."""
         if isinstance(self.store, SqlReadModel):
-            return self.store.begin()
+            return self.store.begin(undoable=undoable)
         return RowTransaction(self.store)
 
     def _write(

@@ -86,7 +86,7 @@ class Staging(Protocol[W]):
         ...
 
     def discard(self, child: W) -> None:
-        """Drop the child's writes: its handler raised."""
+        """Drop the child's writes: its handler raised (BatchRedoError if it cannot)."""
         ...
 
 
