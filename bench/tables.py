@@ -245,7 +245,7 @@ def sizes(args: argparse.Namespace) -> list[str]:
         "its RocksDB read model) through the events kes wrote in the run; its progress is the "
         "group offsets it commits after each store write.",
         f"- PostgreSQL projection: `kes projection run examples.bank {balances_table.name}` "
-        "(a SqlProjection: one `UPDATE balances` per event in a savepoint, one transaction per "
-        "poll with the offsets) into a fresh database of a local PostgreSQL server started by "
+        "(a SqlProjection: one `UPDATE balances` per event, one transaction per poll with the "
+        "offsets) into a fresh database of a local PostgreSQL server started by "
         "the bench (fsync on, default settings otherwise), through the same events.",
     ]
