@@ -41,9 +41,11 @@ from bench.steps import (
 )
 from bench.tables import figures, rows, sizes
 from bench.venvs import PEERS, ROOT, ensure
+from examples.bank.projections import balances_table
 from topology.admin import apply
 from topology.layout import AggregateTopics
 from topology.localbroker import LocalBroker
+from topology.localpostgres import LocalPostgres, server_bin
 
 __all__ = ["main"]
 
@@ -83,6 +85,12 @@ def one_run(
     if "kes" in steps and args.projection:
         wait_quiet(args)
         projection_throughput(args, bootstrap, topics, workdir, run, result)
+        if args.postgres is not None:
+            wait_quiet(args)
+            projection_throughput(  # the bank's balances table, in a fresh database
+                args, bootstrap, topics, workdir, run, result, projection=balances_table,
+                key="pg_projection", postgres_dsn=args.postgres.new_database(),
+            )  # fmt: skip
     if "kes" in steps and args.wide_partitions > 0 and run == 1:
         wide_run(args, bootstrap, workdir, run, result)
     if args.es_commands > 0:
@@ -248,9 +256,17 @@ def measure(args: argparse.Namespace) -> list[Run]:
     commands_file = workdir / "commands.bin"
     write_commands(commands_file, (c.value for c in commands))
     broker = LocalBroker(heap="1g")
+    args.postgres = None
     runs: list[Run] = []
     try:
         bootstrap = args.bootstrap or broker.start()
+        if args.projection and (found := server_bin()) is not None:
+            # its own temporary directory: the server's user cannot enter the work directory
+            base = Path(tempfile.mkdtemp(prefix="kes-bench-pg-"))
+            args.postgres = LocalPostgres(found, base, fsync=True).start()
+            log(f"PostgreSQL for the SQL projection at {args.postgres.dsn()}")
+        elif args.projection:
+            log("no PostgreSQL server installed: the SQL projection is not measured")
         args.broker_pid = None if args.bootstrap else broker.pid
         log(f"broker at {bootstrap}; work directory {workdir}")
         recovery_prefix = f"recovery-{uuid.uuid4().hex[:6]}-"
@@ -271,6 +287,10 @@ def measure(args: argparse.Namespace) -> list[Run]:
             partial = {"command": "(unfinished)", "elapsed_seconds": 0.0, "runs": runs}
             args.json.with_suffix(".partial.json").write_text(json.dumps(partial, indent=1))
     finally:
+        if args.postgres is not None:
+            args.postgres.stop("immediate")
+            shutil.rmtree(args.postgres.base, ignore_errors=True)
+        args.postgres = None  # not saved with the arguments
         broker.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

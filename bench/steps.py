@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench import clients, latency, systems, workload
 from bench.venvs import ROOT
 from examples.bank.projections import balances
+from streams.projection import AnyProjection
 from streams.verify import read_records
 from topology.admin import apply
 from topology.layout import AggregateTopics
@@ -352,8 +353,14 @@ def projection_throughput(
     workdir: Path,
     run: int,
     result: Run,
+    *,
+    projection: AnyProjection = balances,
+    key: str = "projection",
+    postgres_dsn: str = "",
 ) -> None:
-    """The bank's balances projection through the events kes wrote in this run.
+    """A bank projection (the RocksDB balances by default; a SQL one with `postgres_dsn`)
+    through the events kes wrote in this run; its figures go to `<key>_rate`, `<key>_cpu_us`
+    (the projector's CPU, not a database server's).
 
     Its progress is the group offsets the projector commits after each store write; offsets
     count transaction markers too, so the rate is scaled to the events kes reported writing.
@@ -364,15 +371,16 @@ def projection_throughput(
         return
     proc = systems.run_projection(
         bootstrap,
-        name=balances.name,
+        name=projection.name,
         prefix=topics.prefix,
-        data_dir=workdir / f"projection-{run}",
-        log_path=workdir / f"projection-{run}.log",
+        data_dir=workdir / f"{key}-{run}",
+        log_path=workdir / f"{key}-{run}.log",
+        postgres_dsn=postgres_dsn,
     )
     try:
         progress = workload.watch(
             bootstrap,
-            balances.group_id(topics.prefix),
+            projection.group_id(topics.prefix),
             topics.events,
             ends,
             timeout=900,
@@ -381,13 +389,13 @@ def projection_throughput(
         )
     finally:
         proc.stop()
-    shutil.rmtree(workdir / f"projection-{run}", ignore_errors=True)
+    shutil.rmtree(workdir / f"{key}-{run}", ignore_errors=True)
     share = events / offsets
-    result["projection_rate"] = progress.rate * share
-    result["projection_cpu_us"] = progress.cpu_micros_per_command / share
+    result[f"{key}_rate"] = progress.rate * share
+    result[f"{key}_cpu_us"] = progress.cpu_micros_per_command / share
     log(
-        f"  projection {balances.name}: {result['projection_rate']:,.0f} events/s, "
-        f"{result['projection_cpu_us']:,.0f} CPU-µs/event"
+        f"  projection {projection.name}: {result[f'{key}_rate']:,.0f} events/s, "
+        f"{result[f'{key}_cpu_us']:,.0f} CPU-µs/event"
     )
 
 

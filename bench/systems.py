@@ -238,14 +238,21 @@ def kes_worker(
 
 
 def run_projection(
-    bootstrap: str, *, name: str, prefix: str, data_dir: Path, log_path: Path
+    bootstrap: str,
+    *,
+    name: str,
+    prefix: str,
+    data_dir: Path,
+    log_path: Path,
+    postgres_dsn: str = "",
 ) -> Process:
-    """`kes projection run examples.bank NAME` (the read model in RocksDB), started."""
+    """`kes projection run examples.bank NAME` (RocksDB, or PostgreSQL at `postgres_dsn`)."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KES_TOPIC_PREFIX": prefix,
         "KES_DATA_DIR": str(data_dir),
+        **({"KES_POSTGRES_DSN": postgres_dsn} if postgres_dsn else {}),
     }
     argv = [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", name]
     argv += ["--web-port", "0"]  # as measured before the projection had web views

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from bench import report
 from bench.venvs import PEERS
-from examples.bank.projections import balances
+from examples.bank.projections import balances, balances_table
 
 __all__ = ["figures", "rows", "sizes"]
 
@@ -69,6 +69,10 @@ def rows(args: argparse.Namespace) -> list[report.Row]:
         report.Row(
             "projection into the RocksDB read model, events/s", _get("projection_rate"), "—",
             None, "≥ 150,000/s", lambda v: v >= 150_000,
+        ),
+        report.Row(
+            "projection into a PostgreSQL table, events/s", _get("pg_projection_rate"),
+            "RocksDB read model", _get("projection_rate"), "—", None,
         ),
         report.Row(
             f"worker peak RSS, MiB ({entities}, cold restore)", _get("cold_peak_rss_mb"), "—",
@@ -171,6 +175,9 @@ FIGURES: list[Figure] = [
     ("wide run: idle broker cores (no traffic)", _get("idle_broker_cores"), "{:.3f}"),
     ("projection, events/s", _get("projection_rate"), "{:,.0f}"),
     ("projection CPU per event, µs", _get("projection_cpu_us"), "{:,.0f}"),
+    ("PostgreSQL projection, events/s", _get("pg_projection_rate"), "{:,.0f}"),
+    ("PostgreSQL projection CPU per event (projector only), µs", _get("pg_projection_cpu_us"),
+     "{:,.0f}"),
 ]  # fmt: skip
 
 
@@ -237,4 +244,8 @@ def sizes(args: argparse.Namespace) -> list[str]:
         f"- Projection: `kes projection run examples.bank {balances.name}` (streams.projector, "
         "its RocksDB read model) through the events kes wrote in the run; its progress is the "
         "group offsets it commits after each store write.",
+        f"- PostgreSQL projection: `kes projection run examples.bank {balances_table.name}` "
+        "(a SqlProjection: one `UPDATE balances` per event, one transaction per poll with the "
+        "offsets) into a fresh database of a local PostgreSQL server started by "
+        "the bench (fsync on, default settings otherwise), through the same events.",
     ]

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 __all__ = [
     "AdminError",
+    "BatchRedoError",
     "BrokerStartError",
     "CommandGapError",
     "CommandTimeoutError",
@@ -20,6 +21,8 @@ __all__ = [
     "KesError",
     "OwnershipError",
     "ProjectionTimeoutError",
+    "ReadModelConflictError",
+    "ReadModelUnavailableError",
     "TopologyError",
     "TransactionError",
     "UnreachableError",
@@ -191,3 +194,28 @@ class KeyUnavailableError(KesError):
     (`KES_MASTER_KEY` or `KES_MASTER_KEY_FILE`, see docs/security.md), rather than write
     personal data in plain text.
     """
+
+
+class BatchRedoError(KesError):
+    """A handler failed after writing through a batch that cannot undo one event (a SQL
+    transaction on its fast path, without savepoints): the projector rolls the batch back and
+    runs it again with each event undoable. It never reaches the user."""
+
+
+class ReadModelUnavailableError(KesError):
+    """The read model's database cannot be reached or dropped the connection; nothing of the
+    batch in flight was stored, and the projection resumes from the offsets the database holds."""
+
+
+class ReadModelConflictError(KesError):
+    """Another process stored progress for a partition since this one read it: this process no
+    longer owns the partition (a rebalance it has not seen yet), so its batch is not stored."""
+
+    def __init__(self, projection: str, where: list[tuple[str, int]]) -> None:
+        names = ", ".join(f"{t}[{p}]" for t, p in sorted(where))
+        super().__init__(
+            f"projection {projection!r}: another process stored {names} since this one read "
+            "it; this batch was not stored, and the process stops (restart it to rejoin)"
+        )
+        self.projection = projection
+        self.where = where

@@ -1,7 +1,9 @@
-"""State: snapshot stores (a cache of the snapshot changelog), read-model stores, and revision
-ledgers (a reactor's record of the events it handled)."""
+"""State: snapshot stores (a cache of the snapshot changelog), read-model stores (in memory,
+RocksDB, or PostgreSQL: rows, or a SQL projection's own tables), and revision ledgers (a
+reactor's record of the events it handled)."""
 
 from stores.ledger import MemoryRevisionLedger, RevisionLedger, RocksDBRevisionLedger
+from stores.postgres import PostgresReadModelStore
 from stores.readmodels import (
     MemoryReadModelStore,
     ReadModelStore,
@@ -14,6 +16,7 @@ from stores.snapshots import (
     RocksDBSnapshotStore,
     SnapshotStore,
 )
+from stores.sqlmodel import SqlReadModel, SqlTransaction
 
 __all__ = [
     "Checkpoint",
@@ -21,10 +24,13 @@ __all__ = [
     "MemoryRevisionLedger",
     "MemorySnapshotStore",
     "PartitionSnapshots",
+    "PostgresReadModelStore",
     "ReadModelStore",
     "RevisionLedger",
     "RocksDBReadModelStore",
     "RocksDBRevisionLedger",
     "RocksDBSnapshotStore",
     "SnapshotStore",
+    "SqlReadModel",
+    "SqlTransaction",
 ]

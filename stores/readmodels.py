@@ -6,8 +6,9 @@ after any crash the store is exactly "every event below these offsets applied, n
 the projection resumes from the offsets stored *with* the data, and an event is neither lost nor
 applied twice (pyeventsourcing's tracking records, Kafka Streams' `commit(changelogOffsets)`).
 
-Two backends pass one contract suite: `MemoryReadModelStore` (tests, pure logic) and
-`RocksDBReadModelStore` (rocksdict, one database per projection). Handlers never see a store:
+Three backends pass one contract suite: `MemoryReadModelStore` (tests, pure logic),
+`RocksDBReadModelStore` (rocksdict, one database per projection) and
+`stores.postgres.PostgresReadModelStore` (a table shared by processes). Handlers never see a store:
 they write through a `streams.rows.RowBatch`, which the projector writes here with the offsets.
 """
 

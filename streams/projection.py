@@ -6,7 +6,11 @@ of the events they reflect, in one atomic write, so every event is applied exact
 read model. A `Reactor` performs side effects instead (mails, calls to other services): at least
 once, so its handlers dedup on the envelope's `(entity_id, revision)`.
 
-Both are registered like a behavior's handlers, by protobuf type:
+A `SqlProjection` builds a read model of real database tables: its handlers get `sql` and run
+statements inside the batch's database transaction, which stores the offsets too (one poll,
+one transaction; stores.sqlmodel).
+
+All three are registered like a behavior's handlers, by protobuf type:
 
     balances = Projection("account-balances", ["account"])
 
@@ -31,12 +35,18 @@ from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 from google.protobuf.message import Message
 
 from schemas.codec import Headers, decode_event, new_dead_letter, unpack
-from schemas.errors import ConfigurationError, DeadLetterReason, DecodeError
+from schemas.errors import (
+    BatchRedoError,
+    ConfigurationError,
+    DeadLetterReason,
+    DecodeError,
+    ReadModelUnavailableError,
+)
 from schemas.kes.v1.envelopes_pb2 import DeadLetter, EventEnvelope, Reply
 from streams.adapters import EventAdapters
 from streams.apps import import_app
 from streams.keyring import Keyring
-from streams.rows import RowBatch, RowReader, RowWriter
+from streams.rows import RowBatch, RowReader, RowWriter, Sql, Staging
 from streams.tracing import TRACEPARENT, project_span
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,8 @@ __all__ = [
     "Reaction",
     "Reactor",
     "RowHandler",
+    "SqlHandler",
+    "SqlProjection",
     "StepResult",
     "load_projections",
     "pending",
@@ -61,6 +73,9 @@ H = TypeVar("H")
 
 RowHandler: TypeAlias = Callable[[EventEnvelope, E, RowWriter], None]
 """A projection's handler: `(event envelope, payload, rows)`; writes rows, returns nothing."""
+
+SqlHandler: TypeAlias = Callable[[EventEnvelope, E, Sql], None]
+"""A SQL projection's handler: `(event envelope, payload, sql)`; runs statements through `sql`."""
 
 Reaction: TypeAlias = Callable[[EventEnvelope, E], None]
 """A reactor's handler: `(event envelope, payload)`; performs a side effect, at least once."""
@@ -153,6 +168,49 @@ class Projection(_Handlers[RowHandler[Any]]):
         self._handler(payload)(event, payload, rows)
 
 
+class SqlProjection(_Handlers[SqlHandler[Any]]):
+    """A read model in database tables; each batch's statements and offsets commit together.
+
+    `schema` holds the statements that create its tables (idempotent: `CREATE TABLE IF NOT
+    EXISTS`), run when the projection starts; `tables` are the tables a rebuild empties.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        aggregates: Sequence[str],
+        *,
+        schema: Sequence[str] = (),
+        tables: Sequence[str] = (),
+        max_attempts: int = 3,
+        retry_backoff: float = 0.1,
+    ) -> None:
+        super().__init__(name, aggregates, max_attempts=max_attempts, retry_backoff=retry_backoff)
+        bad = [t for t in tables if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", t)]
+        if isinstance(schema, str) or isinstance(tables, str) or bad:
+            raise ConfigurationError(
+                f"projection {name!r}: schema and tables are lists of statements and of plain "
+                f"table names{f' (not {bad[0]!r})' if bad else ''}"
+            )
+        self.schema = tuple(schema)
+        """Statements creating the tables, run at start."""
+        self.tables = tuple(tables)
+        """The tables `kes projection rebuild` empties."""
+
+    def on(self, event_type: type[E]) -> Callable[[SqlHandler[E]], SqlHandler[E]]:
+        """Register the decorated function as the handler of `event_type`."""
+
+        def register(handler: SqlHandler[E]) -> SqlHandler[E]:
+            self._register(event_type, handler)
+            return handler
+
+        return register
+
+    def apply(self, event: EventEnvelope, payload: Message, rows: Any) -> None:
+        """Run the handler of the payload's type with `rows`, the batch's `Sql`."""
+        self._handler(payload)(event, payload, rows)
+
+
 class Reactor(_Handlers[Reaction[Any]]):
     """Side effects on events, at least once: dedup on `(event.entity_id, event.revision)`."""
 
@@ -170,7 +228,7 @@ class Reactor(_Handlers[Reaction[Any]]):
         self._handler(payload)(event, payload)
 
 
-AnyProjection: TypeAlias = Projection | Reactor
+AnyProjection: TypeAlias = Projection | SqlProjection | Reactor
 """What an app module's `PROJECTIONS` list holds."""
 
 
@@ -204,7 +262,7 @@ class StepResult:
 def project(
     projection: AnyProjection,
     records: Sequence[EventRecord],
-    reader: RowReader,
+    reader: RowReader | Staging[Any],
     *,
     stored: Mapping[tuple[str, int], int] | None = None,
     adapters: EventAdapters | None = None,
@@ -212,7 +270,10 @@ def project(
     keys: Mapping[str, Keyring] | None = None,
     strict: bool = False,
 ) -> StepResult:
-    """Apply a batch of records to a projection, staging rows; writes nothing itself.
+    """Apply a batch of records to a projection, staging its writes; stores nothing itself.
+
+    The handlers write through `reader` when it is a Staging (the projector's batch
+    transaction), else through a new RowBatch over it (a store).
 
     Per record, in offset order:
      1. skip it if it lies below the offset already `stored` for its partition (applied before),
@@ -222,14 +283,17 @@ def project(
         reason from the DecodeError, HANDLER_ERROR if an adapter raised something else);
      3. skip event types the projection has no handler for (their payload is never decoded);
      4. unpack the payload and run the handler on a child of the batch, up to `max_attempts`
-        times (`pause` between, backing off); keep its rows only if it returned, else dead
-        letter HANDLER_ERROR with the last error and keep nothing of it;
+        times (`pause` between, backing off); keep its writes only if it returned, else dead
+        letter HANDLER_ERROR with the last error and keep nothing of it (a
+        ReadModelUnavailableError is no handler's fault: it ends the batch, nothing stored; a
+        staging that cannot undo the handler's writes raises BatchRedoError from `discard`);
      5. the partition's offset becomes the record's offset + 1 whatever the outcome.
     Row objects (`put_as`) are encoded once at the end; if one fails to encode, the batch is
-    applied again `strict`ly, each object encoded as it is put, so that the event behind it
-    is the one dead-lettered.
+    applied again `strict`ly (over a store here; a staging raises BatchRedoError for the
+    projector to begin a strict one), each object encoded as it is put, so that the event
+    behind it is the one dead-lettered.
     """
-    batch = RowBatch(reader, strict=strict)
+    batch: Staging[Any] = reader if isinstance(reader, Staging) else RowBatch(reader, strict=strict)
     result = StepResult(rows={})
     done = stored or {}
     for record in records:
@@ -268,30 +332,31 @@ def project(
             result.applied += 1
         else:
             result.dead_letters.append(_dead_letter(projection, record, *error))
-    try:
-        result.rows = batch.rows
-    except Exception:
-        if strict:
-            raise
-        log.info("%s: a row object failed to encode; applying the batch again, strictly",
-                 projection.name)  # fmt: skip
-        return project(
-            projection,
-            records,
-            reader,
-            stored=stored,
-            adapters=adapters,
-            pause=pause,
-            keys=keys,
-            strict=True,
-        )
+    if isinstance(batch, RowBatch):
+        try:
+            result.rows = batch.rows
+        except Exception as exc:
+            if strict or isinstance(reader, Staging):
+                raise BatchRedoError(f"a row object failed to encode: {exc}") from exc
+            log.info("%s: a row object failed to encode; applying the batch again, strictly",
+                     projection.name)  # fmt: skip
+            return project(
+                projection,
+                records,
+                reader,
+                stored=stored,
+                adapters=adapters,
+                pause=pause,
+                keys=keys,
+                strict=True,
+            )
     return result
 
 
 def _run(
     projection: AnyProjection,
     event: EventEnvelope,
-    batch: RowBatch,
+    batch: Staging[Any],
     pause: Callable[[float], None],
 ) -> tuple[DeadLetterReason, str] | None:
     """Run the handler with retries; None on success, else the dead letter's reason and text."""
@@ -304,7 +369,10 @@ def _run(
         rows = batch.child()
         try:
             projection.apply(event, payload, rows)
+        except ReadModelUnavailableError:
+            raise
         except Exception as exc:
+            batch.discard(rows)
             if attempt == projection.max_attempts:
                 text = f"{type(exc).__name__}: {exc} (after {attempt} attempts)"
                 return DeadLetterReason.HANDLER_ERROR, text
@@ -365,10 +433,11 @@ def load_projections(app: str | ModuleType) -> list[AnyProjection]:
     found: list[AnyProjection] = list(getattr(module, "PROJECTIONS", None) or [])
     if not found:
         raise ConfigurationError(f"app module {module.__name__!r} has no PROJECTIONS list")
-    wrong = [p for p in found if not isinstance(p, Projection | Reactor)]
+    wrong = [p for p in found if not isinstance(p, Projection | SqlProjection | Reactor)]
     if wrong:
         raise ConfigurationError(
-            f"{module.__name__}.PROJECTIONS holds {wrong[0]!r}, not a Projection or Reactor"
+            f"{module.__name__}.PROJECTIONS holds {wrong[0]!r}, not a Projection, "
+            "SqlProjection or Reactor"
         )
     return found
 

@@ -10,20 +10,19 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 from datetime import UTC, datetime
 from types import FrameType
 
-from schemas.errors import ConfigurationError, KesError
-from stores.readmodels import RocksDBReadModelStore
+from schemas.errors import ConfigurationError
 from streams.apps import event_adapters
 from streams.cliargs import add_cluster_args, settings_from
 from streams.projection import AnyProjection, load_projections, projection_named
 from streams.projectionadmin import dead_letter_count, rebuild, status
 from streams.projectionhost import ProjectionHost
 from streams.projectionweb import ProjectionWeb
-from streams.projector import Projector, store_path
+from streams.projector import Projector
+from streams.readmodels import describe, exists, open_read_model
 from streams.settings import Settings
 
 __all__ = [
@@ -41,7 +40,8 @@ DEFAULT_PROJECTION_WEB_PORT = 6068
 _HELP = """\
 Projections turn an aggregate's events into a read model (or, as reactors, into side effects).
 Each runs as its own consumer group, <topic prefix><name>, reading committed events only, and
-keeps its rows with the offsets they reflect in <data dir>/projections/<group> (RocksDB): a
+keeps its rows with the offsets they reflect in <data dir>/projections/<group> (RocksDB), or in
+PostgreSQL (KES_POSTGRES_DSN) for a SQL projection or with KES_READMODEL_STORE=postgres: a
 crash neither loses an event nor applies one twice. The app module lists them in PROJECTIONS.
 Events a handler keeps failing on go to <topic prefix><name>.dlq with the reason.
 """
@@ -50,6 +50,7 @@ _EPILOG = """\
 examples:
   kes projection run examples.bank account-balances
   kes projection run examples.bank --all --web-port 6068
+  KES_POSTGRES_DSN=postgresql://kes@db/kes kes projection run examples.bank account-balances-sql
   kes projection status examples.bank account-balances
   kes projection rebuild examples.bank account-balances --from 2024-05-01T00:00:00Z
 """
@@ -136,7 +137,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run projections until Ctrl-C or SIGTERM; 1 when one of them failed."""
+    """Run projections until Ctrl-C or SIGTERM; a projection's failure stops them all and is
+    raised (`kes` reports it and exits 1)."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
     projections = _chosen(args)
     settings = _settings(args)
@@ -154,17 +156,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for projector in projectors:
         print(
             f"projection {projector.projection.name}: group {projector.group_id}, read model "
-            f"{store_path(projector.projection, settings)}",
+            f"{describe(projector.projection, settings)}",
             flush=True,
         )
     if web is not None:
         web.start()
         print(f"web views on http://{args.web_host}:{web.port}/health; Ctrl-C stops", flush=True)
     try:
-        host.run(stop)
-    except KesError as exc:
-        print(f"kes: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        host.run(stop)  # a failure is raised after the stops are reported: `kes` says it last
     finally:
         if web is not None:
             web.close()
@@ -193,7 +192,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     projection = projection_named(args.app, args.name)
     settings = _settings(args)
     since = parse_timestamp(args.from_time) if args.from_time else None
-    store = RocksDBReadModelStore(store_path(projection, settings))
+    store = open_read_model(projection, settings)
     try:
         restart = rebuild(projection, settings, store, from_timestamp_ms=since, refire=args.refire)
     finally:
@@ -209,10 +208,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print each partition's end, stored and committed offsets and lag, then dead letters."""
     projection = projection_named(args.app, args.name)
     settings = _settings(args)
-    path = store_path(projection, settings)
     stored = None
-    if path.exists():
-        store = RocksDBReadModelStore(path, read_only=True)
+    if exists(projection, settings):
+        store = open_read_model(projection, settings, read_only=True)
         try:
             stored = store.offsets()
         finally:
@@ -230,7 +228,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     lags = [p.lag for p in progress]
     total = "unknown" if any(lag is None for lag in lags) else str(sum(lag or 0 for lag in lags))
     here = "" if stored is not None else " (none here)"
-    print(f"projection {projection.name}: lag {total}; read model {path}{here}")
+    print(f"projection {projection.name}: lag {total}; read model "
+          f"{describe(projection, settings)}{here}")  # fmt: skip
     print(f"dead letters in {projection.dlq_topic(settings.topic_prefix)}: "
           f"{dead_letter_count(projection, settings)}")  # fmt: skip
     return 0

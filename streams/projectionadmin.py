@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from schemas.errors import AdminError, KesError
 from stores.readmodels import ReadModelStore
+from stores.sqlmodel import SqlReadModel
 from streams.kafkaconfig import confluent_config
 from streams.projection import AnyProjection, Reactor
 from streams.settings import Settings
@@ -116,7 +117,7 @@ def dead_letter_count(projection: AnyProjection, settings: Settings) -> int:
 def rebuild(
     projection: AnyProjection,
     settings: Settings,
-    store: ReadModelStore,
+    store: ReadModelStore | SqlReadModel,
     *,
     from_timestamp_ms: int | None = None,
     refire: bool = False,

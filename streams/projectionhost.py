@@ -40,8 +40,8 @@ class ProjectionHost:
         return bool(thread and thread.is_alive() and self.projectors[name].started)
 
     def run(self, stop: threading.Event) -> None:
-        """Run every projector until `stop` is set; raise KesError naming the projections that
-        failed (the others are stopped and closed first)."""
+        """Run every projector until `stop` is set; when one fails, stop and close the others,
+        then raise its error (a KesError naming each, when several failed)."""
         for name, projector in self.projectors.items():
             thread = threading.Thread(
                 target=self._run_one, args=(name, projector), name=f"projection-{name}"
@@ -53,9 +53,11 @@ class ProjectionHost:
         self._stop.set()
         for thread in self._threads.values():
             thread.join()
+        if len(self._failures) == 1:
+            raise next(iter(self._failures.values()))
         if self._failures:
             detail = "; ".join(f"{n}: {e}" for n, e in self._failures.items())
-            raise KesError(f"projection failed: {detail}")
+            raise KesError(f"projections failed: {detail}")
 
     def _run_one(self, name: str, projector: Projector) -> None:
         try:

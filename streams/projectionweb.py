@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from schemas.errors import ConfigurationError, ProjectionTimeoutError
 from schemas.kes.v1.envelopes_pb2 import Reply
+from stores.sqlmodel import SqlReadModel
 from streams.projectionhost import ProjectionHost
 
 __all__ = ["ProjectionWeb", "parse_after", "read_after"]
@@ -211,7 +212,15 @@ class ProjectionWeb:
         except ProjectionTimeoutError as exc:
             self._json(request, HTTPStatus.GATEWAY_TIMEOUT, {"error": str(exc)})
             return
-        row = projector.store.get(key)
+        store = projector.store
+        if isinstance(store, SqlReadModel):
+            self._json(
+                request,
+                HTTPStatus.NOT_FOUND,
+                {"error": f"{name} keeps its read model in SQL tables: query them"},
+            )
+            return
+        row = store.get(key)
         if row is None:
             self._json(request, HTTPStatus.NOT_FOUND, {"error": f"no row {key!r} in {name}"})
             return

@@ -6,10 +6,16 @@ model's store (stores.readmodels) is the truth about progress: on assignment eac
 sought to the offset stored *with the rows*, never to the group's committed offset, and the
 group's offsets are committed to Kafka only after the local write, so lag tools see progress.
 
-Each process keeps its own store (`<data dir>/projections/<group>`), holding the rows of the
-partitions it has applied: rows must derive from one partition's events (keyed by entity), as
-the bank's balances are. A partition that moves to a process without its rows is replayed
-there from the offset that process stored for it, or from the beginning.
+By default each process keeps its own store (`<data dir>/projections/<group>`), holding the
+rows of the partitions it has applied: rows must derive from one partition's events (keyed by
+entity), as the bank's balances are. A partition that moves to a process without its rows is
+replayed there from the offset that process stored for it, or from the beginning. A PostgreSQL
+read model (streams.readmodels) is shared: a partition that moves resumes where the database
+says, and a process that lost a partition unawares cannot store over its successor's progress.
+
+Each poll is one batch and one atomic write: the store's `RowTransaction`, or a SQL
+projection's database transaction, opened before the handlers run and committed with the
+offsets.
 
 A reactor is different: its effects are in the world, not in the store, so a process with no
 local offsets (a fresh volume, another host) resumes from the group's committed offset in Kafka
@@ -23,7 +29,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -35,9 +40,15 @@ from confluent_kafka import (
 )
 
 from schemas.codec import encode_dead_letter
-from schemas.errors import ConfigurationError, KesError, ProjectionTimeoutError, TopologyError
+from schemas.errors import (
+    BatchRedoError,
+    ConfigurationError,
+    KesError,
+    ProjectionTimeoutError,
+    TopologyError,
+)
 from schemas.kes.v1.envelopes_pb2 import Reply
-from stores.readmodels import ReadModelStore, RocksDBReadModelStore
+from stores.sqlmodel import SqlReadModel
 from streams.adapters import EventAdapters
 from streams.kafkaconfig import confluent_config
 from streams.keyreader import keyring_for
@@ -50,6 +61,8 @@ from streams.projection import (
     project,
     targets,
 )
+from streams.readmodels import AnyReadModel, check_read_model, open_read_model, store_path
+from streams.rows import BatchTransaction, RowTransaction
 from streams.settings import Settings
 from topology.admin import apply
 from topology.layout import TopicSpec
@@ -60,11 +73,6 @@ log = logging.getLogger(__name__)
 
 _DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 _FLUSH_SECONDS = 30.0
-
-
-def store_path(projection: AnyProjection, settings: Settings) -> Path:
-    """Where a process keeps a projection's read model: `<data dir>/projections/<group id>`."""
-    return settings.data_dir / "projections" / projection.group_id(settings.topic_prefix)
 
 
 @dataclass
@@ -88,8 +96,9 @@ class ProjectorStats:
 class Projector:
     """Runs one projection in this process: `start`, then `poll` (or `run`), then `close`.
 
-    `store` defaults to a RocksDB store at `store_path(projection, settings)`, closed by `close`;
-    a store passed in stays open. `adapters` upgrade old events before the handlers see them.
+    `store` defaults to the read model the settings choose (streams.readmodels: RocksDB at
+    `store_path(projection, settings)` unless PostgreSQL is configured), closed by `close`; a
+    store passed in stays open. `adapters` upgrade old events before the handlers see them.
     """
 
     def __init__(
@@ -97,7 +106,7 @@ class Projector:
         projection: AnyProjection,
         settings: Settings,
         *,
-        store: ReadModelStore | None = None,
+        store: AnyReadModel | None = None,
         adapters: EventAdapters | None = None,
         max_batch: int = 5_000,
     ) -> None:
@@ -114,9 +123,8 @@ class Projector:
         }
         self.stats = ProjectorStats()
         self._owns_store = store is None
-        self.store: ReadModelStore = store or RocksDBReadModelStore(
-            store_path(projection, settings)
-        )
+        self.store: AnyReadModel = store or open_read_model(projection, settings)
+        check_read_model(projection, self.store)
         self._adapters = adapters
         self._max_batch = max_batch
         self._changed = threading.Condition()
@@ -158,9 +166,11 @@ class Projector:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Start each partition at the offset stored with the rows (the beginning if none); a
-        reactor at the later of that and the group's committed offset."""
+        reactor at the later of that and the group's committed offset. The offsets are read
+        from the store again: a shared one may hold another process's progress."""
+        stored = self.store.offsets()
         with self._changed:
-            stored = dict(self._offsets)
+            self._offsets = dict(stored)
         if isinstance(self.projection, Reactor) and partitions:
             for tp in consumer.committed(partitions, timeout=_FLUSH_SECONDS):
                 where = (tp.topic, tp.partition)
@@ -216,30 +226,58 @@ class Projector:
         began = time.monotonic()
         with self._changed:
             stored = dict(self._offsets)
-        result = project(
-            self.projection,
-            records,
-            self.store,
-            stored=stored,
-            adapters=self._adapters,
-            keys=self._keys,
-        )
-        for where, end in ends.items():
-            result.offsets[where] = max(end, result.offsets.get(where, 0))
-        advanced = {w: o for w, o in result.offsets.items() if o > stored.get(w, -1)}
-        self.stats.records += len(records)
-        if advanced:
-            self._write(result, advanced)
+        transaction = self._begin()
+        try:
+            try:
+                result = project(
+                    self.projection,
+                    records,
+                    transaction,
+                    stored=stored,
+                    adapters=self._adapters,
+                    keys=self._keys,
+                )
+            except BatchRedoError:  # a handler failed after writing: again, each event undoable
+                transaction.close()
+                transaction = self._begin(undoable=True)
+                result = project(
+                    self.projection,
+                    records,
+                    transaction,
+                    stored=stored,
+                    adapters=self._adapters,
+                    keys=self._keys,
+                )
+            for where, end in ends.items():
+                result.offsets[where] = max(end, result.offsets.get(where, 0))
+            advanced = {w: o for w, o in result.offsets.items() if o > stored.get(w, -1)}
+            self.stats.records += len(records)
+            if advanced:
+                self._write(result, transaction, advanced)
+        finally:
+            transaction.close()
         self.stats.batches += 1
         self.stats.batch_seconds += time.monotonic() - began
         return len(records)
 
-    def _write(self, result: StepResult, offsets: dict[tuple[str, int], int]) -> None:
+    def _begin(self, *, undoable: bool = False) -> BatchTransaction:
+        """The batch the handlers write through: a SQL transaction, or rows over the store."""
+        if isinstance(self.store, SqlReadModel):
+            return self.store.begin(undoable=undoable)
+        return RowTransaction(self.store, strict=undoable)
+
+    def _write(
+        self,
+        result: StepResult,
+        transaction: BatchTransaction,
+        offsets: dict[tuple[str, int], int],
+    ) -> None:
         """Store one batch; a crash between any two steps loses nothing.
 
         1. Send the dead letters and wait until Kafka has them (a crash after this step sends
            them again on restart: at least once, never lost).
-        2. Write the rows and the offsets to the store in one atomic write: the batch is applied.
+        2. Commit the batch: its writes and the offsets in one atomic write (a RocksDB write
+           batch, or the database transaction the handlers ran in): the batch is applied.
         3. Tell `wait_for` callers about the new offsets.
         4. Commit the offsets to the group in Kafka, asynchronously: only for lag tools and
            `kes projection status`; a lost commit is repaired by the next one.
@@ -253,7 +291,7 @@ class Projector:
             )  # fmt: skip
         if result.dead_letters and self._producer.flush(_FLUSH_SECONDS) > 0:
             raise KesError(f"projection {self.group_id}: dead letters not delivered to Kafka")
-        self.store.write(result.rows, offsets)
+        transaction.commit(offsets)
         self.stats.applied += result.applied
         self.stats.dead_letters += len(result.dead_letters)
         self.stats.writes += 1

@@ -1,18 +1,36 @@
-"""Rows of a read model as a projection's handler sees them: read by key, written in a batch.
+"""What a projection's handlers write through, and the batch the projector stores.
 
-A handler writes through a `RowBatch` over the read-model store (stores.readmodels): the batch
-reads its own writes, and nothing reaches the store until the projector writes the batch
-together with the offsets of the events it reflects. Pure: no store or Kafka client here.
+A `Projection`'s handler writes rows through a `RowBatch` over the read-model store
+(stores.readmodels): the batch reads its own writes, and nothing reaches the store until the
+projector writes the batch together with the offsets of the events they reflect
+(`RowTransaction`). A `SqlProjection`'s handler executes statements through `Sql`, inside the
+database transaction that also stores the offsets (stores.sqlmodel). Both are a `Staging`: one
+child per event, kept when its handler returns, dropped when it raises. Pure: no store, database
+or Kafka client here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, LiteralString, Protocol, TypeAlias, TypeVar, runtime_checkable
 
-__all__ = ["RowBatch", "RowReader", "RowWriter"]
+__all__ = [
+    "BatchTransaction",
+    "RowBatch",
+    "RowReader",
+    "RowStore",
+    "RowTransaction",
+    "RowWriter",
+    "Sql",
+    "SqlParams",
+    "Staging",
+]
 
+W = TypeVar("W")
 T = TypeVar("T")
+
+SqlParams: TypeAlias = Sequence[Any] | Mapping[str, Any] | None
+"""A statement's parameters: a sequence for `%s` placeholders, a mapping for `%(name)s`."""
 
 
 class RowReader(Protocol):
@@ -40,6 +58,57 @@ class RowWriter(RowReader, Protocol):
 
     def put_as(self, key: str, value: T, encode: Callable[[T], bytes]) -> None:
         """Store an object under `key`; it is encoded once, when the batch is written."""
+        ...
+
+
+class Sql(Protocol):
+    """What a SQL projection's handler writes its tables through.
+
+    Statements run in the batch's database transaction, which also stores the offsets: they
+    are applied exactly once, or not at all. Pass values as parameters (`%s`), never by
+    formatting them into the query.
+    """
+
+    def execute(self, query: LiteralString, params: SqlParams = None) -> int:
+        """Run one statement; the number of rows it changed (-1 where that has no meaning)."""
+        ...
+
+    def fetchone(self, query: LiteralString, params: SqlParams = None) -> tuple[Any, ...] | None:
+        """Run a query; its first row, or None."""
+        ...
+
+    def fetchall(self, query: LiteralString, params: SqlParams = None) -> list[tuple[Any, ...]]:
+        """Run a query; all its rows."""
+        ...
+
+
+@runtime_checkable
+class Staging(Protocol[W]):
+    """Where one batch's handlers write: a child per event, kept or dropped as a whole."""
+
+    def child(self) -> W:
+        """What one event's handler writes through."""
+        ...
+
+    def merge(self, child: W) -> None:
+        """Keep the child's writes: its handler returned."""
+        ...
+
+    def discard(self, child: W) -> None:
+        """Drop the child's writes: its handler raised (BatchRedoError if it cannot)."""
+        ...
+
+
+class BatchTransaction(Staging[Any], Protocol):
+    """One projector cycle: handlers write through it, then `commit` stores their writes with
+    the offsets in one atomic write; `close` drops whatever was not committed."""
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Store the batch's writes and these offsets together."""
+        ...
+
+    def close(self) -> None:
+        """Release the batch (rolling back what `commit` did not store)."""
         ...
 
 
@@ -130,3 +199,31 @@ class RowBatch:
             self._rows.pop(key, None)
         self._rows.update(child._rows)
         self._objects.update(child._objects)
+
+    def discard(self, child: RowBatch) -> None:
+        """Nothing to undo: a child's writes stay in the child."""
+
+
+class RowStore(RowReader, Protocol):
+    """A store rows and offsets are written to in one atomic write (stores.readmodels)."""
+
+    def write(
+        self, rows: Mapping[str, bytes | None], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Store rows (None deletes) and offsets together."""
+        ...
+
+
+class RowTransaction(RowBatch):
+    """A row batch over a store, committed as one `store.write(rows, offsets)`."""
+
+    def __init__(self, store: RowStore, *, strict: bool = False) -> None:
+        super().__init__(store, strict=strict)
+        self._store = store
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Write the staged rows and the offsets in one atomic write."""
+        self._store.write(self.rows, offsets)
+
+    def close(self) -> None:
+        """Nothing to release: uncommitted rows never left this process."""

@@ -60,6 +60,8 @@ _ENV = {
     "replies_retention_ms": "KES_REPLIES_RETENTION_MS",
     "master_key": MASTER_KEY_ENV,
     "master_key_file": MASTER_KEY_FILE_ENV,
+    "postgres_dsn": "KES_POSTGRES_DSN",
+    "readmodel_store": "KES_READMODEL_STORE",
 }
 
 
@@ -134,6 +136,12 @@ class Settings:
     """The master key that wraps entities' data keys (personal data), base64 of 32 bytes."""
     master_key_file: str = ""
     """... or a file holding it (raw or base64); see streams.keyring."""
+    postgres_dsn: str = field(default="", repr=False)
+    """The PostgreSQL database of SQL projections and of `readmodel_store="postgres"`: a libpq
+    connection string or URI (`postgresql://user:password@host:5432/db`); kept out of repr."""
+    readmodel_store: str = "rocksdb"
+    """Where row projections keep their read model: `rocksdb` (a local directory under
+    `data_dir`, one per process) or `postgres` (tables in `postgres_dsn`, shared by processes)."""
 
     def __post_init__(self) -> None:
         if self.batch_max_commands < 1 or self.batch_max_ms < 0:
@@ -147,6 +155,11 @@ class Settings:
             raise ConfigurationError("outcome_horizon_s and max_outcomes must be >= 0")
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
+        if self.readmodel_store not in ("rocksdb", "postgres"):
+            raise ConfigurationError(
+                f"readmodel_store {self.readmodel_store!r} is neither 'rocksdb' nor 'postgres' "
+                "(KES_READMODEL_STORE)"
+            )
         if self.group_protocol not in ("classic", "consumer"):
             raise ConfigurationError(
                 f"group_protocol {self.group_protocol!r} is neither 'classic' nor 'consumer'"

@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.workers"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.postgres", "tests.fixtures.workers"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

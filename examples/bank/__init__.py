@@ -6,7 +6,7 @@
 from typing import Any
 
 from examples.bank.domain import account
-from examples.bank.projections import balances, large_transactions_reactor
+from examples.bank.projections import balances, balances_table, large_transactions_reactor
 from streams.behavior import Behavior
 from streams.projection import AnyProjection
 
@@ -15,5 +15,6 @@ __all__ = ["BEHAVIORS", "PROJECTIONS", "account"]
 BEHAVIORS: list[Behavior[Any]] = [account]
 """Every behavior of this example, for a worker started with `--app examples.bank`."""
 
-PROJECTIONS: list[AnyProjection] = [balances, large_transactions_reactor]
-"""The read side: the "account-balances" projection and the "large-transactions" reactor."""
+PROJECTIONS: list[AnyProjection] = [balances, balances_table, large_transactions_reactor]
+"""The read side: the "account-balances" projection (rows), "account-balances-sql" (a PostgreSQL
+table, where KES_POSTGRES_DSN is set) and the "large-transactions" reactor."""

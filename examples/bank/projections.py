@@ -1,9 +1,15 @@
-"""The bank's read side: an "account-balances" projection and a "large-transactions" reactor.
+"""The bank's read side: "account-balances" (rows), "account-balances-sql" (a PostgreSQL
+table) and a "large-transactions" reactor.
 
 `account-balances` keeps one row per account, keyed by account id: the balance, the revision it
 reflects and how many events were applied. It adds and subtracts amounts rather than copying the
 balance the events carry, so an event applied twice, or lost, would show. Run it with
 `kes projection run examples.bank account-balances`.
+
+`account-balances-sql` keeps the same figures in a real `balances` table (account id, owner,
+balance, revision, events, time of the last event), written in the transaction that stores the
+offsets: `KES_POSTGRES_DSN=... kes projection run examples.bank account-balances-sql`, then query
+it with any SQL client.
 
 `large-transactions` reacts to credits and debits of at least `LARGE_AMOUNT` cents by calling
 `notify` (by default a log line), at least once per event.
@@ -15,12 +21,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from schemas.bank.v1 import bank_pb2
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from schemas.kes.v1.personal_pb2 import EntityErased
-from streams.projection import Projection, Reactor
-from streams.rows import RowReader, RowWriter
+from streams.projection import Projection, Reactor, SqlProjection
+from streams.rows import RowReader, RowWriter, Sql
 
 __all__ = [
     "LARGE_AMOUNT",
@@ -28,6 +35,7 @@ __all__ = [
     "Notify",
     "balance_of",
     "balances",
+    "balances_table",
     "large_transactions",
     "large_transactions_reactor",
 ]
@@ -106,6 +114,64 @@ def debited(event: EventEnvelope, payload: bank_pb2.AccountDebited, rows: RowWri
 def erased(event: EventEnvelope, payload: EntityErased, rows: RowWriter) -> None:
     """The account was erased (`kes erase`): its row, which names its owner, goes."""
     rows.delete(event.entity_id)
+
+
+balances_table = SqlProjection(
+    "account-balances-sql",
+    ["account"],
+    schema=[
+        """CREATE TABLE IF NOT EXISTS balances (
+            account_id text PRIMARY KEY,
+            owner text NOT NULL,
+            balance bigint NOT NULL,
+            revision bigint NOT NULL,
+            events bigint NOT NULL,
+            updated_at timestamptz
+        )"""
+    ],
+    tables=["balances"],
+)
+"""Balance and revision per account in the PostgreSQL table `balances`."""
+
+
+@balances_table.on(bank_pb2.AccountOpened)
+def opened_row(event: EventEnvelope, payload: bank_pb2.AccountOpened, sql: Sql) -> None:
+    """Insert the account (a second opening would violate the key and be dead-lettered)."""
+    sql.execute(
+        "INSERT INTO balances (account_id, owner, balance, revision, events, updated_at) "
+        "VALUES (%s, %s, %s, %s, 1, %s)",
+        (event.entity_id, payload.owner, payload.balance, event.revision, _when(event)),
+    )
+
+
+def moved_row(
+    event: EventEnvelope,
+    payload: bank_pb2.AccountCredited | bank_pb2.AccountDebited,
+    sql: Sql,
+) -> None:
+    """Add a credit, subtract a debit; an account never opened is an error (dead letter)."""
+    amount = payload.amount if isinstance(payload, bank_pb2.AccountCredited) else -payload.amount
+    moved = sql.execute(
+        "UPDATE balances SET balance = balance + %s, revision = %s, events = events + 1, "
+        "updated_at = %s WHERE account_id = %s",
+        (amount, event.revision, _when(event), event.entity_id),
+    )
+    if moved != 1:
+        raise LookupError(f"{event.entity_id}@{event.revision}: movement on an unknown account")
+
+
+balances_table.on(bank_pb2.AccountCredited)(moved_row)
+balances_table.on(bank_pb2.AccountDebited)(moved_row)
+
+
+@balances_table.on(EntityErased)
+def erased_row(event: EventEnvelope, payload: EntityErased, sql: Sql) -> None:
+    """The account was erased (`kes erase`): its row, which names its owner, goes."""
+    sql.execute("DELETE FROM balances WHERE account_id = %s", (event.entity_id,))
+
+
+def _when(event: EventEnvelope) -> datetime | None:
+    return event.timestamp.ToDatetime(tzinfo=UTC) if event.HasField("timestamp") else None
 
 
 Notify = Callable[[str, int, str, int], None]

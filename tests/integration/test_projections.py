@@ -7,8 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,44 +29,11 @@ from streams.verify import Verification, read_topic, verify
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends as group_offsets
 from tests.fixtures.standins import EventWriter, event
-from tests.fixtures.workers import ROOT, AppCluster, free_port
+from tests.fixtures.workers import ROOT, AppCluster, ProjectionProcess
 from topology.admin import apply
 
 NAME = "account-balances"
 LEGACY = "kestest.projections.LegacyCredited"
-
-
-@dataclass
-class ProjectionProcess:
-    """`kes projection run examples.bank account-balances` as a subprocess."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None)
-
-    def start(self) -> ProjectionProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", NAME,
-                 "--loglevel", "INFO", "--web-port", str(free_port())],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-        assert self.proc.returncode == 0, self.log_path.read_text(errors="replace")[-3000:]
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @pytest.fixture
@@ -176,24 +142,6 @@ def test_balances_match_the_fold_through_two_sigkills_and_a_rebuild(
     finally:
         if projection.alive():
             projection.kill()
-
-
-@pytest.fixture
-def in_process() -> Iterator[Callable[[Projector], Projector]]:
-    """Run projectors on threads; stop and join them after the test."""
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(projector: Projector) -> Projector:
-        stop = threading.Event()
-        thread = threading.Thread(target=projector.run, args=(stop,), daemon=True)
-        thread.start()
-        running.append((stop, thread))
-        return projector
-
-    yield start
-    for stop, thread in running:
-        stop.set()
-        thread.join(60)
 
 
 def test_wait_for_returns_once_a_reply_is_applied(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.fixtures.workers import AppCluster
-from tests.readme import python_blocks
+from tests.readme import python_block
 
 
 def test_the_client_example_runs_against_a_worker(
@@ -17,4 +17,4 @@ def test_the_client_example_runs_against_a_worker(
     cluster.worker("w1").wait_ready()
     for name, value in cluster.env().items():
         monkeypatch.setenv(name, value)
-    exec(compile(python_blocks()[1], "README.md", "exec"), {})
+    exec(compile(python_block("CommandClient"), "README.md", "exec"), {})

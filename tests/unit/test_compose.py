@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
+from streams.projection import SqlProjection, projection_named
 from streams.settings import DEFAULT_WEB_PORT, Settings
 from topology.localbroker import kafka_version
 from topology.localcluster import cluster_config
@@ -26,12 +28,14 @@ def _cluster() -> dict[str, dict[str, Any]]:
     return {name: s for name, s in services.items() if "cluster" in s.get("profiles", [])}
 
 
-def test_services_are_a_broker_a_worker_and_a_projection() -> None:
+def test_services_are_a_broker_a_worker_projections_and_postgres() -> None:
     services = _compose()["services"]
     assert {name for name, s in services.items() if "profiles" not in s} == {
         "kafka",
         "worker",
         "projection",
+        "postgres",
+        "projection-sql",
     }
     assert services["projection"]["command"] == [
         "projection",
@@ -39,9 +43,32 @@ def test_services_are_a_broker_a_worker_and_a_projection() -> None:
         "examples.bank",
         "account-balances",
     ]
-    for name in ("worker", "projection"):
+    for name in ("worker", "projection", "projection-sql"):
         assert services[name]["restart"] == "unless-stopped"
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_the_sql_projection_runs_the_bank_table_in_the_compose_postgres() -> None:
+    services = _compose()["services"]
+    sql, postgres = services["projection-sql"], services["postgres"]
+    name = sql["command"][3]
+    assert sql["command"][:3] == ["projection", "run", "examples.bank"]
+    assert isinstance(projection_named("examples.bank", name), SqlProjection)
+    assert sql["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert postgres["healthcheck"]["test"]
+    settings = Settings.from_env({k: str(v) for k, v in sql["environment"].items()})
+    parts = conninfo_to_dict(settings.postgres_dsn)
+    env = postgres["environment"]
+    assert (parts["host"], parts["port"]) == ("postgres", "5432")
+    assert (parts["user"], parts["password"], parts["dbname"]) == (
+        env["POSTGRES_USER"],
+        env["POSTGRES_PASSWORD"],
+        env["POSTGRES_DB"],
+    )
+    assert "5432:5432" in postgres["ports"]
+    assert (
+        settings.bootstrap_servers == services["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    )
 
 
 def test_broker_image_is_the_pinned_kafka_version() -> None:

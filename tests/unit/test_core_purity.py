@@ -1,4 +1,5 @@
-"""The pure core imports no Kafka, Faust or RocksDB client: checked in a fresh interpreter."""
+"""The pure core imports no Kafka, Faust, RocksDB or PostgreSQL client: checked in a fresh
+interpreter."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ CORE = [
     "examples.bank.domain",
     "examples.bank.transfers",
 ]
-FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode"]
+FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode", "psycopg"]
 
 SCRIPT = """
 import importlib, json, sys

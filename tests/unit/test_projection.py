@@ -22,6 +22,7 @@ from streams.projection import (
     EventRecord,
     Projection,
     Reactor,
+    SqlProjection,
     load_projections,
     pending,
     project,
@@ -182,10 +183,27 @@ def test_app_modules_list_their_projections() -> None:
     assert load_projections("examples.bank") == PROJECTIONS
     assert projection_named("examples.bank", "account-balances") is balances
     assert isinstance(projection_named("examples.bank", "large-transactions"), Reactor)
-    with pytest.raises(ConfigurationError, match="account-balances, large-transactions"):
+    sql = projection_named("examples.bank", "account-balances-sql")
+    assert isinstance(sql, SqlProjection) and sql.tables == ("balances",)
+    with pytest.raises(
+        ConfigurationError, match="account-balances, account-balances-sql, large-transactions"
+    ):
         projection_named("examples.bank", "nope")
     with pytest.raises(ConfigurationError, match="no PROJECTIONS"):
         load_projections("tests.apps.faulty")
+
+
+def test_a_sql_projection_names_plain_tables_and_lists_its_statements() -> None:
+    with pytest.raises(ConfigurationError, match="not 'x; DROP TABLE y'"):
+        SqlProjection("p", ["account"], tables=["x; DROP TABLE y"])
+    with pytest.raises(ConfigurationError, match="lists of statements"):
+        SqlProjection("p", ["account"], schema="CREATE TABLE x (a int)")
+    made = SqlProjection("p", ["account"], schema=["CREATE TABLE x (a int)"], tables=["s.x"])
+    assert (made.schema, made.tables, made.group_id("pre-")) == (
+        ("CREATE TABLE x (a int)",),
+        ("s.x",),
+        "pre-p",
+    )
 
 
 def test_targets_of_a_reply_and_of_offsets() -> None:

@@ -1,6 +1,6 @@
 """The README's pure example runs as written."""
 
-from tests.readme import python_blocks
+from tests.readme import python_block, python_blocks
 
 
 def test_readme_has_its_examples() -> None:
@@ -23,7 +23,7 @@ def test_the_projection_example_counts_owners() -> None:
     from streams.rows import RowBatch
 
     namespace: dict[str, object] = {}
-    exec(compile(python_blocks()[2], "README.md", "exec"), namespace)
+    exec(compile(python_block('Projection("owner-count"'), "README.md", "exec"), namespace)
     totals = namespace["totals"]
     rows = RowBatch(MemoryReadModelStore())
     for entity in ("a", "b"):
@@ -34,7 +34,7 @@ def test_the_projection_example_counts_owners() -> None:
 
 
 def test_the_process_manager_example_runs() -> None:
-    block = python_blocks()[3]
+    block = python_block("given_process")
     assert "given_process" in block
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md", "exec"), namespace)

@@ -1,4 +1,5 @@
-"""One contract for every read-model store backend (memory and RocksDB), and the row batch."""
+"""One contract for every read-model store backend (memory, RocksDB, PostgreSQL), and the row
+batch. The PostgreSQL backend runs against the session's real server (tests.fixtures.postgres)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,29 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import ConfigurationError
-from stores import MemoryReadModelStore, ReadModelStore, RocksDBReadModelStore
+from stores import (
+    MemoryReadModelStore,
+    PostgresReadModelStore,
+    ReadModelStore,
+    RocksDBReadModelStore,
+)
 from streams.rows import RowBatch
 
 
-@pytest.fixture(params=["memory", "rocksdb"])
+@pytest.fixture(params=["memory", "rocksdb", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModelStore]:
     if request.param == "memory":
         yield MemoryReadModelStore()
-    else:
+    elif request.param == "rocksdb":
         rocks = RocksDBReadModelStore(tmp_path / "balances")
         yield rocks
         rocks.close()
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        postgres = PostgresReadModelStore(dsn, "balances")
+        PostgresReadModelStore(dsn, "other").write({"a": b"not ours"}, {("t.events", 0): 99})
+        yield postgres  # beside another read model in the same tables, which it never sees
+        postgres.close()
 
 
 def test_an_empty_store_has_no_rows_and_no_offsets(store: ReadModelStore) -> None:
