@@ -73,9 +73,13 @@ class ProjectionScenario:
         self._revisions: dict[str, int] = {}
         self._offset = 0
 
+    def records(self, *events: tuple[str, Message]) -> list[EventRecord]:
+        """`(entity id, event)` pairs as the event records a projector would read next."""
+        return [self._record(entity_id, event) for entity_id, event in events]
+
     def and_events(self, *events: tuple[str, Message]) -> ProjectionScenario:
         """Apply more `(entity id, event)` pairs as one batch, then store the rows."""
-        records = [self._record(entity_id, event) for entity_id, event in events]
+        records = self.records(*events)
         result = project(
             self.projection,
             records,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import pytest
+
 from examples.bank.projections import BalanceRow
 from schemas.bank.v1 import bank_pb2
 from stores.readmodels import MemoryReadModelStore
@@ -93,3 +95,18 @@ def test_bytes_and_objects_read_each_other() -> None:
     batch.merge(child)
     assert batch.get_as("a", BalanceRow.decode) is None
     assert dict(batch.rows) == {"a": None}
+
+
+def test_in_the_projectors_transaction_an_unencodable_object_asks_for_the_strict_redo() -> None:
+    from schemas.errors import BatchRedoError
+    from streams.projection import project
+    from streams.rows import RowTransaction
+
+    records = given_events(counter).records(*_credits("a", 6, 7))
+    store = MemoryReadModelStore()
+    with pytest.raises(BatchRedoError):
+        project(counter, records, RowTransaction(store), pause=lambda _: None)
+    strict = RowTransaction(store, strict=True)
+    result = project(counter, records, strict, pause=lambda _: None)
+    strict.commit(result.offsets)
+    assert store.get("a") == b"6" and len(result.dead_letters) == 1
