@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -21,7 +22,10 @@ from streams.process_status import describe, read_processes, summarize
 from streams.process_topics import ProcessTopics
 from streams.settings import Settings
 
-__all__ = ["cmd_run", "cmd_status", "process_named", "register"]
+__all__ = ["DEFAULT_PROCESS_WEB_PORT", "cmd_run", "cmd_status", "process_named", "register"]
+
+DEFAULT_PROCESS_WEB_PORT = 6069
+"""Where `kes process run` serves its web views unless told otherwise."""
 
 _HELP = """\
 A process manager (saga) reacts to events with commands and timers. Its runner is a consumer
@@ -70,6 +74,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _add_common(run)
     run.add_argument("--data-dir", help="local RocksDB files (default: .kes-data, $KES_DATA_DIR)")
+    run.add_argument(
+        "--web-port",
+        type=int,
+        default=int(os.environ.get("KES_PROCESS_WEB_PORT", DEFAULT_PROCESS_WEB_PORT)),
+        help=f"port of /health, /metrics and /processes (default {DEFAULT_PROCESS_WEB_PORT}, "
+        "$KES_PROCESS_WEB_PORT; 0: no web views)",
+    )
+    run.add_argument(
+        "--web-host", default=os.environ.get("KES_WEB_HOST", "127.0.0.1"), help="default: 127.0.0.1"
+    )
+    run.add_argument(
+        "--stuck-after",
+        type=float,
+        default=300.0,
+        help="seconds without progress before /metrics counts a process stuck (default 300)",
+    )
     run.add_argument("--loglevel", default="WARNING", help="default: WARNING")
     run.set_defaults(handler=cmd_run)
     show = actions.add_parser(
@@ -96,6 +116,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a process manager until Ctrl-C or SIGTERM."""
     from streams.process_runner import ProcessRunner
+    from streams.process_web import ProcessWeb
     from streams.transaction import FatalKafkaError
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
@@ -109,12 +130,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     runner = ProcessRunner(process, settings)
+    web = None
+    if args.web_port:
+        web = ProcessWeb(runner, args.web_host, args.web_port, stuck_after=args.stuck_after)
+        web.start()
     print(f"process {process.name}: group {runner.topics.group}; Ctrl-C stops it", flush=True)
+    if web is not None:
+        print(f"web views on http://{args.web_host}:{web.port}/health", flush=True)
     try:
         runner.run(stop)
     except FatalKafkaError as exc:
         print(f"kes: the runner cannot go on: {exc}", flush=True)
         return 70
+    finally:
+        if web is not None:
+            web.close()
     stats = runner.stats
     print(
         f"stopped: {stats.routed} routed, {stats.inputs} inputs, {stats.timers} timers, "

@@ -31,7 +31,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -391,6 +391,34 @@ class ProcessRunner:
             for record in changed.values():
                 part.cache[record.process_id] = record
                 part.schedule(record)
+
+    # -- views (read from another thread: never the consumer, never a cache write) ---------
+
+    @property
+    def started(self) -> bool:
+        """Whether the runner has joined its group (and not closed since)."""
+        return self._consumer is not None
+
+    def partitions(self) -> list[int]:
+        """The inbox partitions this runner drives now."""
+        return sorted(self._owned)
+
+    def records(self) -> Iterator[ProcessRecord]:
+        """The committed record of every process on the inbox partitions driven here."""
+        for part in list(self._owned.values()):
+            for _, value in part.store.items():
+                yield ProcessRecord.FromString(value)
+
+    def record(self, process_id: str) -> ProcessRecord | None:
+        """The committed record of `process_id`, if its inbox partition is driven here."""
+        part = self._owned.get(partition_for(process_id, self.topics.partitions))
+        if part is None:
+            return None
+        found = part.cache.get(process_id)
+        if found is not None:
+            return found
+        raw = part.store.get(process_id)
+        return None if raw is None else ProcessRecord.FromString(raw)
 
     # -- lifecycle -------------------------------------------------------------------------
 

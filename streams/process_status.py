@@ -22,7 +22,7 @@ from streams.batch import CHECKPOINT_KEY
 from streams.process_topics import ProcessTopics
 from streams.verify import read_topic
 
-__all__ = ["ProcessSummary", "describe", "is_stuck", "read_processes", "summarize"]
+__all__ = ["STATUSES", "ProcessSummary", "describe", "is_stuck", "read_processes", "summarize"]
 
 
 def read_processes(
@@ -63,14 +63,15 @@ class ProcessSummary:
 
     def render(self, name: str) -> str:
         """One line for a person."""
-        counts = ", ".join(f"{self.by_status[s]} {s}" for s in _STATUSES)
+        counts = ", ".join(f"{self.by_status[s]} {s}" for s in STATUSES)
         return (
             f"{name}: {self.total} processes ({counts}); {self.timers} timers pending; "
             f"{len(self.stuck)} stuck"
         )
 
 
-_STATUSES = ["RUNNING", "COMPLETED", "COMPENSATED", "FAILED"]
+STATUSES = ("RUNNING", "COMPLETED", "COMPENSATED", "FAILED")
+"""The statuses a process can be in, in the order reports list them."""
 
 
 def summarize(

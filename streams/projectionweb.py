@@ -12,22 +12,17 @@
     5, at most 60): the events are not applied yet, or their partition is served by another
     process of the group.
 
-The server is the standard library's threading HTTP server: a read that waits holds one thread,
-never the projectors'.
+The server is streams.httpviews' (threads): a read that waits holds one thread, never the
+projectors'.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -39,11 +34,10 @@ from prometheus_client.registry import Collector
 from schemas.errors import ConfigurationError, ProjectionTimeoutError
 from schemas.kes.v1.envelopes_pb2 import Reply
 from stores.sqlmodel import SqlReadModel
+from streams.httpviews import Answer, Request, WebViews, json_answer, metrics_answer
 from streams.projectionhost import ProjectionHost
 
 __all__ = ["ProjectionWeb", "parse_after", "read_after"]
-
-log = logging.getLogger(__name__)
 
 _MAX_WAIT = 60.0
 _COUNTERS = (
@@ -108,77 +102,28 @@ class _Metrics(Collector):
         yield from (batches, running, lag)
 
 
-class ProjectionWeb:
+class ProjectionWeb(WebViews):
     """Serves the views above for a ProjectionHost on `host:port` (port 0: any free port)."""
 
     def __init__(self, projections: ProjectionHost, host: str = "127.0.0.1", port: int = 0):
         self.projections = projections
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Metrics(projections))
-        web = self
+        self._metrics = metrics_answer(_Metrics(projections))
+        super().__init__(host, port, "projection web views")
 
-        class _Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                web.handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s " + format, self.address_string(), *args)
-
-        try:
-            self._server = ThreadingHTTPServer((host, port), _Handler)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"projection web views cannot listen on {host}:{port} ({exc.strerror}): "
-                "pass another --web-port, or 0 for none"
-            ) from exc
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on."""
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="projection-web", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
-
-    def handle(self, request: BaseHTTPRequestHandler) -> None:
-        """Route one GET; a failure inside is a 503 with its reason (a projection stopping
-        closes its store under a read)."""
-        try:
-            self._route(request)
-        except Exception as exc:
-            log.warning("projection web: %s failed: %s", request.path, exc)
-            self._json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
-
-    def _route(self, request: BaseHTTPRequestHandler) -> None:
-        url = urlsplit(request.path)
-        parts = [unquote(p) for p in url.path.strip("/").split("/")]
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    def route(self, request: Request) -> Answer:
+        """Answer one GET."""
+        parts = request.parts
         if parts == ["health"]:
             states = {name: self.projections.running(name) for name in self.projections.projectors}
             status = HTTPStatus.OK if all(states.values()) else HTTPStatus.SERVICE_UNAVAILABLE
-            self._json(request, status, {"running": states})
-        elif parts == ["metrics"]:
-            body = generate_latest(self.registry)
-            self._send(request, HTTPStatus.OK, body, "text/plain; version=0.0.4; charset=utf-8")
-        elif parts == ["projections"]:
-            self._json(request, HTTPStatus.OK, self._overview())
-        elif len(parts) == 4 and parts[0] == "projections" and parts[2] == "rows":
-            self._row(request, parts[1], parts[3], query)
-        else:
-            self._json(request, HTTPStatus.NOT_FOUND, {"error": f"no view at {url.path}"})
+            return json_answer(status, {"running": states})
+        if parts == ["metrics"]:
+            return self._metrics()
+        if parts == ["projections"]:
+            return json_answer(HTTPStatus.OK, self._overview())
+        if len(parts) == 4 and parts[0] == "projections" and parts[2] == "rows":
+            return self._row(parts[1], parts[3], request.query)
+        return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no view at {request.path}"})
 
     def _overview(self) -> dict[str, Any]:
         out = {}
@@ -191,53 +136,28 @@ class ProjectionWeb:
             }
         return out
 
-    def _row(
-        self, request: BaseHTTPRequestHandler, name: str, key: str, query: dict[str, str]
-    ) -> None:
+    def _row(self, name: str, key: str, query: dict[str, str]) -> Answer:
         projector = self.projections.projectors.get(name)
         if projector is None:
-            known = sorted(self.projections.projectors)
-            self._json(
-                request, HTTPStatus.NOT_FOUND, {"error": f"no projection {name!r} here: {known}"}
-            )
-            return
+            error = f"no projection {name!r} here: {sorted(self.projections.projectors)}"
+            return json_answer(HTTPStatus.NOT_FOUND, {"error": error})
+        store = projector.store
+        if isinstance(store, SqlReadModel):
+            error = f"{name} keeps its read model in SQL tables: query them"
+            return json_answer(HTTPStatus.NOT_FOUND, {"error": error})
         try:
             wanted = parse_after(query.get("after", ""))
             timeout = min(float(query.get("timeout", "5")), _MAX_WAIT)
             if wanted:
                 projector.wait_for(wanted, timeout, aggregate=query.get("aggregate"))
         except (ConfigurationError, ValueError) as exc:
-            self._json(request, HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            return
+            return json_answer(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         except ProjectionTimeoutError as exc:
-            self._json(request, HTTPStatus.GATEWAY_TIMEOUT, {"error": str(exc)})
-            return
-        store = projector.store
-        if isinstance(store, SqlReadModel):
-            self._json(
-                request,
-                HTTPStatus.NOT_FOUND,
-                {"error": f"{name} keeps its read model in SQL tables: query them"},
-            )
-            return
+            return json_answer(HTTPStatus.GATEWAY_TIMEOUT, {"error": str(exc)})
         row = store.get(key)
         if row is None:
-            self._json(request, HTTPStatus.NOT_FOUND, {"error": f"no row {key!r} in {name}"})
-            return
-        self._send(request, HTTPStatus.OK, row, _content_type(row))
-
-    def _json(self, request: BaseHTTPRequestHandler, status: HTTPStatus, body: object) -> None:
-        self._send(request, status, json.dumps(body).encode(), "application/json")
-
-    @staticmethod
-    def _send(
-        request: BaseHTTPRequestHandler, status: HTTPStatus, body: bytes, content_type: str
-    ) -> None:
-        request.send_response(status)
-        request.send_header("Content-Type", content_type)
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)
+            return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no row {key!r} in {name}"})
+        return Answer(HTTPStatus.OK, row, _content_type(row))
 
 
 def _content_type(row: bytes) -> str:

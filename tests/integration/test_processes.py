@@ -9,9 +9,11 @@ KES_TRANSFERS=2000 KES_TRANSFER_ACCOUNTS=200 runs the bigger version.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -20,14 +22,20 @@ from examples.bank.domain import account
 from examples.bank.transfers import transfer, transfers
 from schemas.bank.v1 import bank_pb2
 from schemas.codec import decode_event, unpack
-from schemas.kes.v1.processes_pb2 import COMPENSATED, COMPLETED, RUNNING, ProcessRecord
+from schemas.kes.v1.processes_pb2 import (
+    COMPENSATED,
+    COMPLETED,
+    RUNNING,
+    ProcessRecord,
+    ProcessStatus,
+)
 from streams.process import ProcessManager, command_id
 from streams.process_status import read_processes, summarize
 from streams.process_topics import ProcessTopics
 from streams.verify import read_topic, verify
 from tests.apps.quick_transfers import PROCESSES as QUICK
 from tests.fixtures.commands import collect_replies, produce
-from tests.fixtures.workers import AppCluster, Supervisor
+from tests.fixtures.workers import AppCluster, Supervisor, WorkerProcess
 
 OPENING = 1_000
 
@@ -136,10 +144,32 @@ def test_transfers_end_exactly_once_through_sigkills(
     _check_money(cluster, accounts)
     summary = summarize(records, time.time_ns() // 1_000_000, 60_000)
     assert summary.stuck == [] and summary.by_status["RUNNING"] == 0
+    # the runner's own views say the same (its counts are refreshed every 10 s)
+    ended = f'kes_process_processes{{process="{transfers.name}",status="RUNNING"}}'
+    _until("no process running in the metrics", lambda: _metrics(runner).get(ended, 1) == 0, 30)
+    metrics = _metrics(runner)
+    assert metrics[f'kes_process_stuck{{process="{transfers.name}"}}'] == 0
+    assert metrics[f'kes_process_partitions{{process="{transfers.name}"}}'] == 4
+    shown = _get(runner, f"/processes/{transfer_ids[0]}")
+    assert shown["record"]["processId"] == transfer_ids[0]
+    assert shown["record"]["status"] == ProcessStatus.Name(records[transfer_ids[0]].status)
     began = min(records[t].started_ms for t in transfer_ids)
     seconds = (max(records[t].ended_ms for t in transfer_ids) - began) / 1000
     print(f"{n} transfers ended in {seconds:.1f} s ({n / seconds:.0f}/s, with two SIGKILLs): "
           f"{statuses[COMPLETED]} completed, {statuses[COMPENSATED]} compensated")  # fmt: skip
+
+
+def _get(process: WorkerProcess, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{process.web_port}{path}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _metrics(process: WorkerProcess) -> dict[str, float]:
+    url = f"http://127.0.0.1:{process.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        text = answer.read().decode()
+    samples = (line.rpartition(" ") for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, _, value in samples if name}
 
 
 def _applied(cluster: AppCluster) -> Counter[str]:
