@@ -261,14 +261,8 @@ def _require_idle(
 def _members(admin: AdminClient, groups: list[str], timeout: float) -> list[str]:
     busy = []
     for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout).items():
-        try:
-            description = admin_result(future, f"describe group {group}", timeout)
-        except MigrationError:
-            raise
-        except Exception as exc:  # a group no one ever joined is described as empty or unknown
-            log.debug("describe group %s: %s", group, exc)
-            continue
-        if description.members:
+        description = admin_result(future, f"describe group {group}", timeout)
+        if description.members:  # a group no one joined is described as DEAD, no members
             busy.append(f"group {group!r} has {len(description.members)} member(s)")
     return busy
 

@@ -179,6 +179,9 @@ def test_grow_12_to_24_partitions_resumes_after_a_crash_and_a_worker_goes_on(
         assert final.events == before.events + len(more)
         keys = [r.key for r in read_records(target.events, 24, config)]
         assert len(keys) == len(set(keys))  # no key written twice
+        checked = _kes(grown, "verify", "examples.bank", "account", "--commands")
+        assert checked.returncode == 0, checked.stdout  # the retry: its migrated revision
+        assert "41 command records (0 pending): 41 replied" in checked.stdout, checked.stdout
     finally:
         grown.close()
 
@@ -244,6 +247,8 @@ def test_migrate_under_load_with_a_pause_for_the_cut_over(
         grown.worker("w1").wait_ready()
         rest = _flow(bootstrap, target, commands[half:])  # resume on the new set
         replies.update(collect_replies(bootstrap, target, rest, timeout=300))
+        exact = _kes(grown, "verify", "examples.bank", "account", "--commands")
+        assert exact.returncode == 0, exact.stdout  # each command on the new set: one outcome
     finally:
         grown.close()
     ids += rest
