@@ -145,7 +145,7 @@ class TargetProgress:
 
 
 def rewrite_snapshot(value: bytes, first_event_offset: int) -> bytes:
-    """An old snapshot as the new set's: `first_event_offset` (where `kes history` starts reading
+    """An old snapshot as the new set's: `first_event_offset` (where streams.history starts reading
     the entity's events) is its first event's offset on the new events topic, and
     `source_offset` (the offset on the commands topic it reflects) is -1: no command of the new,
     empty commands topic is reflected yet. Entity id, revision, state and recent command ids

@@ -316,6 +316,12 @@ def _unapplied(
     try:
         ends = watermarks(reader, source.commands, source.partitions)
         todo = {p for p, (_, high) in ends.items() if high > max(applied.get(p, 0), 0)}
+        deleted = sorted(p for p in todo if max(applied.get(p, 0), 0) < ends[p][0])
+        if deleted:
+            raise MigrationError(
+                f"{source.commands} partitions {deleted}: retention deleted commands no worker "
+                "applied; decide with `kes skip-deleted` on the old set first"
+            )
         reader.assign([TopicPartition(source.commands, p, max(applied.get(p, 0), 0)) for p in todo])
         while todo:
             msg = reader.poll(10)
