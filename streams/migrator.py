@@ -236,7 +236,7 @@ def _require_idle(
     """Step 3: no members, no open transaction, no unapplied command (waits up to `wait`)."""
     source = migration.source
     deadline = time.monotonic() + migration.wait
-    admin = AdminClient(config)
+    admin = AdminClient({**config})
     while True:
         busy = _members(admin, sorted(groups), migration.timeout)
         busy += _open_transactions(source, config)
