@@ -19,6 +19,7 @@ __all__ = [
     "DeadLetterReason",
     "DecodeError",
     "KesError",
+    "MigrationError",
     "OwnershipError",
     "ProjectionTimeoutError",
     "ReadModelConflictError",
@@ -169,6 +170,11 @@ class CommandTimeoutError(KesError):
         self.command_id = command_id
         self.entity_id = entity_id
         self.timeout = timeout
+
+
+class MigrationError(KesError):
+    """A topic set cannot be migrated (or migrated to) as it is; the message says why and what
+    to do first."""
 
 
 class ProjectionTimeoutError(KesError):

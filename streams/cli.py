@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from schemas.errors import AdminError, KesError
+from streams import migrate_cli
 from streams.cliargs import add_cluster_args, settings_from
 from streams.connectivity import check_reachable
 from streams.kafkaconfig import KAFKA_LOG
@@ -91,6 +92,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from streams.kafkaconfig import confluent_config
     from topology.admin import replication_for, run_topics
 
+    if args.action == "migrate":
+        return migrate_cli.cmd_migrate(args)
     settings = _settings(args)
     if not settings.replication_factor:  # what the cluster can hold
         factor = replication_for(confluent_config(settings))
@@ -206,9 +209,10 @@ def _parser() -> argparse.ArgumentParser:
         "(compacted changelog), .replies, .dlq and .keys (entities' data keys). `plan` shows "
         "what is missing or wrong, `apply` "
         "creates what is missing and fixes config drift (never partition counts), `describe` shows "
-        "the layout as it is. Exit code 1 when the layout is wrong.",
+        "the layout as it is. Exit code 1 when the layout is wrong. `migrate APP AGGREGATE "
+        "--partitions N --to-prefix NEW` moves an aggregate to a new topic set with N partitions.",
     )
-    topics.add_argument("action", choices=["plan", "apply", "describe"])
+    topics.add_argument("action", choices=["plan", "apply", "describe", "migrate"])
     topics.add_argument("app", help="app module with a BEHAVIORS list, e.g. examples.bank")
     add_cluster_args(topics)
     topics.add_argument(
@@ -223,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
         help="min.insync.replicas (default: 2 with three replicas or more, else 1; "
         "$KES_MIN_INSYNC_REPLICAS)",
     )
+    migrate_cli.add_arguments(topics)
     topics.set_defaults(handler=cmd_topics)
 
     worker = sub.add_parser(

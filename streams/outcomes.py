@@ -17,6 +17,10 @@ What a command record's outcome is, and so what can be checked, depends on what 
 - Without `reply_wanted`, a rejection leaves no trace (nothing is written), so such commands
   can only be checked for "applied at most once", which `streams.verify` does.
 
+Events copied by `kes topics migrate` (a `kes-migrated-from` header) were applied from the old
+topic set's commands: their commands are not looked for here, but a retry of one on this set
+must be answered with their revision.
+
 Only records the partition's owner has processed are due: those below the next-command offset
 of the partition's last committed checkpoint (read first). Later records are pending: their
 outcomes may exist (a live system moved on meanwhile) but need not. The check assumes the
@@ -39,6 +43,7 @@ from schemas.codec import (
 )
 from schemas.errors import DecodeError
 from streams.batch import CHECKPOINT_KEY, decode_checkpoint
+from streams.migration import MIGRATED_FROM_HEADER
 from streams.verify import TopicRecord, read_records
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
@@ -128,10 +133,14 @@ def check_outcomes(
             into[reply.command_id].append(reply.accepted.revision)
     event_revisions: dict[str, list[tuple[str, int]]] = defaultdict(list)
     applied_from: set[tuple[int, int]] = set()  # (partition, offset) of applied command records
+    migrated: set[str] = set()  # commands applied on the topic set these events came from
     for record in events:
         env = decode_event(record.value)
         event_revisions[env.command_id].append((env.entity_id, env.revision))
-        applied_from.add((env.source_partition, env.source_offset))
+        if any(key == MIGRATED_FROM_HEADER for key, _ in record.headers):
+            migrated.add(env.command_id)
+        else:
+            applied_from.add((env.source_partition, env.source_offset))
 
     coordinates = {(c.record.partition, c.record.offset) for c in parsed}
     for (partition, offset), count in letters.items():
@@ -216,6 +225,8 @@ def check_outcomes(
                 f"last event has revision {last}",
             )
     for command_id, applied in event_revisions.items():
+        if command_id in migrated:
+            continue  # its record and first reply are on the old set
         if command_id not in known_ids:
             result._violation(applied[0][0], f"events of command {command_id}, not on the topic")
         every_one_wanted_a_reply = routed_wanted_due[command_id] == routed_due[command_id] > 0

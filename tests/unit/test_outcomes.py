@@ -6,6 +6,7 @@ from examples.bank import account
 from schemas.bank.v1 import bank_pb2
 from schemas.codec import encode_command, new_command
 from schemas.kes.v1.envelopes_pb2 import Reply
+from streams.migration import MIGRATED_FROM_HEADER
 from streams.outcomes import Outcomes, check_outcomes
 from tests.fixtures.simulation import Simulation
 from topology.layout import AggregateTopics
@@ -132,3 +133,13 @@ def test_another_aggregates_command_is_a_dead_letter_and_its_rejection() -> None
     found = _check(sim)
     assert found.ok, found.summary()
     assert (found.dead_lettered, len(sim.records(TOPICS.replies))) == (1, 1)
+
+
+def test_migrated_events_need_no_command_on_this_topic_set() -> None:
+    sim, _ = _world()
+    events = sim.records(TOPICS.events)
+    copied = [r._replace(headers=[*r.headers, (MIGRATED_FROM_HEADER, b"old[0]@1")]) for r in events]
+    empty = {"commands": [], "replies": [], "dead_letters": []}
+    assert _check(sim, events=copied, **empty).ok
+    unmarked = _check(sim, events=events, **empty)
+    assert any("not on the topic" in v for v in unmarked.violations), unmarked.summary()
