@@ -42,7 +42,8 @@ APP = "tests.fixtures.threeviews"
 class Host:
     """The projection process, its port and its side-effect file."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, names: tuple[str, ...] = ()) -> None:
+        self.names = names or ("--all",)
         self.port = free_port()
         self.effects = workdir / "effects.txt"
         self.log = workdir / "projections.log"
@@ -56,7 +57,7 @@ class Host:
     def start(self) -> Host:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "projection", "run", APP, "--all",
+                [sys.executable, "-m", "streams.cli", "projection", "run", APP, *self.names,
                  "--web-port", str(self.port), "--loglevel", "INFO"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
