@@ -49,13 +49,15 @@ bench: install
 ## Faults under load (~5 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
 ## restart, then every invariant checked; then 10,000 fuzzed commands and 10,000 commands each
 ## retried once across a worker SIGKILL; then the PostgreSQL balances table through 20,000
-## commands, 6 projection SIGKILLs and a PostgreSQL restart. Not part of `make test`.
+## commands, 6 projection SIGKILLs and a PostgreSQL restart; then 5,000 commands with a pause to
+## migrate to 24 partitions (`kes topics migrate`) and go on. Not part of `make test`.
 chaos: install
 	$(BIN)/python -m bench.chaos --report chaos-report.json
 	KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 $(BIN)/pytest -q \
 		tests/integration/test_hostile_input.py tests/integration/test_retries.py
-	KES_PG_PROJECTION_COMMANDS=20000 KES_PG_PROJECTION_KILLS=6 $(BIN)/pytest -q \
-		tests/integration/test_postgres_projection.py
+	KES_PG_PROJECTION_COMMANDS=20000 KES_PG_PROJECTION_KILLS=6 KES_MIGRATE_COMMANDS=5000 \
+		$(BIN)/pytest -q tests/integration/test_postgres_projection.py \
+		tests/integration/test_migrate.py
 
 ## Broker faults under load (~15 min, its own three local brokers, topics with 3 replicas and
 ## min.insync.replicas 2): 100k commands while the broker leading the most command partitions and

@@ -75,11 +75,11 @@ def test_a_reactor_losing_its_volume_five_times_runs_each_effect_at_most_twice(
     settings, bootstrap = cluster.settings, cluster.settings.bootstrap_servers
     topics = settings.topics("account")
     host = Host(cluster.env(), tmp_path, (REACTOR.name,)).start()
-    commands = bank_commands(1800, accounts=40, seed=5)
+    commands = bank_commands(900, accounts=30, seed=5)
     ids: list[str] = []
     try:
         for chunk in range(6):
-            ids += produce(bootstrap, topics, commands[chunk * 300 : (chunk + 1) * 300])
+            ids += produce(bootstrap, topics, commands[chunk * 150 : (chunk + 1) * 150])
             if chunk == 5:
                 break
             seen = sum(_effects(host).values())
