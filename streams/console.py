@@ -30,6 +30,7 @@ from streams.client import AsyncCommandClient, CommandClient, outcome
 from streams.history import read_history
 from streams.kafkaconfig import confluent_config
 from streams.keyreader import keyring_for
+from streams.projectionweb import read_after
 from streams.reading import read_events
 from streams.settings import Settings
 
@@ -189,6 +190,10 @@ def cmd_send(args: argparse.Namespace) -> int:
             return 0
         reply = cl.ask(args.entity_id, command, args.timeout, **ids)
     print(json_format.MessageToJson(reply, indent=2))
+    after = read_after(reply)
+    if after:  # what a projection process's row read waits for (read-your-writes)
+        where = f".../rows/{args.entity_id}?after={after}"
+        print(f"read it from a projection process: {where}", file=sys.stderr)
     return 0 if outcome(reply) == "accepted" else EXIT_REJECTED
 
 

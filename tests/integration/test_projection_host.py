@@ -119,6 +119,17 @@ def test_a_row_read_with_the_replys_offsets_from_another_process_sees_the_comman
             assert BalanceRow.decode(body).revision == credited.accepted.revision
     assert BalanceRow.decode(body).balance == 10 + 5 * 7
 
+    # the same from the command line: `kes send` says what to read with
+    sent = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "send", APP, "account", "acc-cli", "OpenAccount",
+         '{"owner": "Cy", "opening_balance": 3}'],
+        cwd=ROOT, env=web.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    (hint,) = [line for line in sent.stderr.splitlines() if "?after=" in line]
+    status, body = web.get(f"/projections/account-balances/{hint.split('.../')[1]}&timeout=30")
+    assert status == 200 and BalanceRow.decode(body).balance == 3
+
     assert web.get("/projections/account-balances/rows/nobody")[0] == 404
     assert web.get("/projections/no-such/rows/acc-web")[0] == 404
     assert web.get("/projections/account-balances/rows/acc-web?after=zero")[0] == 400
@@ -132,7 +143,7 @@ def test_a_row_read_with_the_replys_offsets_from_another_process_sees_the_comman
     status, body = web.get("/metrics")
     metrics = _samples(body.decode())
     for name in ("account-balances", "balances-copy"):
-        assert metrics[f'kes_projection_events_applied_total{{projection="{name}"}}'] == 6
+        assert metrics[f'kes_projection_events_applied_total{{projection="{name}"}}'] == 7
         assert metrics[f'kes_projection_running{{projection="{name}"}}'] == 1
         assert metrics[f'kes_projection_batch_seconds_count{{projection="{name}"}}'] >= 1
 
