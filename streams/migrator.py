@@ -4,7 +4,10 @@ The new set is the old one's topics under another prefix (`AggregateTopics.prefi
 with N partitions. Every entity's events are copied with their keys, values and headers
 unchanged (plus a `kes-migrated-from` header), in revision order, to murmur2(entity) % N of the
 new events topic; the snapshot changelog's latest snapshots and outcomes follow their entity,
-rewritten where they name an offset of the old topics (streams.migration); each new partition
+rewritten where they name an offset of the old topics (streams.migration); each entity's record on
+the keys topic (its wrapped data key, personal data) follows it too, unchanged, so its sealed
+fields read on the new set as they did (same master key); an erased entity moves as erasure
+left it, EntityErased and markers only (streams.migration); each new partition
 gets a fresh checkpoint (next command offset 0, the owning group), so a worker started on the new
 set recovers those snapshots and takes commands from the first one. Commands are not copied
 (every command of the old set is applied before the migration may run), nor are replies (read
@@ -83,6 +86,12 @@ class MigrationReport:
     """Events this run wrote; `events - copied` were committed by an earlier, interrupted run."""
     snapshots: int = 0
     outcomes: int = 0
+    keys: int = 0
+    """Records written to the new keys topic (data keys and erasure markers)."""
+    erased: int = 0
+    """Erased entities, moved as their EntityErased and markers."""
+    left_behind: int = 0
+    """Erased entities' old events and tombstones not copied."""
     already_done: bool = False
     """The new set held its checkpoints already: nothing was written."""
     seconds: float = 0.0
@@ -93,10 +102,17 @@ class MigrationReport:
             return "the migration was completed before: nothing to do"
         earlier = self.events - self.copied
         resumed = f" ({earlier} copied by an earlier run)" if earlier else ""
+        keys = f", {self.keys} data keys" if self.keys else ""
+        erased = (
+            f" ({self.erased} erased: {self.left_behind} records of their erased events left "
+            "behind)"
+            if self.erased
+            else ""
+        )
         return (
-            f"{self.entities} entities: {self.events} events{resumed}, {self.snapshots} "
-            f"snapshots, {self.outcomes} outcomes in {self.seconds:.1f}s; checkpoints name group "
-            f"{self.owner!r}"
+            f"{self.entities} entities{erased}: {self.events} events{resumed}, {self.snapshots} "
+            f"snapshots, {self.outcomes} outcomes{keys} in {self.seconds:.1f}s; checkpoints name "
+            f"group {self.owner!r}"
         )
 
 
@@ -107,33 +123,36 @@ def migrate(
 ) -> MigrationReport:
     """Move every entity's history and state from `migration.source` to `migration.target`.
 
-    1. Check the layouts: the old set's commands, events and snapshots exist with one partition
-       count; the new names differ from the old.
+    1. Check the layouts: the old set's commands, events and snapshots (and its keys topic,
+       where there is one) exist with one partition count; the new names differ from the old.
     2. If the new changelog holds a checkpoint on every partition, an earlier run completed
        (checkpoints are its last transaction): return, writing nothing.
     3. Refuse unless the old set is idle: the workers' group (every group its checkpoints name,
        and the new owner) has no members, no transaction is open on its topics, and every
        command on the old commands topic is applied.
-    4. Create the new set (topology.admin.apply): N partitions per topic; an existing topic
-       with another count is refused.
+    4. Create the new set (topology.admin.apply): every topic of the layout, keys included, N
+       partitions each; an existing topic with another count is refused.
     5. Open the transactional producer: init_transactions fences an earlier run of this
        migration and aborts its open transaction, so the new set holds committed data only.
-    6. Read the old changelog (latest record per key) and the old events (each entity's
-       revisions 1, 2, 3, ... in log order); refuse if a snapshot does not match its events.
+    6. Read the old changelog (latest record per key), the old keys topic (latest record per
+       entity) and the old events (each entity's revisions 1, 2, 3, ... in log order; an erased
+       entity's only its EntityErased); refuse if a snapshot does not match its events, or a
+       sealed snapshot its data key.
     7. Read the new events topic: what an earlier run committed (for each entity a prefix of
        its revisions, each transaction having written the entity's events in order).
     8. Copy the events not there yet, in the old partitions' offset order, to each entity's new
        partition, `chunk` records per transaction; each delivery report gives the event's new
-       offset (first events and those outcomes name).
-    9. Write each entity's snapshot and each outcome, rewritten for the new offsets, to the
-       entity's new changelog partition, in transactions (a re-run writes them again, equal).
+       offset (first events and those outcomes name). Erased events and tombstones stay behind.
+    9. Write each entity's key record to its new keys partition, and its snapshot and each
+       outcome, rewritten for the new offsets, to its new changelog partition, in transactions
+       (a re-run writes them again, equal).
     10. Last, one transaction: a checkpoint record on every new changelog partition, next
         command offset 0 and the owning group. From here a worker may run on the new set.
     """
     began = time.monotonic()
     source, target = migration.source, migration.target
     config = dict(client_config)
-    _check_layouts(source, target, config, migration.timeout)
+    has_keys = _check_layouts(source, target, config, migration.timeout)
     report = MigrationReport()
     if _completed(target, config):
         report.already_done = True
@@ -145,13 +164,13 @@ def migrate(
             f"{source.snapshots} names no owning group (no checkpoint): say which with --app-id"
         )
     report.owner = owner
-    _require_idle(migration, {*owners.values(), owner}, config, progress)
+    _require_idle(migration, {*owners.values(), owner}, config, progress, has_keys)
     progress(f"creating {target.prefix}{target.name}.* with {target.partitions} partitions")
     created = apply(target, config, timeout=migration.timeout)
     if created.problems:
         raise MigrationError("the new topic set is not usable: " + "; ".join(created.problems))
     writer = _Writer(migration, config)
-    state = _read_source(source, config, progress)
+    state = _read_source(source, config, progress, has_keys)
     problems = state.problems()
     if problems:
         raise MigrationError(
@@ -159,26 +178,30 @@ def migrate(
             + "; ".join(problems[:5])
             + "): run `kes verify`, and `kes snapshots rebuild` if the events are right"
         )
-    done = TargetProgress(state.wanted())
+    done = TargetProgress(state.wanted(), start=state.starts())
     for record in read_records(target.events, target.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
         done.landed(entity_id, revision, record.offset, f"{target.events}[{record.partition}]")
     if done.events:
         progress(f"{done.events} events were copied by an earlier run; going on from there")
-    report.copied = _copy_events(migration, writer, done, config, progress)
+    report.copied = _copy_events(migration, writer, state, done, config, progress)
+    report.keys = _write_keys(migration, writer, state)
     report.snapshots, report.outcomes = _write_state(migration, writer, state, done)
     for partition in range(target.partitions):
         value = encode_checkpoint(0, owner)
         writer.send(OutRecord(target.snapshots, partition, CHECKPOINT_KEY, value, []))
     writer.commit()
     report.entities, report.events = len(state.revisions), done.events
+    report.erased, report.left_behind = len(state.erased()), state.left_behind
     report.seconds = time.monotonic() - began
     return report
 
 
 def _check_layouts(
     source: AggregateTopics, target: AggregateTopics, config: dict[str, Any], timeout: float
-) -> None:
+) -> bool:
+    """Step 1; True when the old set has a keys topic (a set made before personal data may
+    have none: then no snapshot may be sealed, `SourceState.problems`)."""
     if {s.name for s in source.specs()} & {s.name for s in target.specs()}:
         raise MigrationError(
             f"the new topic set's names equal the old ones ({target.events}): give another prefix"
@@ -189,11 +212,15 @@ def _check_layouts(
     missing = [name for name in keyed if name not in counts]
     if missing:
         raise MigrationError(f"the old set has no {', '.join(missing)}: check --topic-prefix")
+    has_keys = source.keys in counts
+    if has_keys:  # read partition by partition like the others (streams.keyreader)
+        keyed.append(source.keys)
     wrong = [f"{name} has {counts[name]}" for name in keyed if counts[name] != source.partitions]
     if wrong:
         raise MigrationError(
             f"the old set is not co-partitioned at {source.partitions}: " + ", ".join(wrong)
         )
+    return has_keys
 
 
 def _completed(target: AggregateTopics, config: dict[str, Any]) -> bool:
@@ -231,7 +258,11 @@ def _most_common(names: Iterable[str]) -> str:
 
 
 def _require_idle(
-    migration: Migration, groups: set[str], config: dict[str, Any], progress: Callable[[str], None]
+    migration: Migration,
+    groups: set[str],
+    config: dict[str, Any],
+    progress: Callable[[str], None],
+    has_keys: bool,
 ) -> None:
     """Step 3: no members, no open transaction, no unapplied command (waits up to `wait`)."""
     source = migration.source
@@ -239,7 +270,7 @@ def _require_idle(
     admin = AdminClient({**config})
     while True:
         busy = _members(admin, sorted(groups), migration.timeout)
-        busy += _open_transactions(source, config)
+        busy += _open_transactions(source, config, has_keys)
         if not busy or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -267,13 +298,16 @@ def _members(admin: AdminClient, groups: list[str], timeout: float) -> list[str]
     return busy
 
 
-def _open_transactions(source: AggregateTopics, config: dict[str, Any]) -> list[str]:
+def _open_transactions(
+    source: AggregateTopics, config: dict[str, Any], has_keys: bool
+) -> list[str]:
     """Partitions whose last stable offset is below their high watermark (a transaction open)."""
     found = []
     stable = Consumer({**config, "group.id": "kes-migrate", "isolation.level": "read_committed"})
     raw = Consumer({**config, "group.id": "kes-migrate", "isolation.level": "read_uncommitted"})
     try:
-        for topic in (source.commands, source.events, source.snapshots):
+        topics = [source.commands, source.events, source.snapshots]
+        for topic in [*topics, source.keys] if has_keys else topics:
             committed = watermarks(stable, topic, source.partitions)
             written = watermarks(raw, topic, source.partitions)
             open_ = [p for p in committed if committed[p][1] < written[p][1]]
@@ -340,20 +374,35 @@ def _unapplied(
 
 
 def _read_source(
-    source: AggregateTopics, config: dict[str, Any], progress: Callable[[str], None]
+    source: AggregateTopics,
+    config: dict[str, Any],
+    progress: Callable[[str], None],
+    has_keys: bool,
 ) -> SourceState:
-    """Step 6: the old changelog's latest records, and each entity's revisions checked."""
+    """Step 6: the old changelog's and keys topic's latest records, then each entity's
+    revisions checked (the snapshots first: they say which entities are erased)."""
     state = SourceState()
     for record in read_records(source.snapshots, source.partitions, config):
         state.changelog(record.partition, record.key, record.value)
+    if has_keys:
+        for record in read_records(source.keys, source.partitions, config):
+            state.key(record.key, record.value)
     for record in read_records(source.events, source.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
-        state.event(entity_id, revision, f"{source.events}[{record.partition}]@{record.offset}")
+        where = f"{source.events}[{record.partition}]@{record.offset}"
+        event_type = _header(record.headers, "event-type")
+        state.event(entity_id, revision, where, event_type, tombstone=record.value is None)
+    erased = len(state.erased())
     progress(
-        f"old set: {len(state.revisions)} entities, {state.events} events, "
-        f"{len(state.snapshots)} snapshots, {len(state.outcomes)} outcomes"
+        f"old set: {len(state.revisions)} entities ({erased} erased), {state.events} events to "
+        f"copy, {len(state.snapshots)} snapshots, {len(state.outcomes)} outcomes, "
+        f"{len(state.keys)} key records"
     )
     return state
+
+
+def _header(headers: list[tuple[str, bytes]], name: str) -> str:
+    return next((v.decode("utf-8", "replace") for k, v in headers if k == name), "")
 
 
 class _Writer:
@@ -410,17 +459,21 @@ class _Writer:
 def _copy_events(
     migration: Migration,
     writer: _Writer,
+    state: SourceState,
     done: TargetProgress,
     config: dict[str, Any],
     progress: Callable[[str], None],
 ) -> int:
-    """Step 8: the events the new set lacks, each entity's in revision order."""
+    """Step 8: the events the new set lacks, each entity's in revision order (an erased
+    entity's: its EntityErased only)."""
     source, target = migration.source, migration.target
     there = dict(done.present)
     copied = 0
     for record in read_records(source.events, source.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
         if revision <= there.get(entity_id, 0):
+            continue
+        if not state.copies(entity_id, revision, tombstone=record.value is None):
             continue
         partition = partition_for(entity_id, target.partitions)
         where = f"{source.events}[{record.partition}]@{record.offset}"
@@ -436,6 +489,18 @@ def _copy_events(
             progress(f"{copied} events copied")
     writer.commit()
     return copied
+
+
+def _write_keys(migration: Migration, writer: _Writer, state: SourceState) -> int:
+    """Step 9, first: each entity's key record (data key or erasure marker) on its new keys
+    partition, keyed by entity id like the worker writes it (streams.keyreader finds it there)."""
+    target = migration.target
+    records = state.key_records()
+    for entity_id, value in records.items():
+        partition = partition_for(entity_id, target.partitions)
+        writer.send(OutRecord(target.keys, partition, entity_id.encode(), value, []))
+    writer.commit()
+    return len(records)
 
 
 def _write_state(
@@ -458,9 +523,10 @@ def _write_state(
         partition = partition_for(entity_id, target.partitions)
         record_value = rewrite_snapshot(value, first)
         writer.send(OutRecord(target.snapshots, partition, entity_id.encode(), record_value, []))
-    for key, value in state.outcomes.items():
+    outcomes = state.copied_outcomes()
+    for key, value in outcomes.items():
         partition = partition_for(outcome_entity(key), target.partitions)
         record_value = rewrite_outcome(key, value, partition, offset_of)
         writer.send(OutRecord(target.snapshots, partition, key.encode(), record_value, []))
     writer.commit()
-    return len(state.snapshots), len(state.outcomes)
+    return len(state.snapshots), len(outcomes)
