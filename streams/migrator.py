@@ -27,8 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codec import parse_event_key
 from schemas.errors import MigrationError
@@ -41,10 +40,10 @@ from streams.migration import (
     rewrite_outcome,
     rewrite_snapshot,
 )
+from streams.migration_idle import require_idle
 from streams.transaction import produce_waiting
 from streams.verify import read_records
-from streams.watermarks import watermarks
-from topology.admin import admin_result, apply, plan
+from topology.admin import apply, plan
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
@@ -164,7 +163,9 @@ def migrate(
             f"{source.snapshots} names no owning group (no checkpoint): say which with --app-id"
         )
     report.owner = owner
-    _require_idle(migration, {*owners.values(), owner}, config, progress, has_keys)
+    wait, timeout = migration.wait, migration.timeout
+    groups = {*owners.values(), owner}
+    require_idle(source, groups, config, progress, keys=has_keys, wait=wait, timeout=timeout)
     progress(f"creating {target.prefix}{target.name}.* with {target.partitions} partitions")
     created = apply(target, config, timeout=migration.timeout)
     if created.problems:
@@ -255,122 +256,6 @@ def _most_common(names: Iterable[str]) -> str:
     for name in names:
         counted[name] = counted.get(name, 0) + 1
     return max(counted, key=lambda n: counted[n], default="")
-
-
-def _require_idle(
-    migration: Migration,
-    groups: set[str],
-    config: dict[str, Any],
-    progress: Callable[[str], None],
-    has_keys: bool,
-) -> None:
-    """Step 3: no members, no open transaction, no unapplied command (waits up to `wait`)."""
-    source = migration.source
-    deadline = time.monotonic() + migration.wait
-    admin = AdminClient({**config})
-    while True:
-        busy = _members(admin, sorted(groups), migration.timeout)
-        busy += _open_transactions(source, config, has_keys)
-        if not busy or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    if busy:
-        raise MigrationError(
-            "the old set is not idle: " + "; ".join(busy) + ". Stop the producers, let the "
-            "workers apply what is queued (`kes lag` shows 0), stop every worker, and migrate"
-        )
-    lag = _unapplied(source, sorted(groups), config)
-    if lag:
-        waiting = ", ".join(f"partition {p}: {n}" for p, n in sorted(lag.items()))
-        raise MigrationError(
-            f"{source.commands} holds commands no worker has applied ({waiting}): start the "
-            "workers on the old set until `kes lag` shows 0, stop them, and migrate"
-        )
-    progress(f"{source.name}: the old set is idle (groups {', '.join(sorted(groups))})")
-
-
-def _members(admin: AdminClient, groups: list[str], timeout: float) -> list[str]:
-    busy = []
-    for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout).items():
-        description = admin_result(future, f"describe group {group}", timeout)
-        if description.members:  # a group no one joined is described as DEAD, no members
-            busy.append(f"group {group!r} has {len(description.members)} member(s)")
-    return busy
-
-
-def _open_transactions(
-    source: AggregateTopics, config: dict[str, Any], has_keys: bool
-) -> list[str]:
-    """Partitions whose last stable offset is below their high watermark (a transaction open)."""
-    found = []
-    stable = Consumer({**config, "group.id": "kes-migrate", "isolation.level": "read_committed"})
-    raw = Consumer({**config, "group.id": "kes-migrate", "isolation.level": "read_uncommitted"})
-    try:
-        topics = [source.commands, source.events, source.snapshots]
-        for topic in [*topics, source.keys] if has_keys else topics:
-            committed = watermarks(stable, topic, source.partitions)
-            written = watermarks(raw, topic, source.partitions)
-            open_ = [p for p in committed if committed[p][1] < written[p][1]]
-            if open_:
-                found.append(f"a transaction is open on {topic} partitions {open_}")
-    finally:
-        stable.close()
-        raw.close()
-    return found
-
-
-def _unapplied(
-    source: AggregateTopics, groups: list[str], config: dict[str, Any]
-) -> dict[int, int]:
-    """Commands at or past the applied offset (the later of the checkpoint's and the groups'
-    committed ones), per commands partition that has any."""
-    state = SourceState()
-    for record in read_records(source.snapshots, source.partitions, config):
-        if record.key == CHECKPOINT_KEY:
-            state.changelog(record.partition, record.key, record.value)
-    applied = dict(state.next_commands)
-    for group in groups:
-        reader = Consumer({**config, "group.id": group, "isolation.level": "read_committed"})
-        try:
-            asked = [TopicPartition(source.commands, p) for p in range(source.partitions)]
-            for tp in reader.committed(asked, timeout=30):
-                applied[tp.partition] = max(applied.get(tp.partition, -1), tp.offset)
-        finally:
-            reader.close()
-    lag: dict[int, int] = {}
-    reader = Consumer(
-        {
-            **config,
-            "group.id": "kes-migrate",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        ends = watermarks(reader, source.commands, source.partitions)
-        todo = {p for p, (_, high) in ends.items() if high > max(applied.get(p, 0), 0)}
-        deleted = sorted(p for p in todo if max(applied.get(p, 0), 0) < ends[p][0])
-        if deleted:
-            raise MigrationError(
-                f"{source.commands} partitions {deleted}: retention deleted commands no worker "
-                "applied; decide with `kes skip-deleted` on the old set first"
-            )
-        reader.assign([TopicPartition(source.commands, p, max(applied.get(p, 0), 0)) for p in todo])
-        while todo:
-            msg = reader.poll(10)
-            if msg is None:
-                raise MigrationError(f"no progress reading {source.commands}")
-            error = msg.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                todo.discard(msg.partition() or 0)
-            elif error is not None:
-                raise MigrationError(f"reading {source.commands}: {error}")
-            else:
-                lag[msg.partition() or 0] = lag.get(msg.partition() or 0, 0) + 1
-    finally:
-        reader.close()
-    return lag
 
 
 def _read_source(
