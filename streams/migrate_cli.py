@@ -77,7 +77,8 @@ def cutover(app: str, source: AggregateTopics, target: AggregateTopics, owner: s
     return "\n".join(
         [
             "cut over (the old set is left as it was):",
-            f"  1. workers on the new set, same app id: {new} kes worker {app} --app-id {owner}",
+            f"  1. workers on the new set, same app id (and master key, with personal data): "
+            f"{new} kes worker {app} --app-id {owner}",
             f"  2. producers and clients: {new} (murmur2 over {target.partitions} partitions); "
             "resume sending. A retry of a command sent before the migration is answered its "
             "original outcome",

@@ -4,7 +4,10 @@ The new set is the old one's topics under another prefix (`AggregateTopics.prefi
 with N partitions. Every entity's events are copied with their keys, values and headers
 unchanged (plus a `kes-migrated-from` header), in revision order, to murmur2(entity) % N of the
 new events topic; the snapshot changelog's latest snapshots and outcomes follow their entity,
-rewritten where they name an offset of the old topics (streams.migration); each new partition
+rewritten where they name an offset of the old topics (streams.migration); each entity's record on
+the keys topic (its wrapped data key, personal data) follows it too, unchanged, so its sealed
+fields read on the new set as they did (same master key); an erased entity moves as erasure
+left it, EntityErased and markers only (streams.migration); each new partition
 gets a fresh checkpoint (next command offset 0, the owning group), so a worker started on the new
 set recovers those snapshots and takes commands from the first one. Commands are not copied
 (every command of the old set is applied before the migration may run), nor are replies (read
@@ -24,8 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codec import parse_event_key
 from schemas.errors import MigrationError
@@ -38,10 +40,10 @@ from streams.migration import (
     rewrite_outcome,
     rewrite_snapshot,
 )
+from streams.migration_idle import require_idle
 from streams.transaction import produce_waiting
 from streams.verify import read_records
-from streams.watermarks import watermarks
-from topology.admin import admin_result, apply, plan
+from topology.admin import apply, plan
 from topology.layout import AggregateTopics
 from topology.partitioning import partition_for
 
@@ -83,6 +85,12 @@ class MigrationReport:
     """Events this run wrote; `events - copied` were committed by an earlier, interrupted run."""
     snapshots: int = 0
     outcomes: int = 0
+    keys: int = 0
+    """Records written to the new keys topic (data keys and erasure markers)."""
+    erased: int = 0
+    """Erased entities, moved as their EntityErased and markers."""
+    left_behind: int = 0
+    """Erased entities' old events and tombstones not copied."""
     already_done: bool = False
     """The new set held its checkpoints already: nothing was written."""
     seconds: float = 0.0
@@ -93,10 +101,17 @@ class MigrationReport:
             return "the migration was completed before: nothing to do"
         earlier = self.events - self.copied
         resumed = f" ({earlier} copied by an earlier run)" if earlier else ""
+        keys = f", {self.keys} data keys" if self.keys else ""
+        erased = (
+            f" ({self.erased} erased: {self.left_behind} records of their erased events left "
+            "behind)"
+            if self.erased
+            else ""
+        )
         return (
-            f"{self.entities} entities: {self.events} events{resumed}, {self.snapshots} "
-            f"snapshots, {self.outcomes} outcomes in {self.seconds:.1f}s; checkpoints name group "
-            f"{self.owner!r}"
+            f"{self.entities} entities{erased}: {self.events} events{resumed}, {self.snapshots} "
+            f"snapshots, {self.outcomes} outcomes{keys} in {self.seconds:.1f}s; checkpoints name "
+            f"group {self.owner!r}"
         )
 
 
@@ -107,33 +122,36 @@ def migrate(
 ) -> MigrationReport:
     """Move every entity's history and state from `migration.source` to `migration.target`.
 
-    1. Check the layouts: the old set's commands, events and snapshots exist with one partition
-       count; the new names differ from the old.
+    1. Check the layouts: the old set's commands, events and snapshots (and its keys topic,
+       where there is one) exist with one partition count; the new names differ from the old.
     2. If the new changelog holds a checkpoint on every partition, an earlier run completed
        (checkpoints are its last transaction): return, writing nothing.
     3. Refuse unless the old set is idle: the workers' group (every group its checkpoints name,
        and the new owner) has no members, no transaction is open on its topics, and every
        command on the old commands topic is applied.
-    4. Create the new set (topology.admin.apply): N partitions per topic; an existing topic
-       with another count is refused.
+    4. Create the new set (topology.admin.apply): every topic of the layout, keys included, N
+       partitions each; an existing topic with another count is refused.
     5. Open the transactional producer: init_transactions fences an earlier run of this
        migration and aborts its open transaction, so the new set holds committed data only.
-    6. Read the old changelog (latest record per key) and the old events (each entity's
-       revisions 1, 2, 3, ... in log order); refuse if a snapshot does not match its events.
+    6. Read the old changelog (latest record per key), the old keys topic (latest record per
+       entity) and the old events (each entity's revisions 1, 2, 3, ... in log order; an erased
+       entity's only its EntityErased); refuse if a snapshot does not match its events, or a
+       sealed snapshot its data key.
     7. Read the new events topic: what an earlier run committed (for each entity a prefix of
        its revisions, each transaction having written the entity's events in order).
     8. Copy the events not there yet, in the old partitions' offset order, to each entity's new
        partition, `chunk` records per transaction; each delivery report gives the event's new
-       offset (first events and those outcomes name).
-    9. Write each entity's snapshot and each outcome, rewritten for the new offsets, to the
-       entity's new changelog partition, in transactions (a re-run writes them again, equal).
+       offset (first events and those outcomes name). Erased events and tombstones stay behind.
+    9. Write each entity's key record to its new keys partition, and its snapshot and each
+       outcome, rewritten for the new offsets, to its new changelog partition, in transactions
+       (a re-run writes them again, equal).
     10. Last, one transaction: a checkpoint record on every new changelog partition, next
         command offset 0 and the owning group. From here a worker may run on the new set.
     """
     began = time.monotonic()
     source, target = migration.source, migration.target
     config = dict(client_config)
-    _check_layouts(source, target, config, migration.timeout)
+    has_keys = _check_layouts(source, target, config, migration.timeout)
     report = MigrationReport()
     if _completed(target, config):
         report.already_done = True
@@ -145,13 +163,15 @@ def migrate(
             f"{source.snapshots} names no owning group (no checkpoint): say which with --app-id"
         )
     report.owner = owner
-    _require_idle(migration, {*owners.values(), owner}, config, progress)
+    wait, timeout = migration.wait, migration.timeout
+    groups = {*owners.values(), owner}
+    require_idle(source, groups, config, progress, keys=has_keys, wait=wait, timeout=timeout)
     progress(f"creating {target.prefix}{target.name}.* with {target.partitions} partitions")
     created = apply(target, config, timeout=migration.timeout)
     if created.problems:
         raise MigrationError("the new topic set is not usable: " + "; ".join(created.problems))
     writer = _Writer(migration, config)
-    state = _read_source(source, config, progress)
+    state = _read_source(source, config, progress, has_keys)
     problems = state.problems()
     if problems:
         raise MigrationError(
@@ -159,26 +179,30 @@ def migrate(
             + "; ".join(problems[:5])
             + "): run `kes verify`, and `kes snapshots rebuild` if the events are right"
         )
-    done = TargetProgress(state.wanted())
+    done = TargetProgress(state.wanted(), start=state.starts())
     for record in read_records(target.events, target.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
         done.landed(entity_id, revision, record.offset, f"{target.events}[{record.partition}]")
     if done.events:
         progress(f"{done.events} events were copied by an earlier run; going on from there")
-    report.copied = _copy_events(migration, writer, done, config, progress)
+    report.copied = _copy_events(migration, writer, state, done, config, progress)
+    report.keys = _write_keys(migration, writer, state)
     report.snapshots, report.outcomes = _write_state(migration, writer, state, done)
     for partition in range(target.partitions):
         value = encode_checkpoint(0, owner)
         writer.send(OutRecord(target.snapshots, partition, CHECKPOINT_KEY, value, []))
     writer.commit()
     report.entities, report.events = len(state.revisions), done.events
+    report.erased, report.left_behind = len(state.erased()), state.left_behind
     report.seconds = time.monotonic() - began
     return report
 
 
 def _check_layouts(
     source: AggregateTopics, target: AggregateTopics, config: dict[str, Any], timeout: float
-) -> None:
+) -> bool:
+    """Step 1; True when the old set has a keys topic (a set made before personal data may
+    have none: then no snapshot may be sealed, `SourceState.problems`)."""
     if {s.name for s in source.specs()} & {s.name for s in target.specs()}:
         raise MigrationError(
             f"the new topic set's names equal the old ones ({target.events}): give another prefix"
@@ -189,11 +213,15 @@ def _check_layouts(
     missing = [name for name in keyed if name not in counts]
     if missing:
         raise MigrationError(f"the old set has no {', '.join(missing)}: check --topic-prefix")
+    has_keys = source.keys in counts
+    if has_keys:  # read partition by partition like the others (streams.keyreader)
+        keyed.append(source.keys)
     wrong = [f"{name} has {counts[name]}" for name in keyed if counts[name] != source.partitions]
     if wrong:
         raise MigrationError(
             f"the old set is not co-partitioned at {source.partitions}: " + ", ".join(wrong)
         )
+    return has_keys
 
 
 def _completed(target: AggregateTopics, config: dict[str, Any]) -> bool:
@@ -230,130 +258,36 @@ def _most_common(names: Iterable[str]) -> str:
     return max(counted, key=lambda n: counted[n], default="")
 
 
-def _require_idle(
-    migration: Migration, groups: set[str], config: dict[str, Any], progress: Callable[[str], None]
-) -> None:
-    """Step 3: no members, no open transaction, no unapplied command (waits up to `wait`)."""
-    source = migration.source
-    deadline = time.monotonic() + migration.wait
-    admin = AdminClient({**config})
-    while True:
-        busy = _members(admin, sorted(groups), migration.timeout)
-        busy += _open_transactions(source, config)
-        if not busy or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    if busy:
-        raise MigrationError(
-            "the old set is not idle: " + "; ".join(busy) + ". Stop the producers, let the "
-            "workers apply what is queued (`kes lag` shows 0), stop every worker, and migrate"
-        )
-    lag = _unapplied(source, sorted(groups), config)
-    if lag:
-        waiting = ", ".join(f"partition {p}: {n}" for p, n in sorted(lag.items()))
-        raise MigrationError(
-            f"{source.commands} holds commands no worker has applied ({waiting}): start the "
-            "workers on the old set until `kes lag` shows 0, stop them, and migrate"
-        )
-    progress(f"{source.name}: the old set is idle (groups {', '.join(sorted(groups))})")
-
-
-def _members(admin: AdminClient, groups: list[str], timeout: float) -> list[str]:
-    busy = []
-    for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout).items():
-        description = admin_result(future, f"describe group {group}", timeout)
-        if description.members:  # a group no one joined is described as DEAD, no members
-            busy.append(f"group {group!r} has {len(description.members)} member(s)")
-    return busy
-
-
-def _open_transactions(source: AggregateTopics, config: dict[str, Any]) -> list[str]:
-    """Partitions whose last stable offset is below their high watermark (a transaction open)."""
-    found = []
-    stable = Consumer({**config, "group.id": "kes-migrate", "isolation.level": "read_committed"})
-    raw = Consumer({**config, "group.id": "kes-migrate", "isolation.level": "read_uncommitted"})
-    try:
-        for topic in (source.commands, source.events, source.snapshots):
-            committed = watermarks(stable, topic, source.partitions)
-            written = watermarks(raw, topic, source.partitions)
-            open_ = [p for p in committed if committed[p][1] < written[p][1]]
-            if open_:
-                found.append(f"a transaction is open on {topic} partitions {open_}")
-    finally:
-        stable.close()
-        raw.close()
-    return found
-
-
-def _unapplied(
-    source: AggregateTopics, groups: list[str], config: dict[str, Any]
-) -> dict[int, int]:
-    """Commands at or past the applied offset (the later of the checkpoint's and the groups'
-    committed ones), per commands partition that has any."""
-    state = SourceState()
-    for record in read_records(source.snapshots, source.partitions, config):
-        if record.key == CHECKPOINT_KEY:
-            state.changelog(record.partition, record.key, record.value)
-    applied = dict(state.next_commands)
-    for group in groups:
-        reader = Consumer({**config, "group.id": group, "isolation.level": "read_committed"})
-        try:
-            asked = [TopicPartition(source.commands, p) for p in range(source.partitions)]
-            for tp in reader.committed(asked, timeout=30):
-                applied[tp.partition] = max(applied.get(tp.partition, -1), tp.offset)
-        finally:
-            reader.close()
-    lag: dict[int, int] = {}
-    reader = Consumer(
-        {
-            **config,
-            "group.id": "kes-migrate",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        ends = watermarks(reader, source.commands, source.partitions)
-        todo = {p for p, (_, high) in ends.items() if high > max(applied.get(p, 0), 0)}
-        deleted = sorted(p for p in todo if max(applied.get(p, 0), 0) < ends[p][0])
-        if deleted:
-            raise MigrationError(
-                f"{source.commands} partitions {deleted}: retention deleted commands no worker "
-                "applied; decide with `kes skip-deleted` on the old set first"
-            )
-        reader.assign([TopicPartition(source.commands, p, max(applied.get(p, 0), 0)) for p in todo])
-        while todo:
-            msg = reader.poll(10)
-            if msg is None:
-                raise MigrationError(f"no progress reading {source.commands}")
-            error = msg.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                todo.discard(msg.partition() or 0)
-            elif error is not None:
-                raise MigrationError(f"reading {source.commands}: {error}")
-            else:
-                lag[msg.partition() or 0] = lag.get(msg.partition() or 0, 0) + 1
-    finally:
-        reader.close()
-    return lag
-
-
 def _read_source(
-    source: AggregateTopics, config: dict[str, Any], progress: Callable[[str], None]
+    source: AggregateTopics,
+    config: dict[str, Any],
+    progress: Callable[[str], None],
+    has_keys: bool,
 ) -> SourceState:
-    """Step 6: the old changelog's latest records, and each entity's revisions checked."""
+    """Step 6: the old changelog's and keys topic's latest records, then each entity's
+    revisions checked (the snapshots first: they say which entities are erased)."""
     state = SourceState()
     for record in read_records(source.snapshots, source.partitions, config):
         state.changelog(record.partition, record.key, record.value)
+    if has_keys:
+        for record in read_records(source.keys, source.partitions, config):
+            state.key(record.key, record.value)
     for record in read_records(source.events, source.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
-        state.event(entity_id, revision, f"{source.events}[{record.partition}]@{record.offset}")
+        where = f"{source.events}[{record.partition}]@{record.offset}"
+        event_type = _header(record.headers, "event-type")
+        state.event(entity_id, revision, where, event_type, tombstone=record.value is None)
+    erased = len(state.erased())
     progress(
-        f"old set: {len(state.revisions)} entities, {state.events} events, "
-        f"{len(state.snapshots)} snapshots, {len(state.outcomes)} outcomes"
+        f"old set: {len(state.revisions)} entities ({erased} erased), {state.events} events to "
+        f"copy, {len(state.snapshots)} snapshots, {len(state.outcomes)} outcomes, "
+        f"{len(state.keys)} key records"
     )
     return state
+
+
+def _header(headers: list[tuple[str, bytes]], name: str) -> str:
+    return next((v.decode("utf-8", "replace") for k, v in headers if k == name), "")
 
 
 class _Writer:
@@ -410,17 +344,21 @@ class _Writer:
 def _copy_events(
     migration: Migration,
     writer: _Writer,
+    state: SourceState,
     done: TargetProgress,
     config: dict[str, Any],
     progress: Callable[[str], None],
 ) -> int:
-    """Step 8: the events the new set lacks, each entity's in revision order."""
+    """Step 8: the events the new set lacks, each entity's in revision order (an erased
+    entity's: its EntityErased only)."""
     source, target = migration.source, migration.target
     there = dict(done.present)
     copied = 0
     for record in read_records(source.events, source.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
         if revision <= there.get(entity_id, 0):
+            continue
+        if not state.copies(entity_id, revision, tombstone=record.value is None):
             continue
         partition = partition_for(entity_id, target.partitions)
         where = f"{source.events}[{record.partition}]@{record.offset}"
@@ -436,6 +374,18 @@ def _copy_events(
             progress(f"{copied} events copied")
     writer.commit()
     return copied
+
+
+def _write_keys(migration: Migration, writer: _Writer, state: SourceState) -> int:
+    """Step 9, first: each entity's key record (data key or erasure marker) on its new keys
+    partition, keyed by entity id like the worker writes it (streams.keyreader finds it there)."""
+    target = migration.target
+    records = state.key_records()
+    for entity_id, value in records.items():
+        partition = partition_for(entity_id, target.partitions)
+        writer.send(OutRecord(target.keys, partition, entity_id.encode(), value, []))
+    writer.commit()
+    return len(records)
 
 
 def _write_state(
@@ -458,9 +408,10 @@ def _write_state(
         partition = partition_for(entity_id, target.partitions)
         record_value = rewrite_snapshot(value, first)
         writer.send(OutRecord(target.snapshots, partition, entity_id.encode(), record_value, []))
-    for key, value in state.outcomes.items():
+    outcomes = state.copied_outcomes()
+    for key, value in outcomes.items():
         partition = partition_for(outcome_entity(key), target.partitions)
         record_value = rewrite_outcome(key, value, partition, offset_of)
         writer.send(OutRecord(target.snapshots, partition, key.encode(), record_value, []))
     writer.commit()
-    return len(state.snapshots), len(state.outcomes)
+    return len(state.snapshots), len(outcomes)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from examples.customers import customer
 from examples.customers.projections import directory
@@ -32,6 +31,7 @@ from streams.keyreader import keyring_for
 from streams.projector import Projector
 from streams.settings import Settings
 from streams.verify import read_records, verify
+from tests.fixtures.compaction import compact_soon
 from tests.fixtures.workers import ROOT, AppCluster
 
 pytestmark = pytest.mark.integration
@@ -122,30 +122,6 @@ def test_personal_fields_are_unreadable_on_the_topics_and_readable_through_kes(
     assert "no master key is configured" in refused.log_tail()
 
 
-def _compact_soon(settings: Settings, topics: list[str]) -> None:
-    """Make the cleaner take these topics' closed segments at its next pass."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    entries = {
-        "segment.ms": "200",
-        "min.cleanable.dirty.ratio": "0.01",
-        "delete.retention.ms": "100",
-        "min.compaction.lag.ms": "0",
-    }
-    resources = [
-        ConfigResource(
-            "topic",
-            topic,
-            incremental_configs=[
-                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-                for k, v in entries.items()
-            ],
-        )
-        for topic in topics
-    ]
-    for future in admin.incremental_alter_configs(resources).values():
-        future.result(30)
-
-
 def _left_of(settings: Settings, erased: set[str]) -> list[str]:
     """What the topics still hold of the erased entities, besides what erasure leaves."""
     topics = settings.topics("customer")
@@ -202,7 +178,7 @@ def test_erasure_then_compaction_leaves_nothing_of_the_erased_entities(
         thread.join(60)
 
     assert _left_of(settings, erased)  # superseded, not yet removed: compaction does that
-    _compact_soon(settings, [topics.events, topics.snapshots, topics.keys])
+    compact_soon(settings.bootstrap_servers, [topics.events, topics.snapshots, topics.keys])
     time.sleep(1)
     _register(settings, range(total, total + 20))  # new records roll the dirty segments
     deadline = time.monotonic() + 180

@@ -7,8 +7,9 @@ import pytest
 from schemas.bank.v1 import bank_pb2
 from schemas.codec import decode_snapshot, encode_snapshot, pack
 from schemas.errors import MigrationError
-from schemas.kes.v1.envelopes_pb2 import Reply, Snapshot
-from streams.batch import CHECKPOINT_KEY, encode_checkpoint
+from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply, Snapshot
+from schemas.kes.v1.personal_pb2 import DataKey
+from streams.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE, encode_checkpoint
 from streams.idempotency import decode_outcome, encode_outcome, outcome_key
 from streams.migration import (
     SourceState,
@@ -123,3 +124,130 @@ def test_an_accepted_outcome_names_its_events_new_partition_and_offsets() -> Non
     rejected.rejected.message = "insufficient funds"
     kept = encode_outcome(5, rejected)
     assert rewrite_outcome(outcome_key("a", "c2"), kept, 19, lambda e, r: 0) == kept
+
+
+def _marker(entity_id: str, revision: int) -> bytes:
+    """An erased entity's snapshot, as `kes erase` leaves it."""
+    return encode_snapshot(
+        Snapshot(entity_id=entity_id, revision=revision, source_offset=88, erased=True)
+    )
+
+
+def _sealed(entity_id: str, revision: int, wrapped: bytes) -> bytes:
+    snapshot = decode_snapshot(_snapshot(entity_id, revision))
+    snapshot.wrapped_key, snapshot.master_key_id = wrapped, "m1"
+    snapshot.sealed.nonce, snapshot.sealed.ciphertext = b"n" * 12, b"secret"
+    return encode_snapshot(snapshot)
+
+
+def _data_key(entity_id: str, wrapped: bytes = b"", erased: bool = False) -> bytes:
+    return DataKey(
+        entity_id=entity_id, wrapped_key=wrapped, master_key_id="m1", erased=erased
+    ).SerializeToString()
+
+
+_ERASED = ERASED_EVENT_TYPE
+_UNCOMPACTED = [  # (entity, revision, event type, tombstone) in log order
+    ("e", 1, "customers.v1.CustomerRegistered", False),
+    ("k", 1, "customers.v1.CustomerRegistered", False),
+    ("e", 2, "customers.v1.EmailChanged", False),
+    ("e", 3, _ERASED, False),  # the erasing transaction: EntityErased, then the tombstones
+    ("e", 1, "", True),
+    ("e", 2, "", True),
+    ("k", 2, "customers.v1.EmailChanged", False),
+]
+_COMPACTED = [  # the cleaner removed e@1, e@2 and the tombstone of e@1; e@2's is still there
+    ("e", 3, _ERASED, False),
+    ("e", 2, "", True),
+    ("k", 1, "customers.v1.CustomerRegistered", False),
+    ("k", 2, "customers.v1.EmailChanged", False),
+]
+
+
+@pytest.mark.parametrize("log", [_UNCOMPACTED, _COMPACTED], ids=["uncompacted", "compacted"])
+def test_an_erased_entity_moves_as_erasure_and_compaction_leave_it(
+    log: list[tuple[str, int, str, bool]],
+) -> None:
+    state = SourceState()
+    state.changelog(0, b"e", _marker("e", 3))
+    state.changelog(0, b"k", _sealed("k", 2, b"wrapped-k"))
+    erase = Reply(command_id="kes-erase", entity_id="e")
+    erase.accepted.revision, erase.accepted.partition = 3, 1
+    erase.accepted.event_offsets.append(44)
+    state.changelog(0, outcome_key("e", "kes-erase").encode(), encode_outcome(9, erase))
+    refused = Reply(command_id="late", entity_id="e")
+    refused.rejected.code = RejectionCode.ERASED
+    state.changelog(0, outcome_key("e", "late").encode(), encode_outcome(9, refused))
+    same_batch = outcome_key("e", "c-before")  # decided in the erasing batch: names e@2
+    state.changelog(0, same_batch.encode(), _accepted("e", "c-before", 2, [41]))
+    state.key(b"e", _data_key("e", b"wrapped-e"))
+    state.key(b"k", _data_key("k", b"wrapped-k"))
+    state.key(b"e", _data_key("e", erased=True))
+    copied = []
+    for entity_id, revision, event_type, tombstone in log:
+        state.event(entity_id, revision, "t", event_type, tombstone)
+        if state.copies(entity_id, revision, tombstone):
+            copied.append((entity_id, revision))
+    assert sorted(copied) == [("e", 3), ("k", 1), ("k", 2)]  # nothing of e's erased events
+    assert (state.revisions, state.events, state.problems()) == ({"e": 3, "k": 2}, 3, [])
+    assert state.left_behind == len(log) - 3
+    assert state.starts() == {"e": 3}
+    assert set(state.copied_outcomes()) == {outcome_key("e", "kes-erase"), outcome_key("e", "late")}
+    assert state.wanted() == {("e", 3)}
+    records = state.key_records()
+    marker = DataKey.FromString(records["e"])
+    assert marker.erased and not marker.wrapped_key
+    assert DataKey.FromString(records["k"]).wrapped_key == b"wrapped-k"
+    progress = TargetProgress(state.wanted(), start=state.starts())
+    progress.landed("e", 3, 7, "n[0]")
+    progress.landed("k", 1, 8, "n[0]")
+    assert (progress.first, progress.offsets) == ({"e": 7, "k": 8}, {("e", 3): 7})
+    with pytest.raises(MigrationError, match="'e' revision 1 follows revision 3"):
+        progress.landed("e", 1, 9, "n[0]")  # an erased event on the new set: never written
+
+
+def test_an_erased_entitys_key_is_never_copied_and_its_marker_stays_a_marker() -> None:
+    state = SourceState()
+    state.changelog(0, b"e", _marker("e", 2))
+    state.key(b"e", _data_key("e", b"wrapped-e"))  # not replaced: copied as a marker anyway
+    marker = DataKey.FromString(state.key_records()["e"])
+    assert (marker.entity_id, marker.erased, marker.wrapped_key) == ("e", True, b"")
+    new = decode_snapshot(rewrite_snapshot(_marker("e", 2), 500))
+    assert (new.erased, new.revision, new.source_offset) == (True, 2, -1)
+    assert not new.HasField("state") and new.first_event_offset == 0 and not new.wrapped_key
+
+
+def test_what_an_erased_or_live_entitys_log_may_not_hold() -> None:
+    state = SourceState()
+    state.changelog(0, b"e", _marker("e", 2))
+    state.event("e", 1, "t")
+    with pytest.raises(
+        MigrationError, match=r"erased at revision 2 .* a EmailChanged at revision 2"
+    ):
+        state.event("e", 2, "t", "EmailChanged")
+    with pytest.raises(MigrationError, match="a tombstone at revision 2"):
+        state.event("e", 2, "t", tombstone=True)
+    with pytest.raises(MigrationError, match="revision 3"):
+        state.event("e", 3, "t", "EmailChanged")
+    state.event("a", 1, "t")
+    with pytest.raises(
+        MigrationError, match="a tombstone for 'a' revision 1, an entity that is not"
+    ):
+        state.event("a", 1, "t", tombstone=True)
+
+
+def test_a_sealed_snapshot_needs_its_data_key_on_the_keys_topic() -> None:
+    state = SourceState()
+    for entity_id in ("ok", "none", "other", "erased-key"):
+        state.changelog(0, entity_id.encode(), _sealed(entity_id, 1, b"w-" + entity_id.encode()))
+        state.event(entity_id, 1, "t")
+    state.key(b"ok", _data_key("ok", b"w-ok"))
+    state.key(b"other", _data_key("other", b"w-else"))
+    state.key(b"erased-key", _data_key("erased-key", erased=True))
+    state.key(b"none", _data_key("none", b"w-none"))
+    state.key(b"none", None)  # a tombstone removes it
+    assert sorted(state.problems()) == [
+        "'erased-key': its snapshot's data key is not its keys-topic record's",
+        "'none': a sealed snapshot and no record on the keys topic",
+        "'other': its snapshot's data key is not its keys-topic record's",
+    ]
