@@ -41,7 +41,7 @@ from schemas.codec import (
     type_name,
     unpack,
 )
-from schemas.errors import DeadLetterReason, DecodeError
+from schemas.errors import DeadLetterReason, DecodeError, KesError
 from schemas.kes.v1.envelopes_pb2 import (
     Accepted as AcceptedReply,
 )
@@ -141,9 +141,12 @@ class Entity:
     recent_command_ids: list[str]
     source_offset: int = -1
     first_event_offset: int = -1
+    pending: int = 0
+    """Revisions above the entity's snapshot in the changelog (streams.snapshotpolicy)."""
 
     def snapshot(self) -> Snapshot:
-        """The Snapshot message stored in the changelog and the local store."""
+        """The Snapshot message stored in the changelog (`pending` is 0 there) and the local
+        store."""
         return Snapshot(
             entity_id=self.entity_id,
             revision=self.revision,
@@ -151,6 +154,39 @@ class Entity:
             recent_command_ids=self.recent_command_ids,
             source_offset=self.source_offset,
             first_event_offset=self.first_event_offset,
+            pending_revisions=self.pending,
+        )
+
+    def apply(
+        self, behavior: Behavior[Any], env: EventEnvelope, offset: int, recent_command_ids: int
+    ) -> None:
+        """Fold one event of the log into the entity (recovery and rebuilds); raises KesError
+        unless it is the entity's next revision."""
+        if env.revision != self.revision + 1:
+            raise KesError(
+                f"{self.entity_id}: event revision {env.revision} at offset {offset} follows "
+                f"revision {self.revision}: the events log is not contiguous"
+            )
+        self.state = behavior.evolve(self.state, unpack(env.payload))
+        self.revision = env.revision
+        self.source_offset = env.source_offset
+        if env.revision == 1:
+            self.first_event_offset = offset
+        if self.recent_command_ids[-1:] != [env.command_id]:  # a command's next event
+            recent = [*self.recent_command_ids, env.command_id]
+            self.recent_command_ids = recent[-recent_command_ids:]
+
+    @classmethod
+    def restore(cls, snap: Snapshot) -> Entity:
+        """The entity a stored snapshot holds."""
+        return cls(
+            snap.entity_id,
+            snap.revision,
+            unpack(snap.state),
+            list(snap.recent_command_ids),
+            snap.source_offset,
+            snap.first_event_offset,
+            snap.pending_revisions,
         )
 
 
@@ -182,6 +218,25 @@ class BatchResult:
     changed: dict[str, Entity] = field(default_factory=dict)
     first_events: dict[str, int] = field(default_factory=dict)
     """Entities whose first event this batch writes: entity id -> index in `events`."""
+    starts: dict[str, int] = field(default_factory=dict)
+    """Entities with no pending revision before the batch -> index of their first event in it."""
+    must_log: set[str] = field(default_factory=set)
+    """Entities changed by an accepted command without events: snapshotted whatever the policy."""
+    unlogged: set[str] = field(default_factory=set)
+    """Changed entities whose snapshot goes to the local store only (streams.snapshotpolicy);
+    every other changed entity's goes to the changelog too."""
+    tail_starts: dict[str, int] = field(default_factory=dict)
+    """Unlogged entities whose tail starts in this batch -> index of its first event."""
+    old_low: int = -1
+    """The oldest tail from before the batch that the batch leaves (-1: none)."""
+    track_offsets: bool = False
+    """The events' offsets are wanted even when nothing else needs them (the tail bound)."""
+    tail_offsets: dict[str, int] = field(default_factory=dict)
+    """`settle`: offsets of the new tails' first events."""
+    last_event_offset: int = -1
+    """`settle`: the offset of the batch's last event (-1: unknown)."""
+    events_from: int = -1
+    """`settle`: the partition's events low-water after this batch, for its checkpoint."""
     next_command_offset: int = -1
     now: Timestamp = field(default_factory=Timestamp)
     """The time the batch was decided: every event of it carries this timestamp."""
@@ -197,6 +252,30 @@ class BatchResult:
     stale: set[str] = field(default_factory=set)
     """Outcome keys the store still holds though expired: the batch's new outcome replaces them
     (every other key in `outcomes` is new to the store)."""
+
+    @property
+    def needs_offsets(self) -> bool:
+        """True when the events' offsets must be known before the checkpoint: a new entity's
+        snapshot, replies, kept outcomes and the snapshot policy's tails record them."""
+        return bool(
+            self.first_events
+            or self.replies
+            or self.tail_starts
+            or (self.track_offsets and self.events)
+        )
+
+    def settle(self, event_offsets: Sequence[int]) -> None:
+        """Record the events' offsets where the snapshot policy needs them (call once they are
+        delivered, or with none when `needs_offsets` was False): the new tails' starts, the
+        last event's offset, and the low-water for the checkpoint (streams.snapshotpolicy)."""
+        for entity_id, index in self.tail_starts.items():
+            self.tail_offsets[entity_id] = event_offsets[index]
+        if event_offsets:
+            self.last_event_offset = event_offsets[-1]
+        if self.old_low >= 0:
+            self.events_from = self.old_low
+        else:
+            self.events_from = min(self.tail_offsets.values(), default=-1)
 
     def new_outcomes(self) -> set[str]:
         """Keys of this batch's outcomes that the store does not hold yet."""
@@ -269,15 +348,7 @@ class BatchStep:
         if snap is None:
             state = self.behavior.initial_state(entity_id)
             return Entity(entity_id, 0, state, [])
-        state = unpack(snap.state)
-        return Entity(
-            entity_id,
-            snap.revision,
-            state,
-            list(snap.recent_command_ids),
-            snap.source_offset,
-            snap.first_event_offset,
-        )
+        return Entity.restore(snap)
 
     @property
     def cached(self) -> int:
@@ -499,9 +570,14 @@ class BatchStep:
             recent,
             record.offset,
             current.first_event_offset,
+            current.pending + len(events),
         )
         if current.revision == 0 and indexes:
             result.first_events[current.entity_id] = indexes[0]
+        if not indexes:
+            result.must_log.add(current.entity_id)
+        elif current.pending == 0 and current.entity_id not in result.starts:
+            result.starts[current.entity_id] = indexes[0]
         result.changed[current.entity_id] = updated
         if env.reply_wanted or key:
             reply = Reply(

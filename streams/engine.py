@@ -59,6 +59,8 @@ from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
 from streams.settings import Guarantee, Settings
+from streams.snapshotpolicy import TailIndex
+from streams.tailfold import fold_tail
 from streams.tracing import transaction_span
 from streams.transaction import (
     CycleAbortedError,
@@ -530,6 +532,28 @@ class Engine:
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
 
+    async def _fold_tail(self, tp: TP, request: RecoveryRequest) -> TailIndex:
+        """Fold the events the changelog's snapshots do not hold (streams.tailfold)."""
+        checkpoint = request.checkpoint or Checkpoint()
+        if checkpoint.events_from < 0:
+            return TailIndex()
+        behavior, topics = self._by_topic[tp.topic]
+        try:
+            return await asyncio.to_thread(
+                fold_tail,
+                behavior,
+                topics.events,
+                topics.partitions,
+                tp.partition,
+                request.store,
+                checkpoint,
+                confluent_config(self.settings),
+                adapters=self.adapters,
+                recent_command_ids=self.settings.recent_command_ids,
+            )
+        except Exception as exc:
+            stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
+
     async def _recover(self, tps: list[TP]) -> None:
         """Recover newly assigned partitions beside the cycle, then resume them at their
         checkpoints."""
@@ -550,9 +574,12 @@ class Engine:
             stop_now(f"recovery of {tps} failed: {exc!r}", exc)
         finally:
             self._recovering -= 1
+        tails: dict[TP, TailIndex] = {}
         for tp, request in zip(tps, requests, strict=True):
             if needs_rebuild(request.checkpoint or Checkpoint(), request.committed):
                 await self._rebuild(tp, request)
+            else:
+                tails[tp] = await self._fold_tail(tp, request)
         seconds = time.monotonic() - began
         for tp, request in zip(tps, requests, strict=True):
             future = self.processors.get(tp)
@@ -564,7 +591,7 @@ class Engine:
             processor = PartitionProcessor(
                 behavior, topics, tp.partition, self.settings, request.store
             )
-            processor.recovered(request.checkpoint or Checkpoint(), seconds)
+            processor.recovered(request.checkpoint or Checkpoint(), seconds, tails.get(tp))
             self._ready[tp] = processor
             future.set_result(processor)
             start = processor.next_offset if processor.next_offset >= 0 else request.committed

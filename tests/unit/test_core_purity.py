@@ -11,6 +11,7 @@ CORE = [
     "streams.decision",
     "streams.testkit",
     "streams.projectiontestkit",
+    "streams.snapshotpolicy",
     "examples.bank.domain",
 ]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode"]

@@ -330,6 +330,7 @@ class Snapshot(_message.Message):
     RECENT_COMMAND_IDS_FIELD_NUMBER: _builtins.int
     SOURCE_OFFSET_FIELD_NUMBER: _builtins.int
     FIRST_EVENT_OFFSET_FIELD_NUMBER: _builtins.int
+    PENDING_REVISIONS_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     revision: _builtins.int
     source_offset: _builtins.int
@@ -337,6 +338,10 @@ class Snapshot(_message.Message):
     first_event_offset: _builtins.int
     """Offset of the entity's first event (revision 1) in its events partition: reading the
     entity's history starts here instead of at the beginning of the topic.
+    """
+    pending_revisions: _builtins.int
+    """Revisions newer than the entity's snapshot in the changelog (its unsnapshotted tail). Set
+    only in a worker's local store, always 0 in the changelog: see streams.snapshotpolicy.
     """
     @_builtins.property
     def state(self) -> _any_pb2.Any: ...
@@ -353,10 +358,11 @@ class Snapshot(_message.Message):
         recent_command_ids: _abc.Iterable[_builtins.str] | None = ...,
         source_offset: _builtins.int = ...,
         first_event_offset: _builtins.int = ...,
+        pending_revisions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "first_event_offset", b"first_event_offset", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "source_offset", b"source_offset", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "first_event_offset", b"first_event_offset", "pending_revisions", b"pending_revisions", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "source_offset", b"source_offset", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
