@@ -48,10 +48,13 @@ bench: install
 
 ## Faults under load (~5 min, own broker): 100k commands, 20 SIGKILLs, 3 rebalances, a broker
 ## restart, then every invariant checked; then 10,000 fuzzed commands and 10,000 commands each
-## retried once across a worker SIGKILL. Not part of `make test`.
+## retried once across a worker SIGKILL. Not part of `make test`. `make chaos SNAPSHOT_EVERY=10`
+## runs every worker of it with KES_SNAPSHOT_EVERY=10.
+SNAPSHOT_EVERY ?= 1
 chaos: install
-	$(BIN)/python -m bench.chaos --report chaos-report.json
-	KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 $(BIN)/pytest -q \
+	$(BIN)/python -m bench.chaos --snapshot-every $(SNAPSHOT_EVERY) --report chaos-report.json
+	KES_SNAPSHOT_EVERY=$(SNAPSHOT_EVERY) KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 \
+		$(BIN)/pytest -q \
 		tests/integration/test_hostile_input.py tests/integration/test_retries.py
 
 ## Broker faults under load (~15 min, its own three local brokers, topics with 3 replicas and

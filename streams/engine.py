@@ -550,6 +550,7 @@ class Engine:
                 confluent_config(self.settings),
                 adapters=self.adapters,
                 recent_command_ids=self.settings.recent_command_ids,
+                strict=self.settings.guarantee is Guarantee.EXACTLY_ONCE,
             )
         except Exception as exc:
             stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
@@ -574,12 +575,13 @@ class Engine:
             stop_now(f"recovery of {tps} failed: {exc!r}", exc)
         finally:
             self._recovering -= 1
-        tails: dict[TP, TailIndex] = {}
+        folds = {}
         for tp, request in zip(tps, requests, strict=True):
             if needs_rebuild(request.checkpoint or Checkpoint(), request.committed):
                 await self._rebuild(tp, request)
             else:
-                tails[tp] = await self._fold_tail(tp, request)
+                folds[tp] = self._fold_tail(tp, request)
+        tails = dict(zip(folds, await asyncio.gather(*folds.values()), strict=True))
         seconds = time.monotonic() - began
         for tp, request in zip(tps, requests, strict=True):
             future = self.processors.get(tp)

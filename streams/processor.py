@@ -41,6 +41,8 @@ class PartitionStats:
     replayed: int = 0
     """Retries answered from the outcome store (decided no second time)."""
     batches: int = 0
+    snapshots: int = 0
+    """Entity snapshots written to the changelog (see streams.snapshotpolicy)."""
     recovery_seconds: float = 0.0
 
 
@@ -148,6 +150,7 @@ class PartitionProcessor:
         stats.events += len(result.events)
         stats.dead_letters += len(result.dead_letters)
         stats.forwarded += len(result.forwards)
+        stats.snapshots += len(result.changed) - len(result.unlogged)
 
     def aborted(self) -> None:
         """The batch's transaction aborted: forget cached decisions; the batch is decided again."""

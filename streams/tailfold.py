@@ -22,7 +22,8 @@ invariant every such first event lies at >= L.
 Events read stop at the partition's end (read_committed: after the recovery's wait for the
 predecessor's transaction, every committed event, all of them covered by the checkpoint); an
 event from a command at or past the checkpoint's next command offset would be one the
-checkpoint does not cover, and raises.
+checkpoint does not cover, and raises. (With at-least-once, a crash can leave such events
+before their checkpoint: they are skipped there, and decided again with their commands.)
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class TailFold:
         *,
         adapters: EventAdapters | None = None,
         recent_command_ids: int = 32,
+        strict: bool = True,
     ) -> None:
         self.behavior = behavior
+        self._strict = strict
         self._load = load
         self._next_command = next_command_offset
         self._adapters = adapters
@@ -88,6 +91,8 @@ class TailFold:
             env = self._adapters.adapt(env)
         entity_id = env.entity_id
         if env.source_offset >= self._next_command:
+            if not self._strict:
+                return  # at-least-once: written before a crash, decided again
             raise KesError(
                 f"{entity_id}: event revision {env.revision} at offset {offset} comes from "
                 f"command offset {env.source_offset}, at or past the checkpoint's next command "
@@ -141,6 +146,7 @@ def fold_tail(
     *,
     adapters: EventAdapters | None = None,
     recent_command_ids: int = 32,
+    strict: bool = True,
 ) -> TailIndex:
     """Fold a recovered partition's events from its checkpoint's low-water into its store.
 
@@ -150,6 +156,7 @@ def fold_tail(
        same checkpoint (a crash in between folds again from the same low-water: events the
        store already holds are skipped);
     and answer the tail index. A checkpoint without a low-water answers an empty index.
+    `strict` (exactly-once) refuses an event past the checkpoint, else it is skipped.
     """
     if checkpoint.events_from < 0:
         return TailIndex()
@@ -165,6 +172,7 @@ def fold_tail(
         checkpoint.next_command_offset,
         adapters=adapters,
         recent_command_ids=recent_command_ids,
+        strict=strict,
     )
     read = 0
     start = {partition: checkpoint.events_from}

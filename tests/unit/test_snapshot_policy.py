@@ -36,6 +36,18 @@ def test_every_change_is_snapshotted_with_every_1_and_no_low_water() -> None:
     assert later.needs_offsets == bool(later.first_events or later.replies)
     assert not later.track_offsets
     assert len(part.tails) == 0
+    entity = later.changed["a"]  # the changelog record's bytes: those of a Snapshot without it
+    assert (
+        entity.snapshot().SerializeToString()
+        == Snapshot(
+            entity_id="a",
+            revision=3,
+            state=entity.snapshot().state,
+            recent_command_ids=entity.recent_command_ids,
+            source_offset=entity.source_offset,
+            first_event_offset=entity.first_event_offset,
+        ).SerializeToString()
+    )
 
 
 def test_an_entity_is_snapshotted_once_every_n_revisions() -> None:
@@ -194,3 +206,7 @@ def test_events_past_the_checkpoint_are_refused() -> None:
     part.run(_open("a"), _credit("a"))
     with pytest.raises(KesError, match="ahead of the snapshot changelog"):
         _fold(part, {}, 0, next_command=1)
+    loose = TailFold(account, lambda _: None, 1, strict=False)  # at-least-once: decided again
+    for offset, value in enumerate(part.events):
+        loose.add(offset, value)
+    assert loose.take()["a"].revision == 1
