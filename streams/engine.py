@@ -47,7 +47,7 @@ from confluent_kafka import (
 )
 from faust.types import TP
 
-from schemas.errors import CommandGapError, CommandsDeletedError, OwnershipError
+from schemas.errors import CommandGapError, CommandsDeletedError, OwnershipError, TopologyError
 from stores.snapshots import Checkpoint, RocksDBSnapshotStore
 from streams.actors import PartitionActors
 from streams.adapters import EventAdapters
@@ -533,27 +533,37 @@ class Engine:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
 
     async def _fold_tail(self, tp: TP, request: RecoveryRequest) -> TailIndex:
-        """Fold the events the changelog's snapshots do not hold (streams.tailfold)."""
+        """Fold the events the changelog's snapshots do not hold (streams.tailfold); a read
+        that fails (a broker restarting) is done again, as the fold is idempotent, for as long
+        as recovery waits for committed offsets; a broken invariant (KesError) stops at once."""
         checkpoint = request.checkpoint or Checkpoint()
         if checkpoint.events_from < 0:
             return TailIndex()
         behavior, topics = self._by_topic[tp.topic]
-        try:
-            return await asyncio.to_thread(
-                fold_tail,
-                behavior,
-                topics.events,
-                topics.partitions,
-                tp.partition,
-                request.store,
-                checkpoint,
-                confluent_config(self.settings),
-                adapters=self.adapters,
-                recent_command_ids=self.settings.recent_command_ids,
-                strict=self.settings.guarantee is Guarantee.EXACTLY_ONCE,
-            )
-        except Exception as exc:
-            stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
+        settings = self.settings
+        deadline = time.monotonic() + 2 * settings.transaction_timeout_ms / 1000 + 60
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    fold_tail,
+                    behavior,
+                    topics.events,
+                    topics.partitions,
+                    tp.partition,
+                    request.store,
+                    checkpoint,
+                    confluent_config(settings),
+                    adapters=self.adapters,
+                    recent_command_ids=settings.recent_command_ids,
+                    strict=settings.guarantee is Guarantee.EXACTLY_ONCE,
+                )
+            except (KafkaException, TimeoutError, RuntimeError, TopologyError) as exc:
+                if time.monotonic() > deadline:
+                    stop_now(f"folding the events of {tp} failed: {exc!r}", exc)
+                log.warning("%s: folding its events failed (%s); trying again", tp, exc)
+                await asyncio.sleep(1.0)
+            except Exception as exc:
+                stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
 
     async def _recover(self, tps: list[TP]) -> None:
         """Recover newly assigned partitions beside the cycle, then resume them at their
