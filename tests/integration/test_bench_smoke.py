@@ -61,9 +61,6 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
     assert math.isfinite(idle) and idle >= 0
     assert "ceiling_rate" in run  # NaN when one poll saw the whole tiny backlog committed
     assert run["ask_timeouts"] == 0
-    # KES_SNAPSHOT_EVERY=10 (the default sweep): far fewer snapshots than one per change
-    every10 = run["kes_s10_snapshot_records_per_command"]
-    assert every10 < 0.5 * run["kes_snapshot_records_per_command"]
     report = output.read_text()
     assert "| throughput, commands/s |" in report and "ceiling loop" in report
     assert "## Machine" in report
