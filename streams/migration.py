@@ -6,7 +6,12 @@ module holds the rules it follows, without I/O:
 
 - what the old set holds (`SourceState`): the snapshot changelog's latest record per key
   (entity snapshots, command outcomes; the checkpoints name the owning group) and each entity's
-  last event revision, checked to be 1, 2, 3, ... in log order and to match its snapshot;
+  last event revision, checked to be 1, 2, 3, ... in log order and to match its snapshot. With a
+  snapshot interval (KES_SNAPSHOT_EVERY > 1, streams.snapshotpolicy) a snapshot may lag its
+  events: the migration copies snapshots, it does not fold events, so it refuses such a set and
+  says to snapshot every entity first (`kes snapshots rebuild`, workers stopped); the new set's
+  checkpoints then carry no events low-water, which the policy reads as "every snapshot is the
+  latest", true of what was copied;
 - what the new set already holds (`TargetProgress`): per entity, the revisions copied so far
   (always 1..k: each entity's events are copied in revision order to one partition, in
   transactions), and the new offsets of the events that snapshots and outcomes name;
@@ -16,13 +21,14 @@ module holds the rules it follows, without I/O:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from schemas.codec import decode_snapshot, encode_snapshot
 from schemas.errors import MigrationError
 from streams.batch import CHECKPOINT_KEY, decode_checkpoint
 from streams.idempotency import OUTCOME_PREFIX, decode_outcome, encode_outcome, is_outcome_key
+from streams.snapshotpolicy import events_from_header
 
 __all__ = [
     "MIGRATED_FROM_HEADER",
@@ -57,15 +63,25 @@ class SourceState:
     """Changelog partition -> the next command offset of its last checkpoint."""
     revisions: dict[str, int] = field(default_factory=dict)
     """Entity id -> the last event revision seen on the events topic."""
+    low_water: dict[int, int] = field(default_factory=dict)
+    """Changelog partition -> the events low-water of its last checkpoint (-1: none), set when
+    the workers ran with a snapshot interval and left events newer than some snapshots."""
     events: int = 0
 
-    def changelog(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+    def changelog(
+        self,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | str | None]] = (),
+    ) -> None:
         """Take one snapshot-changelog record, read in offset order."""
         if key is None:
             return
         if key == CHECKPOINT_KEY:
             if value:
                 self.next_commands[partition], self.owners[partition] = decode_checkpoint(value)
+                self.low_water[partition] = events_from_header(headers)
             return
         name = key.decode()
         into = self.outcomes if is_outcome_key(name) else self.snapshots
@@ -96,9 +112,21 @@ class SourceState:
                 found.append(f"{entity_id!r}: {revision} events, no snapshot")
             elif (held := decode_snapshot(raw).revision) != revision:
                 found.append(f"{entity_id!r}: snapshot at revision {held}, events up to {revision}")
+        if found and self.unsnapshotted():
+            found.insert(
+                0,
+                f"the workers ran with a snapshot interval (KES_SNAPSHOT_EVERY > 1): partitions "
+                f"{self.unsnapshotted()} of the changelog name events newer than their "
+                "snapshots, which a migration does not fold; with the workers stopped, run "
+                "`kes snapshots rebuild` (every entity's latest snapshot), then migrate again",
+            )
         for entity_id in self.snapshots.keys() - self.revisions.keys():
             found.append(f"{entity_id!r}: a snapshot and no events")
         return found
+
+    def unsnapshotted(self) -> list[int]:
+        """Changelog partitions whose last checkpoint names an events low-water."""
+        return sorted(p for p, low in self.low_water.items() if low >= 0)
 
     def wanted(self) -> set[tuple[str, int]]:
         """(entity, revision) of every event an outcome names by offset: their new offsets are

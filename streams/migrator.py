@@ -153,6 +153,8 @@ def migrate(
     writer = _Writer(migration, config)
     state = _read_source(source, config, progress)
     problems = state.problems()
+    if problems and state.unsnapshotted():
+        raise MigrationError(f"{problems[0]} (e.g. " + "; ".join(problems[1:4]) + ")")
     if problems:
         raise MigrationError(
             f"the old set's snapshots do not match its events ({len(problems)} entities, e.g. "
@@ -293,7 +295,7 @@ def _unapplied(
     state = SourceState()
     for record in read_records(source.snapshots, source.partitions, config):
         if record.key == CHECKPOINT_KEY:
-            state.changelog(record.partition, record.key, record.value)
+            state.changelog(record.partition, record.key, record.value, record.headers)
     applied = dict(state.next_commands)
     for group in groups:
         reader = Consumer({**config, "group.id": group, "isolation.level": "read_committed"})
@@ -345,7 +347,7 @@ def _read_source(
     """Step 6: the old changelog's latest records, and each entity's revisions checked."""
     state = SourceState()
     for record in read_records(source.snapshots, source.partitions, config):
-        state.changelog(record.partition, record.key, record.value)
+        state.changelog(record.partition, record.key, record.value, record.headers)
     for record in read_records(source.events, source.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
         state.event(entity_id, revision, f"{source.events}[{record.partition}]@{record.offset}")
