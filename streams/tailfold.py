@@ -45,13 +45,14 @@ from typing import Any
 from schemas.codec import decode_event, decode_snapshot
 from schemas.errors import DecodeError, KesError, KeyUnavailableError
 from schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from schemas.kes.v1.personal_pb2 import DataKey
 from schemas.personal import has_personal, open_sealed
 from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.adapters import EventAdapters
 from streams.batch import ERASED_EVENT_TYPE, Entity
 from streams.behavior import Behavior
 from streams.keyreader import KeysTopic
-from streams.keyring import DataKeys, EntityKey
+from streams.keyring import DataKeys
 from streams.snapshotpolicy import TailIndex
 from streams.verify import read_records
 from topology.layout import AggregateTopics
@@ -69,8 +70,11 @@ class TailFold:
 
     `load(entity_id)` is the entity as stored (None: no snapshot). `take()` hands over the
     entities changed since the last take, to be written; a later event of one reloads it.
-    `key_of(entity_id)` answers the data key of an entity without one in its stored snapshot
-    (from the keys topic; None: none), to open its sealed events.
+    `key_record(entity_id)` answers the keys topic's record of an entity without a key in its
+    stored snapshot, opened with `keys`, to open its sealed events. A record that says erased
+    (the entity's erasure is further on in the log, the changelog lacking its marker) lets its
+    events fold without their personal fields until its EntityErased makes it the marker;
+    `finish` raises if that never came.
     """
 
     def __init__(
@@ -82,10 +86,14 @@ class TailFold:
         adapters: EventAdapters | None = None,
         recent_command_ids: int = 32,
         strict: bool = True,
-        key_of: Callable[[str], EntityKey | None] | None = None,
+        keys: DataKeys | None = None,
+        key_record: Callable[[str], DataKey | None] | None = None,
     ) -> None:
         self.behavior = behavior
-        self._key_of = key_of
+        self._keys = keys
+        self._key_record = key_record
+        self._erasing: set[str] = set()
+        """Entities whose key record says erased, not yet at their EntityErased."""
         self._strict = strict
         self._load = load
         self._next_command = next_command_offset
@@ -154,8 +162,14 @@ class TailFold:
     def _open(self, entity: Entity, env: EventEnvelope, offset: int) -> None:
         """Put a sealed event's personal fields back in its payload, with the entity's key."""
         entity_id = entity.entity_id
-        if entity.key is None and self._key_of is not None:
-            entity.key = self._key_of(entity_id)
+        if entity.key is None and self._key_record is not None and self._keys is not None:
+            record = self._key_record(entity_id)
+            if record is not None and record.erased:
+                self._erasing.add(entity_id)
+                env.ClearField("sealed")  # its EntityErased follows: the state is dropped there
+                return
+            if record is not None and record.wrapped_key:
+                entity.key = self._keys.open(entity_id, record.wrapped_key, record.master_key_id)
         if entity.key is None:
             raise KesError(
                 f"{entity_id}: event revision {env.revision} at offset {offset} is sealed and "
@@ -172,6 +186,7 @@ class TailFold:
         """An EntityErased event above the changelog snapshot: the entity becomes its marker
         (its earlier events may be compacted away), unsnapshotted until the policy logs it."""
         self.tails.setdefault(entity.entity_id, offset)
+        self._erasing.discard(entity.entity_id)
         if env.revision <= entity.revision:
             return
         entity.state = self.behavior.initial_state(entity.entity_id)
@@ -181,6 +196,15 @@ class TailFold:
         entity.pending = env.revision - logged
         self._dirty.add(entity.entity_id)
         self.folded += 1
+
+    def finish(self) -> None:
+        """Raise if an entity folded without its personal fields met no EntityErased."""
+        if self._erasing:
+            raise KesError(
+                f"{sorted(self._erasing)[:5]}: erased on the keys topic, but no EntityErased "
+                "event follows their sealed events: rebuild the snapshots from the events "
+                "(kes snapshots rebuild) after stopping the workers"
+            )
 
     def take(self) -> dict[str, Entity]:
         """The entities changed since the last take (every entity is then forgotten here)."""
@@ -233,16 +257,13 @@ def fold_tail(
         raw = store.get(entity_id)
         return None if raw is None else Entity.restore(decode_snapshot(raw), behavior, keys)
 
-    def key_of(entity_id: str) -> EntityKey | None:
+    def key_record(entity_id: str) -> DataKey | None:
         try:
-            record = None if keys_topic is None else keys_topic.lookup(entity_id)
+            return None if keys_topic is None else keys_topic.lookup(entity_id)
         except DecodeError:
             raise
         except KesError as exc:  # a read that stalled (a broker restarting): done again
             raise TimeoutError(f"reading {topics.keys}: {exc}") from exc
-        if keys is None or record is None or record.erased or not record.wrapped_key:
-            return None
-        return keys.open(entity_id, record.wrapped_key, record.master_key_id)
 
     fold = TailFold(
         behavior,
@@ -251,7 +272,8 @@ def fold_tail(
         adapters=adapters,
         recent_command_ids=recent_command_ids,
         strict=strict,
-        key_of=key_of,
+        keys=keys,
+        key_record=key_record,
     )
     read = 0
     start = {partition: checkpoint.events_from}
@@ -267,6 +289,7 @@ def fold_tail(
     finally:
         if keys_topic is not None:
             keys_topic.close()
+    fold.finish()
     _write(store, fold.take(), checkpoint)
     log.info(
         "%s[%d]: folded %d of %d events from offset %d; %d entities with unsnapshotted events "
