@@ -2,7 +2,9 @@
 and some erased, a worker SIGKILLed mid-load and a new one started on an empty data dir. The cold
 restore folds the unsnapshotted tails with each entity's data key (from the keys topic for those
 with no changelog snapshot yet), so every entity goes on at its revision + 1 with its one key,
-the sealed fields read back through kes, the erased stay erased, and verify passes."""
+the sealed fields read back through kes, the erased stay erased, and verify passes. Then
+`kes snapshots rebuild` snapshots every entity (sealed, erased as markers, no low-water) and a
+worker goes on from it; verify refuses an erased entity's old snapshot put back."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import Producer
 
 from examples.customers import customer
 from schemas.codec import decode_snapshot
@@ -27,6 +30,7 @@ from streams.keyreader import keyring_for
 from streams.settings import Settings
 from streams.verify import read_records, verify
 from tests.fixtures.workers import AppCluster
+from topology.partitioning import partition_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +75,7 @@ def test_a_cold_restore_with_an_interval_folds_sealed_tails_and_keeps_erasures(
     snapshots = _latest(settings, topics.snapshots)
     assert all(f"c-{i}" not in snapshots for i in range(10, 40))  # their keys: keys topic only
     assert all(decode_snapshot(snapshots[f"c-{i}"] or b"").revision == 10 for i in range(10))
+    before_erasure = snapshots["c-0"] or b""
 
     assert main(["erase", "examples.customers", "customer", "c-0", "c-10", *cli]) == 0
     capsys.readouterr()
@@ -114,3 +119,37 @@ def test_a_cold_restore_with_an_interval_folds_sealed_tails_and_keeps_erasures(
     out = capsys.readouterr().out
     assert "Name-25" in out and "c-25.final@x.io" in out
     assert main(["verify", "examples.customers", "customer", *cli]) == 0
+
+    # kes snapshots rebuild (workers stopped): every entity's latest, sealed with its one key,
+    # the erased as markers, and checkpoints without a low-water; a worker goes on from there
+    cold.stop()
+    rebuild = ["snapshots", "rebuild", "examples.customers", "customer", "--app-id"]
+    assert main([*rebuild, cluster.settings.app_id, *cli]) == 0
+    snapshots = _latest(settings, topics.snapshots)
+    for entity in live:
+        snap = decode_snapshot(snapshots[entity] or b"")
+        assert snap.revision == checked.revisions[entity] and snap.pending_revisions == 0
+        assert (
+            snap.wrapped_key
+            == DataKey.FromString(_latest(settings, topics.keys)[entity] or b"").wrapped_key
+        )
+    assert all(decode_snapshot(snapshots[e] or b"").erased for e in ("c-0", "c-10"))
+    last = {r.partition: r for r in read_records(topics.snapshots, 2, config) if r.key == b""}
+    assert len(last) == 2 and not any(r.headers for r in last.values())
+    again = cluster.worker("w3", **ENV)
+    again.wait_ready(120)
+    with CommandClient(topics, settings.bootstrap_servers, aggregate="customer") as client:
+        reply = client.ask("c-5", c.ChangeEmail(email="c-5.rebuilt@x.io"), 60)
+    assert reply.accepted.revision == checked.revisions["c-5"] + 1, reply
+    again.stop()
+    rebuilt = verify(customer, topics, config, keys=keyring_for(topics, config, settings.master()))
+    assert rebuilt.ok, rebuilt.summary()
+    assert rebuilt.states["c-5"].name == "Name-5"
+
+    # verify's rules together: an erased entity's snapshot must be the marker, whatever the
+    # low-water (an erasure is never left in a tail)
+    producer = Producer(config)
+    producer.produce(topics.snapshots, before_erasure, b"c-0", partition=partition_for("c-0", 2))
+    assert producer.flush(30) == 0
+    broken = verify(customer, topics, config, keys=keyring_for(topics, config, settings.master()))
+    assert broken.violations == ["c-0: erased, but its snapshot is not the marker"]
