@@ -51,9 +51,12 @@ bench: install
 ## retried once across a worker SIGKILL; then the PostgreSQL balances table through 20,000
 ## commands, 6 projection SIGKILLs and a PostgreSQL restart; then 5,000 commands with a pause to
 ## migrate to 24 partitions (`kes topics migrate`) and go on. Not part of `make test`.
+## `make chaos SNAPSHOT_EVERY=10` runs every worker of it with KES_SNAPSHOT_EVERY=10.
+SNAPSHOT_EVERY ?= 1
 chaos: install
-	$(BIN)/python -m bench.chaos --report chaos-report.json
-	KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 $(BIN)/pytest -q \
+	$(BIN)/python -m bench.chaos --snapshot-every $(SNAPSHOT_EVERY) --report chaos-report.json
+	KES_SNAPSHOT_EVERY=$(SNAPSHOT_EVERY) KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 \
+		$(BIN)/pytest -q \
 		tests/integration/test_hostile_input.py tests/integration/test_retries.py
 	KES_PG_PROJECTION_COMMANDS=20000 KES_PG_PROJECTION_KILLS=6 KES_MIGRATE_COMMANDS=5000 \
 		$(BIN)/pytest -q tests/integration/test_postgres_projection.py \

@@ -1,7 +1,10 @@
 """`make chaos`: the full chaos run on its own local broker (restartable), with a JSON report.
 
     .venv/bin/python -m bench.chaos [--commands 100000] [--entities 10000] [--kills 20]
-        [--rebalances 3] [--broker-restarts 1] [--seed 1] [--report chaos-report.json]
+        [--rebalances 3] [--broker-restarts 1] [--seed 1] [--snapshot-every 1]
+        [--report chaos-report.json]
+
+`--snapshot-every N` runs the workers with KES_SNAPSHOT_EVERY=N (streams.snapshotpolicy).
 
 `make chaos-cluster`: the broker faults of tests/fixtures/clusterchaos.py on a three-node
 LocalCluster (topics with 3 replicas, min.insync.replicas 2), with the same checks:
@@ -47,6 +50,7 @@ def main() -> int:
     parser.add_argument("--projection-kills", type=int, default=defaults.projection_kills)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--snapshot-every", type=int, default=1, help="KES_SNAPSHOT_EVERY")
     parser.add_argument("--report", default="chaos-report.json")
     cluster_defaults = ClusterChaosPlan()
     parser.add_argument("--cluster", action="store_true", help="broker faults on 3 brokers")
@@ -81,7 +85,12 @@ def main() -> int:
             broker.stop()
             broker.start(timeout=120)
 
-        settings = Settings(bootstrap_servers=bootstrap, partitions=args.partitions, app_id="chaos")
+        settings = Settings(
+            bootstrap_servers=bootstrap,
+            partitions=args.partitions,
+            app_id="chaos",
+            snapshot_every=args.snapshot_every,
+        )
         assert apply(settings.topics("account"), {"bootstrap.servers": bootstrap}).ok
         cluster = AppCluster("examples.bank", settings, workdir)
         chaos = Chaos(cluster, plan, restart_broker, say)
@@ -151,6 +160,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             partitions=args.partitions,
             app_id="chaos",
             replication_factor=3,
+            snapshot_every=args.snapshot_every,
         )
         argv = ["--bootstrap", bootstrap, "--partitions", str(args.partitions)]
         if kes(["topics", "apply", "examples.bank", *argv]) != 0:

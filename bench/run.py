@@ -172,6 +172,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="MS,MS",
         help="also run kes with these batch windows, each on its own copy of the backlog",
     )
+    parser.add_argument(
+        "--sweep-snapshot-every",
+        type=lambda text: [int(v) for v in text.split(",") if v],
+        default=[10],
+        metavar="N,N",
+        help="also run kes with KES_SNAPSHOT_EVERY=N, each on its own copy of the backlog",
+    )
     parser.add_argument("--only", nargs="*", choices=[*STEPS, "kesref"], help="steps to run")
     parser.add_argument(
         "--compare", metavar="REF", help="also run kes as of this git ref: before/after ratios"
@@ -244,8 +251,15 @@ def measure(args: argparse.Namespace) -> list[Run]:
         steps["kesref"] = variant_step("kesref", args.reference_tree, None)
     for ms in args.sweep_batch_ms:
         steps[f"kes_t{ms}"] = variant_step(f"kes_t{ms}", ROOT, ms)
+    for every in args.sweep_snapshot_every:
+        env = {"KES_SNAPSHOT_EVERY": str(every)}
+        steps[f"kes_s{every}"] = variant_step(f"kes_s{every}", ROOT, None, env)
     if args.only is not None:
-        steps = {n: step for n, step in steps.items() if n in args.only or n.startswith("kes_t")}
+        steps = {
+            n: step
+            for n, step in steps.items()
+            if n in args.only or n.startswith(("kes_t", "kes_s"))
+        }
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     if "quix" in steps:

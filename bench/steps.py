@@ -173,17 +173,38 @@ def kes_throughput(
     shutil.rmtree(workdir / f"kes-{run}", ignore_errors=True)
 
 
+def records_written(
+    bootstrap: str, topics: AggregateTopics, commands: int, name: str, result: Run
+) -> tuple[int, int]:
+    """What a worker wrote per command (the changelog is compacted, but not its active
+    segment: nothing is removed during a run): events and changelog records, snapshots among
+    them. Answers the outcome records and their bytes."""
+    config = {"bootstrap.servers": bootstrap}
+    events = sum(1 for _ in read_records(topics.events, topics.partitions, config))
+    snapshots = outcomes = outcome_bytes = changelog = 0
+    for record in read_records(topics.snapshots, topics.partitions, config):
+        changelog += 1
+        if record.key and record.key.startswith(b"\x00") and record.value:
+            outcomes += 1
+            outcome_bytes += len(record.key) + len(record.value)
+        elif record.key:
+            snapshots += 1
+    result[f"{name}_records_per_command"] = (events + changelog) / commands
+    result[f"{name}_snapshot_records_per_command"] = snapshots / commands
+    log(
+        f"  {name}: {(events + changelog) / commands:.2f} records per command (events and "
+        f"changelog), {snapshots / commands:.2f} of them snapshots"
+    )
+    return outcomes, outcome_bytes
+
+
 def outcome_footprint(
     bootstrap: str, topics: AggregateTopics, commands: int, data_dir: Path, result: Run
 ) -> None:
-    """What the outcome store costs: its changelog records and bytes per command, and the
-    worker's local state on disk (snapshots and outcomes) after the backlog."""
-    records = size = 0
-    config = {"bootstrap.servers": bootstrap}
-    for record in read_records(topics.snapshots, topics.partitions, config):
-        if record.key and record.key.startswith(b"\x00") and record.value:
-            records += 1
-            size += len(record.key) + len(record.value)
+    """What the worker wrote per command (`records_written`), what the outcome store costs (its
+    changelog records and bytes per command), and the worker's local state on disk (snapshots
+    and outcomes) after the backlog."""
+    records, size = records_written(bootstrap, topics, commands, "kes", result)
     on_disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
     result.update(
         outcome_records_per_command=records / commands,
@@ -399,8 +420,11 @@ def projection_throughput(
     )
 
 
-def variant_step(name: str, source: Path, batch_max_ms: int | None) -> Callable[..., None]:
-    """A step running another kes worker (older code, or other batch settings) as `name`.
+def variant_step(
+    name: str, source: Path, batch_max_ms: int | None, env: dict[str, str] | None = None
+) -> Callable[..., None]:
+    """A step running another kes worker (older code, other batch settings, other environment
+    such as KES_SNAPSHOT_EVERY) as `name`.
 
     It reads its own copy of the backlog (see `one_run`): two kes workers on one set of topics
     would share a snapshot changelog, and the second would skip every command as applied.
@@ -425,6 +449,7 @@ def variant_step(name: str, source: Path, batch_max_ms: int | None) -> Callable[
             batch_max_commands=args.batch_max_commands,
             batch_max_ms=batch_max_ms,
             source=source,
+            env=env,
         )
         worker.start()
         try:
@@ -434,6 +459,7 @@ def variant_step(name: str, source: Path, batch_max_ms: int | None) -> Callable[
             transactions = counters.get("transactions") or counters.get("batches")
             if transactions:
                 result[f"{name}_commands_per_tx"] = counters["commands"] / transactions
+            records_written(bootstrap, topics, sum(ends.values()), name, result)
         finally:
             worker.stop()
         shutil.rmtree(workdir / f"{name}-{run}", ignore_errors=True)

@@ -207,12 +207,15 @@ def kes_worker(
     profile_to: Path | None = None,
     loglevel: str = "WARNING",
     source: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> KesWorker:
     """A kes worker for the bank example (not started). `profile_to` runs it under py-spy.
 
-    `source` is the project tree whose code runs (an older commit's export, to compare).
+    `source` is the project tree whose code runs (an older commit's export, to compare); `env`
+    adds environment variables (settings such as KES_SNAPSHOT_EVERY).
     """
     port = free_port()
+    extra = env or {}
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -222,6 +225,7 @@ def kes_worker(
         "KES_DATA_DIR": str(data_dir),
         "KES_WEB_PORT": str(port),
         "KES_SESSION_TIMEOUT_MS": "6000",
+        **extra,
     }
     if source != ROOT:  # ahead of the editable install's finder
         env["PYTHONPATH"] = str(source)

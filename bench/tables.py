@@ -121,6 +121,12 @@ def rows(args: argparse.Namespace) -> list[report.Row]:
             "kes, default batch window", kes, "—", None,
         )
         for ms in args.sweep_batch_ms
+    ] + [
+        report.Row(
+            f"throughput at snapshot_every={n}, {per_s}", _get(f"kes_s{n}_rate"),
+            "kes, a snapshot per change", kes, "—", None,
+        )
+        for n in getattr(args, "sweep_snapshot_every", [])
     ]  # fmt: skip
 
 
@@ -150,6 +156,8 @@ FIGURES: list[Figure] = [
     ("kes worker peak RSS, cold restore, MiB", _get("cold_peak_rss_mb"), "{:.0f}"),
     ("kes worker peak RSS, warm restart, MiB", _get("warm_peak_rss_mb"), "{:.0f}"),
     ("kes commands per transaction", _get("kes_commands_per_transaction"), "{:.1f}"),
+    ("kes, records written per command", _get("kes_records_per_command"), "{:.2f}"),
+    ("kes, snapshot records per command", _get("kes_snapshot_records_per_command"), "{:.2f}"),
     ("outcome store: changelog records per command", _get("outcome_records_per_command"), "{:.2f}"),
     ("outcome store: changelog bytes per command", _get("outcome_bytes_per_command"), "{:.0f}"),
     ("kes worker local state after the backlog, MiB", _get("kes_local_state_mb"), "{:.0f}"),
@@ -200,7 +208,17 @@ def figures(args: argparse.Namespace) -> list[Figure]:
             ("commands per transaction", "commands_per_tx", "{:.1f}"),
         )
     ]
-    return FIGURES + asking + sweep
+    snapshots: list[Figure] = [
+        (f"kes at snapshot_every={n}, {what}", _get(f"kes_s{n}_{key}"), fmt)
+        for n in getattr(args, "sweep_snapshot_every", [])
+        for what, key, fmt in (
+            ("commands/s", "rate", "{:,.0f}"),
+            ("CPU per command, µs", "cpu_us", "{:,.0f}"),
+            ("records written per command", "records_per_command", "{:.2f}"),
+            ("snapshot records per command", "snapshot_records_per_command", "{:.2f}"),
+        )
+    ]
+    return FIGURES + asking + sweep + snapshots
 
 
 def sizes(args: argparse.Namespace) -> list[str]:

@@ -1,9 +1,10 @@
 """Snapshot stores: per partition, each entity's latest snapshot plus the checkpoint it reflects.
 
-A snapshot store is a *cache* of the snapshot changelog topic, which is the truth. Every write
-stores the snapshots together with the checkpoint (changelog offset, next command offset) in one
-atomic write, so after any crash the local files are a consistent prefix of the changelog and
-recovery only has to replay the committed suffix.
+A snapshot store is a *cache* of the snapshot changelog topic and the events after it, which are
+the truth. Every write stores the snapshots together with the checkpoint (changelog offset, next
+command offset, events low-water) in one atomic write, so after any crash the local files are a
+consistent prefix of the changelog and recovery only has to replay the committed suffix (and,
+with a snapshot interval, fold the events from the low-water on: streams.snapshotpolicy).
 
 Keys that start with NUL are a command's outcome (see streams.idempotency): the store keeps them
 beside the snapshots, indexed by the time in their value's first 8 bytes, so the oldest can be
@@ -18,7 +19,7 @@ from __future__ import annotations
 import shutil
 import struct
 from collections.abc import Iterator, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +38,7 @@ _OUTCOME = "\x00"
 _FIRST_SNAPSHOT = b"e\x01"  # after every outcome key (e + NUL + ...)
 _INDEX = b"t"
 _META = b"m/checkpoint"
+_EVENTS_FROM = b"m/events-from"
 _COUNT = b"m/outcomes"
 _CHECKPOINT = struct.Struct(">qq")
 _TIME = struct.Struct(">q")
@@ -57,6 +59,10 @@ class Checkpoint:
     """The offset of the first command not yet applied (every command below it is applied)."""
     owner: str = ""
     """The consumer group that wrote the partition's last checkpoint ("" when not recorded)."""
+    events_from: int = -1
+    """The events-partition offset from which recovery folds the entities' unsnapshotted
+    events (-1: every entity's changelog snapshot is its latest state). Not part of `encode`:
+    the RocksDB store keeps it under a key of its own, in the same atomic write."""
 
     def encode(self) -> bytes:
         """Sixteen bytes, both offsets big-endian signed, then the owner's name (UTF-8)."""
@@ -206,7 +212,13 @@ class _RocksDBPartition:
 
     def checkpoint(self) -> Checkpoint:
         raw = self._db.get(_META)
-        return Checkpoint() if raw is None else Checkpoint.decode(bytes(raw))
+        if raw is None:
+            return Checkpoint()
+        checkpoint = Checkpoint.decode(bytes(raw))
+        events_from = self._db.get(_EVENTS_FROM)
+        if events_from is None:
+            return checkpoint
+        return replace(checkpoint, events_from=int(_TIME.unpack(bytes(events_from))[0]))
 
     def write(
         self,
@@ -216,7 +228,8 @@ class _RocksDBPartition:
     ) -> None:
         """1. snapshots put or deleted; 2. each outcome with its time-index entry (an outcome
         that replaces or deletes another also drops the other's entry; keys in `new_outcomes`
-        replace nothing) and the outcome count; 3. the checkpoint; all in one atomic write."""
+        replace nothing) and the outcome count; 3. the checkpoint and its events low-water; all in
+        one atomic write."""
         batch = WriteBatch(raw_mode=True)
         count: int | None = None
         delta = 0
@@ -239,6 +252,10 @@ class _RocksDBPartition:
         if count is not None and delta:
             batch.put(_COUNT, _TIME.pack(count + delta))
         batch.put(_META, checkpoint.encode())
+        if checkpoint.events_from >= 0:
+            batch.put(_EVENTS_FROM, _TIME.pack(checkpoint.events_from))
+        else:
+            batch.delete(_EVENTS_FROM)
         self._db.write(batch, self._write_options)
 
     def items(self) -> Iterator[tuple[str, bytes]]:

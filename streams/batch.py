@@ -44,7 +44,7 @@ from schemas.codec import (
     type_name,
     unpack,
 )
-from schemas.errors import DeadLetterReason, DecodeError, KeyUnavailableError
+from schemas.errors import DeadLetterReason, DecodeError, KesError, KeyUnavailableError
 from schemas.kes.v1.envelopes_pb2 import (
     Accepted as AcceptedReply,
 )
@@ -160,15 +160,19 @@ class Entity:
     """Erased at `revision`: the snapshot is a marker without state, key or history."""
     sealed_state: tuple[Message, Sealed | None] | None = None
     """The state sealed once for its reply and its snapshot (public part, sealed part)."""
+    pending: int = 0
+    """Revisions above the entity's snapshot in the changelog (streams.snapshotpolicy)."""
 
     def snapshot(self) -> Snapshot:
-        """The Snapshot message stored in the changelog and the local store."""
+        """The Snapshot message stored in the changelog (`pending` is 0 there) and the local
+        store."""
         if self.erased:
             return Snapshot(
                 entity_id=self.entity_id,
                 revision=self.revision,
                 source_offset=self.source_offset,
                 erased=True,
+                pending_revisions=self.pending,
             )
         key = self.key
         if key is None:
@@ -179,6 +183,7 @@ class Entity:
                 recent_command_ids=self.recent_command_ids,
                 source_offset=self.source_offset,
                 first_event_offset=self.first_event_offset,
+                pending_revisions=self.pending,
             )
         public, sealed = self.sealed_state or seal(self.state, key.aead, self.entity_id)
         return Snapshot(
@@ -191,6 +196,70 @@ class Entity:
             sealed=sealed,
             wrapped_key=key.wrapped,
             master_key_id=key.master_key_id,
+            pending_revisions=self.pending,
+        )
+
+    def apply(
+        self, behavior: Behavior[Any], env: EventEnvelope, offset: int, recent_command_ids: int
+    ) -> None:
+        """Fold one event of the log into the entity (recovery and rebuilds); its personal
+        fields must be opened already. Raises KesError unless it is the entity's next revision.
+        An EntityErased event makes the entity its erasure marker (no state, key or history)."""
+        if env.revision != self.revision + 1:
+            raise KesError(
+                f"{self.entity_id}: event revision {env.revision} at offset {offset} follows "
+                f"revision {self.revision}: the events log is not contiguous"
+            )
+        self.revision = env.revision
+        self.source_offset = env.source_offset
+        if env.event_type == ERASED_EVENT_TYPE:
+            self.state = behavior.initial_state(self.entity_id)
+            self.erased, self.key, self.sealed_state = True, None, None
+            self.recent_command_ids, self.first_event_offset = [], -1
+            return
+        self.state = behavior.evolve(self.state, unpack(env.payload))
+        self.sealed_state = None
+        if env.revision == 1:
+            self.first_event_offset = offset
+        if self.recent_command_ids[-1:] != [env.command_id]:  # a command's next event
+            recent = [*self.recent_command_ids, env.command_id]
+            self.recent_command_ids = recent[-recent_command_ids:]
+
+    @classmethod
+    def restore(cls, snap: Snapshot, behavior: Behavior[Any], keys: DataKeys | None) -> Entity:
+        """The entity a stored snapshot holds: an erasure marker, or its state with its personal
+        fields opened by its data key (raises KeyUnavailableError without `keys`)."""
+        entity_id = snap.entity_id
+        if snap.erased:
+            state = behavior.initial_state(entity_id)
+            return cls(
+                entity_id,
+                snap.revision,
+                state,
+                [],
+                snap.source_offset,
+                erased=True,
+                pending=snap.pending_revisions,
+            )
+        key = None
+        if snap.wrapped_key:
+            if keys is None:
+                raise KeyUnavailableError(f"{entity_id}: a sealed snapshot and no master key")
+            key = keys.open(entity_id, snap.wrapped_key, snap.master_key_id)
+            if snap.HasField("sealed"):
+                packed = snap.state
+                packed.value = open_sealed(
+                    packed.value, snap.sealed, key.aead, entity_id, packed.TypeName()
+                )
+        return cls(
+            entity_id,
+            snap.revision,
+            unpack(snap.state),
+            list(snap.recent_command_ids),
+            snap.source_offset,
+            snap.first_event_offset,
+            key,
+            pending=snap.pending_revisions,
         )
 
 
@@ -228,6 +297,25 @@ class BatchResult:
     changed: dict[str, Entity] = field(default_factory=dict)
     first_events: dict[str, int] = field(default_factory=dict)
     """Entities whose first event this batch writes: entity id -> index in `events`."""
+    starts: dict[str, int] = field(default_factory=dict)
+    """Entities with no pending revision before the batch -> index of their first event in it."""
+    must_log: set[str] = field(default_factory=set)
+    """Entities changed by an accepted command without events: snapshotted whatever the policy."""
+    unlogged: set[str] = field(default_factory=set)
+    """Changed entities whose snapshot goes to the local store only (streams.snapshotpolicy);
+    every other changed entity's goes to the changelog too."""
+    tail_starts: dict[str, int] = field(default_factory=dict)
+    """Unlogged entities whose tail starts in this batch -> index of its first event."""
+    old_low: int = -1
+    """The oldest tail from before the batch that the batch leaves (-1: none)."""
+    track_offsets: bool = False
+    """The events' offsets are wanted even when nothing else needs them (the tail bound)."""
+    tail_offsets: dict[str, int] = field(default_factory=dict)
+    """`settle`: offsets of the new tails' first events."""
+    last_event_offset: int = -1
+    """`settle`: the offset of the batch's last event (-1: unknown)."""
+    events_from: int = -1
+    """`settle`: the partition's events low-water after this batch, for its checkpoint."""
     next_command_offset: int = -1
     now: Timestamp = field(default_factory=Timestamp)
     """The time the batch was decided: every event of it carries this timestamp."""
@@ -243,6 +331,30 @@ class BatchResult:
     stale: set[str] = field(default_factory=set)
     """Outcome keys the store still holds though expired: the batch's new outcome replaces them
     (every other key in `outcomes` is new to the store)."""
+
+    @property
+    def needs_offsets(self) -> bool:
+        """True when the events' offsets must be known before the checkpoint: a new entity's
+        snapshot, replies, kept outcomes and the snapshot policy's tails record them."""
+        return bool(
+            self.first_events
+            or self.replies
+            or self.tail_starts
+            or (self.track_offsets and self.events)
+        )
+
+    def settle(self, event_offsets: Sequence[int]) -> None:
+        """Record the events' offsets where the snapshot policy needs them (call once they are
+        delivered, or with none when `needs_offsets` was False): the new tails' starts, the
+        last event's offset, and the low-water for the checkpoint (streams.snapshotpolicy)."""
+        for entity_id, index in self.tail_starts.items():
+            self.tail_offsets[entity_id] = event_offsets[index]
+        if event_offsets:
+            self.last_event_offset = event_offsets[-1]
+        if self.old_low >= 0:
+            self.events_from = self.old_low
+        else:
+            self.events_from = min(self.tail_offsets.values(), default=-1)
 
     def new_outcomes(self) -> set[str]:
         """Keys of this batch's outcomes that the store does not hold yet."""
@@ -325,29 +437,7 @@ class BatchStep:
         if snap is None:
             state = self.behavior.initial_state(entity_id)
             return Entity(entity_id, 0, state, [])
-        if snap.erased:
-            state = self.behavior.initial_state(entity_id)
-            return Entity(entity_id, snap.revision, state, [], snap.source_offset, erased=True)
-        key = None
-        if snap.wrapped_key:
-            if self._keys is None:
-                raise KeyUnavailableError(f"{entity_id}: a sealed snapshot and no master key")
-            key = self._keys.open(entity_id, snap.wrapped_key, snap.master_key_id)
-            if snap.HasField("sealed"):
-                packed = snap.state
-                packed.value = open_sealed(
-                    packed.value, snap.sealed, key.aead, entity_id, packed.TypeName()
-                )
-        state = unpack(snap.state)
-        return Entity(
-            entity_id,
-            snap.revision,
-            state,
-            list(snap.recent_command_ids),
-            snap.source_offset,
-            snap.first_event_offset,
-            key,
-        )
+        return Entity.restore(snap, self.behavior, self._keys)
 
     @property
     def cached(self) -> int:
@@ -556,11 +646,16 @@ class BatchStep:
             record.offset,
             current.first_event_offset,
             entity_key,
+            pending=current.pending + len(events),
         )
         if entity_key is not None:  # sealed once, for the reply and the snapshot
             updated.sealed_state = seal(decision.new_state, entity_key.aead, current.entity_id)
         if current.revision == 0 and indexes:
             result.first_events[current.entity_id] = indexes[0]
+        if not indexes:
+            result.must_log.add(current.entity_id)
+        elif current.pending == 0 and current.entity_id not in result.starts:
+            result.starts[current.entity_id] = indexes[0]
         result.changed[current.entity_id] = updated
         if env.reply_wanted or key:
             reply = Reply(
@@ -645,7 +740,8 @@ class BatchStep:
          2. its last event, EntityErased at revision n + 1 (no personal data), for projections;
          3. on the keys topic, a marker that replaces its data key (when it has one);
          4. its snapshot replaced by an erasure marker (no state, no key, no history), so its
-            later commands are refused and no revision is used twice;
+            later commands are refused and no revision is used twice; sent to the changelog
+            whatever the snapshot interval (its tombstoned events cannot be folded on recovery);
          5. its outcomes removed (tombstones the processor adds, reading the store).
         All in the batch's transaction: read_committed readers see all of it or nothing.
         """
@@ -682,6 +778,7 @@ class BatchStep:
         result.changed[entity_id] = Entity(
             entity_id, erased + 1, current.state, [], record.offset, erased=True
         )
+        result.must_log.add(entity_id)  # its tombstoned events can never be folded again
         result.erased.append(entity_id)
         result.accepted += 1
         self._accepted_reply(env, entity_id, result, erased + 1, [index], key)

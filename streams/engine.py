@@ -52,6 +52,7 @@ from schemas.errors import (
     CommandsDeletedError,
     KeyUnavailableError,
     OwnershipError,
+    TopologyError,
 )
 from schemas.personal import has_personal
 from stores.snapshots import Checkpoint, RocksDBSnapshotStore
@@ -67,6 +68,8 @@ from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
 from streams.settings import Guarantee, Settings
+from streams.snapshotpolicy import TailIndex
+from streams.tailfold import fold_tail
 from streams.tracing import transaction_span
 from streams.transaction import (
     CycleAbortedError,
@@ -548,6 +551,39 @@ class Engine:
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
 
+    async def _fold_tail(self, tp: TP, request: RecoveryRequest) -> TailIndex:
+        """Fold the events the changelog's snapshots do not hold (streams.tailfold); a read
+        that fails (a broker restarting) is done again, as the fold is idempotent, for as long
+        as recovery waits for committed offsets; a broken invariant (KesError) stops at once."""
+        checkpoint = request.checkpoint or Checkpoint()
+        if checkpoint.events_from < 0:
+            return TailIndex()
+        behavior, topics = self._by_topic[tp.topic]
+        settings = self.settings
+        deadline = time.monotonic() + 2 * settings.transaction_timeout_ms / 1000 + 60
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    fold_tail,
+                    behavior,
+                    topics,
+                    tp.partition,
+                    request.store,
+                    checkpoint,
+                    confluent_config(settings),
+                    adapters=self.adapters,
+                    recent_command_ids=settings.recent_command_ids,
+                    strict=settings.guarantee is Guarantee.EXACTLY_ONCE,
+                    keys=self.keys,
+                )
+            except (KafkaException, TimeoutError, RuntimeError, TopologyError) as exc:
+                if time.monotonic() > deadline:
+                    stop_now(f"folding the events of {tp} failed: {exc!r}", exc)
+                log.warning("%s: folding its events failed (%s); trying again", tp, exc)
+                await asyncio.sleep(1.0)
+            except Exception as exc:
+                stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
+
     async def _recover(self, tps: list[TP]) -> None:
         """Recover newly assigned partitions beside the cycle, then resume them at their
         checkpoints."""
@@ -568,9 +604,13 @@ class Engine:
             stop_now(f"recovery of {tps} failed: {exc!r}", exc)
         finally:
             self._recovering -= 1
+        folds = {}
         for tp, request in zip(tps, requests, strict=True):
             if needs_rebuild(request.checkpoint or Checkpoint(), request.committed):
                 await self._rebuild(tp, request)
+            else:
+                folds[tp] = self._fold_tail(tp, request)
+        tails = dict(zip(folds, await asyncio.gather(*folds.values()), strict=True))
         seconds = time.monotonic() - began
         for tp, request in zip(tps, requests, strict=True):
             future = self.processors.get(tp)
@@ -582,7 +622,7 @@ class Engine:
             processor = PartitionProcessor(
                 behavior, topics, tp.partition, self.settings, request.store, self.keys
             )
-            processor.recovered(request.checkpoint or Checkpoint(), seconds)
+            processor.recovered(request.checkpoint or Checkpoint(), seconds, tails.get(tp))
             self._ready[tp] = processor
             future.set_result(processor)
             start = processor.next_offset if processor.next_offset >= 0 else request.committed

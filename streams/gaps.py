@@ -24,6 +24,7 @@ from schemas.errors import KesError
 from streams.batch import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
 from streams.kafkaconfig import aiokafka_options, confluent_config
 from streams.settings import Settings
+from streams.snapshotpolicy import EVENTS_FROM_HEADER
 from streams.verify import read_records
 from topology.layout import AggregateTopics
 
@@ -102,15 +103,19 @@ def skip_deleted(
     1. read the partition's last checkpoint from the changelog (committed records only);
     2. read the commands partition's log start;
     3. only if the checkpoint is below it (and names this group, unless take-over is set),
-       write a checkpoint record whose next command offset is the log start.
+       write a checkpoint record whose next command offset is the log start, with the last
+       checkpoint's events low-water (streams.snapshotpolicy: no unsnapshotted event may be
+       left behind it).
     The worker that owns the partition reads it on its next recovery (it stopped with
     CommandsDeletedError, so it holds no newer state for that partition).
     """
     config = confluent_config(settings)
     last: tuple[int, str] = (-1, "")
+    headers: list[tuple[str, str | bytes | None]] = []
     for record in read_records(topics.snapshots, topics.partitions, config, only=[partition]):
         if record.key == CHECKPOINT_KEY and record.value:
             last = decode_checkpoint(record.value)
+            headers = [(k, v) for k, v in record.headers if k == EVENTS_FROM_HEADER]
     next_offset, owner = last
     if owner and owner != settings.group_id and not settings.take_over:
         raise KesError(
@@ -128,7 +133,9 @@ def skip_deleted(
         return SkipDecision(next_offset, low, written=False)
     producer = Producer({**config, "enable.idempotence": True, "acks": "all"})
     value = encode_checkpoint(low, settings.group_id)
-    producer.produce(topics.snapshots, value, CHECKPOINT_KEY, partition=partition)
+    producer.produce(
+        topics.snapshots, value, CHECKPOINT_KEY, partition=partition, headers=headers or None
+    )
     if producer.flush(timeout) != 0:
         raise KesError(f"{topics.snapshots}[{partition}]: the checkpoint was not written")
     return SkipDecision(next_offset, low, written=True)

@@ -46,6 +46,7 @@ _COUNTERS = (
         "Retries answered from the outcome store, not decided again.",
     ),
     ("batches", "batches", "Transactions committed."),
+    ("snapshots", "snapshots_written", "Entity snapshots written to the snapshot changelog."),
 )
 
 
@@ -120,6 +121,12 @@ class _WorkerCollector(Collector):
         outcomes = GaugeMetricFamily(
             "kes_outcomes_stored", "Command outcomes kept to answer retries.", labels=labels
         )
+        tails = GaugeMetricFamily(
+            "kes_entities_unsnapshotted",
+            "Entities whose latest events are not in their changelog snapshot yet (recovery "
+            "folds them): see KES_SNAPSHOT_EVERY.",
+            labels=labels,
+        )
         totals: dict[str, list[int]] = {name: [0, 0] for name in worker.behaviors}
         for tp, task in list(worker.processors.items()):
             aggregate = worker.topics_of(tp).name
@@ -134,11 +141,12 @@ class _WorkerCollector(Collector):
             recovery.add_metric(values, processor.stats.recovery_seconds)
             cached.add_metric(values, processor.step.cached)
             outcomes.add_metric(values, processor.store.outcomes())
+            tails.add_metric(values, len(processor.tails))
         for aggregate, (owned, done) in totals.items():
             assigned.add_metric([aggregate], owned)
             recovered.add_metric([aggregate], done)
         yield from counters.values()
-        yield from (assigned, recovered, recovery, cached, outcomes)
+        yield from (assigned, recovered, recovery, cached, outcomes, tails)
         ready = GaugeMetricFamily("kes_ready", "1 once every owned partition is recovered.")
         ready.add_metric([], 1.0 if worker.ready() else 0.0)
         yield ready

@@ -8,7 +8,11 @@ module holds the rules it follows, without I/O:
   (entity snapshots, command outcomes; the checkpoints name the owning group), the keys
   topic's latest record per entity (personal data: wrapped data keys, erasure markers) and
   each entity's last event revision, checked to be 1, 2, 3, ... in log order and to match its
-  snapshot;
+  snapshot. With a snapshot interval (KES_SNAPSHOT_EVERY > 1, streams.snapshotpolicy) a
+  snapshot may lag its events: the migration copies snapshots, it does not fold events, so it
+  refuses such a set and says to snapshot every entity first (`kes snapshots rebuild`, workers
+  stopped); the new set's checkpoints then carry no events low-water, which the policy reads
+  as "every snapshot is the latest", true of what was copied;
 - what the new set already holds (`TargetProgress`): per entity, the revisions copied so far
   (always a run from its first copied revision: each entity's events are copied in revision
   order to one partition, in transactions), and the new offsets of the events that snapshots
@@ -26,7 +30,7 @@ personal data, sealed or not.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from schemas.codec import decode_snapshot, encode_snapshot
@@ -34,6 +38,7 @@ from schemas.errors import MigrationError
 from schemas.kes.v1.personal_pb2 import DataKey
 from streams.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE, decode_checkpoint
 from streams.idempotency import OUTCOME_PREFIX, decode_outcome, encode_outcome, is_outcome_key
+from streams.snapshotpolicy import events_from_header
 
 __all__ = [
     "MIGRATED_FROM_HEADER",
@@ -72,19 +77,29 @@ class SourceState:
     revisions: dict[str, int] = field(default_factory=dict)
     """Entity id -> the last event revision seen on the events topic (for an erased entity:
     its EntityErased event's, the only one copied)."""
+    low_water: dict[int, int] = field(default_factory=dict)
+    """Changelog partition -> the events low-water of its last checkpoint (-1: none), set when
+    the workers ran with a snapshot interval and left events newer than some snapshots."""
     events: int = 0
     """Events to copy."""
     left_behind: int = 0
     """Records of erased entities' events not copied: erased events and their tombstones."""
     _erased: dict[str, int] | None = field(default=None, repr=False)
 
-    def changelog(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+    def changelog(
+        self,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | str | None]] = (),
+    ) -> None:
         """Take one snapshot-changelog record, read in offset order."""
         if key is None:
             return
         if key == CHECKPOINT_KEY:
             if value:
                 self.next_commands[partition], self.owners[partition] = decode_checkpoint(value)
+                self.low_water[partition] = events_from_header(headers)
             return
         name = key.decode()
         outcome = is_outcome_key(name)
@@ -183,6 +198,14 @@ class SourceState:
                 )
             elif snapshot.wrapped_key and not snapshot.erased:
                 found += self._key_problems(entity_id, snapshot.wrapped_key)
+        if found and self.unsnapshotted():
+            found.insert(
+                0,
+                f"the workers ran with a snapshot interval (KES_SNAPSHOT_EVERY > 1): partitions "
+                f"{self.unsnapshotted()} of the changelog name events newer than their "
+                "snapshots, which a migration does not fold; with the workers stopped, run "
+                "`kes snapshots rebuild` (every entity's latest snapshot), then migrate again",
+            )
         for entity_id in self.snapshots.keys() - self.revisions.keys():
             found.append(f"{entity_id!r}: a snapshot and no events")
         return found
@@ -220,6 +243,10 @@ class SourceState:
                     continue
             kept[key] = value
         return kept
+
+    def unsnapshotted(self) -> list[int]:
+        """Changelog partitions whose last checkpoint names an events low-water."""
+        return sorted(p for p, low in self.low_water.items() if low >= 0)
 
     def wanted(self) -> set[tuple[str, int]]:
         """(entity, revision) of every event an outcome names by offset: their new offsets are

@@ -100,7 +100,7 @@ def _unapplied(
     state = SourceState()
     for record in read_records(source.snapshots, source.partitions, config):
         if record.key == CHECKPOINT_KEY:
-            state.changelog(record.partition, record.key, record.value)
+            state.changelog(record.partition, record.key, record.value, record.headers)
     applied = dict(state.next_commands)
     for group in groups:
         reader = Consumer({**config, "group.id": group, "isolation.level": "read_committed"})

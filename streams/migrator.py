@@ -173,6 +173,8 @@ def migrate(
     writer = _Writer(migration, config)
     state = _read_source(source, config, progress, has_keys)
     problems = state.problems()
+    if problems and state.unsnapshotted():
+        raise MigrationError(f"{problems[0]} (e.g. " + "; ".join(problems[1:4]) + ")")
     if problems:
         raise MigrationError(
             f"the old set's snapshots do not match its events ({len(problems)} entities, e.g. "
@@ -268,7 +270,7 @@ def _read_source(
     revisions checked (the snapshots first: they say which entities are erased)."""
     state = SourceState()
     for record in read_records(source.snapshots, source.partitions, config):
-        state.changelog(record.partition, record.key, record.value)
+        state.changelog(record.partition, record.key, record.value, record.headers)
     if has_keys:
         for record in read_records(source.keys, source.partitions, config):
             state.key(record.key, record.value)

@@ -22,6 +22,7 @@ from streams.gaps import log_start, records_between
 from streams.idempotency import OutcomePolicy
 from streams.keyring import DataKeys
 from streams.settings import Settings
+from streams.snapshotpolicy import SnapshotPolicy, TailIndex
 from topology.layout import AggregateTopics
 
 __all__ = ["PartitionProcessor", "PartitionStats"]
@@ -41,6 +42,8 @@ class PartitionStats:
     replayed: int = 0
     """Retries answered from the outcome store (decided no second time)."""
     batches: int = 0
+    snapshots: int = 0
+    """Entity snapshots written to the changelog (see streams.snapshotpolicy)."""
     recovery_seconds: float = 0.0
 
 
@@ -79,6 +82,9 @@ class PartitionProcessor:
             keys=keys,
         )
         self.settings = settings
+        self.policy = SnapshotPolicy(settings.snapshot_every, settings.snapshot_max_tail)
+        self.tails = TailIndex()
+        """Entities whose latest revisions are not in the changelog yet (streams.snapshotpolicy)."""
         self.next_offset = -1
         """The offset of the first command this partition has not applied."""
         self.closed = False
@@ -87,10 +93,14 @@ class PartitionProcessor:
         raw = self.store.get(entity_id)
         return None if raw is None else decode_snapshot(raw)
 
-    def recovered(self, checkpoint: Checkpoint, seconds: float) -> None:
-        """Start from a recovered checkpoint (the local store now holds the changelog's state)."""
+    def recovered(
+        self, checkpoint: Checkpoint, seconds: float, tails: TailIndex | None = None
+    ) -> None:
+        """Start from a recovered checkpoint (the local store now holds the changelog's state
+        and the tail folded after it; `tails`: the entities with unsnapshotted events)."""
         self.next_offset = checkpoint.next_command_offset
         self.stats.recovery_seconds = seconds
+        self.tails = tails or TailIndex()
 
     async def handle(self, records: Sequence[CommandRecord]) -> BatchResult | None:
         """Decide a batch; None when every record was applied before (nothing to write).
@@ -106,6 +116,7 @@ class PartitionProcessor:
         if 0 <= self.next_offset < fresh[0].offset:
             await self._check_gap(fresh[0].offset)
         result = self.step.run(fresh)
+        self.policy.plan(result, self.tails, self.step.entity)
         if self.outcomes.enabled:
             policy = self.outcomes
             expired = self.store.expired(
@@ -122,14 +133,19 @@ class PartitionProcessor:
     ) -> None:
         """The batch's transaction committed: write the local store, move the checkpoint on.
 
-        1. the snapshots and the checkpoint go to the local store in one atomic write (a crash
-           before it only leaves the cache behind; recovery replays the changelog);
-        2. the changed entities enter the step's cache;
+        1. the snapshots (every changed entity's latest, logged or not) and the checkpoint with
+           the batch's events low-water go to the local store in one atomic write (a crash
+           before it only leaves the cache behind; recovery replays the changelog and folds the
+           events from the low-water);
+        2. the changed entities enter the step's cache, the tail index moves on;
         3. the next command offset moves past the batch.
         """
-        checkpoint = Checkpoint(changelog, result.next_command_offset, self.settings.group_id)
+        checkpoint = Checkpoint(
+            changelog, result.next_command_offset, self.settings.group_id, result.events_from
+        )
         self.store.write(snapshots, checkpoint, result.new_outcomes())
         self.step.commit(result)
+        self.tails.commit(result)
         self.next_offset = result.next_command_offset
         stats = self.stats
         stats.batches += 1
@@ -140,6 +156,7 @@ class PartitionProcessor:
         stats.events += len(result.events)
         stats.dead_letters += len(result.dead_letters)
         stats.forwarded += len(result.forwards)
+        stats.snapshots += len(result.changed) - len(result.unlogged)
 
     def aborted(self) -> None:
         """The batch's transaction aborted: forget cached decisions; the batch is decided again."""

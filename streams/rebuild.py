@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from schemas.codec import decode_event, unpack
+from schemas.codec import decode_event
 from schemas.errors import KesError, KeyUnavailableError
 from schemas.kes.v1.envelopes_pb2 import Reply
 from schemas.personal import has_personal
@@ -113,22 +113,11 @@ def fold_partition(
         entity = out.entities.get(env.entity_id)
         if entity is None:
             state = behavior.initial_state(env.entity_id)
-            entity = out.entities[env.entity_id] = Entity(env.entity_id, 0, state, [], -1, offset)
+            entity = out.entities[env.entity_id] = Entity(env.entity_id, 0, state, [])
             if personal and keys is not None:
                 entity.key = keys.key(env.entity_id)
-        if env.revision != entity.revision + 1:
-            raise KesError(
-                f"{env.entity_id}: event revision {env.revision} at offset {offset} follows "
-                f"revision {entity.revision}: the events log is not contiguous"
-            )
-        entity.state = behavior.evolve(entity.state, unpack(env.payload))
-        entity.revision = env.revision
-        entity.source_offset = env.source_offset
+        entity.apply(behavior, env, offset, recent_command_ids)
         out.events += 1
-        if entity.recent_command_ids[-1:] != [env.command_id]:
-            entity.recent_command_ids = [*entity.recent_command_ids, env.command_id][
-                -recent_command_ids:
-            ]
         decided = env.timestamp.seconds * 1000 + env.timestamp.nanos // 1_000_000
         if not policy.enabled or decided < horizon:
             continue

@@ -2,7 +2,9 @@
 
 One reader (outside the group's membership) recovers every partition of an assignment at once,
 beside the worker's cycle, which goes on with the partitions it already holds. The snapshot
-changelog is the truth, the local store its cache.
+changelog is the truth, the local store its cache. With a snapshot interval, the checkpoint
+recovered here names the events low-water, from which streams.tailfold then folds each entity's
+unsnapshotted events (streams.snapshotpolicy).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.batch import CHECKPOINT_KEY, decode_checkpoint
 from streams.kafkaconfig import aiokafka_options, confluent_config
 from streams.settings import Settings
+from streams.snapshotpolicy import events_from_header
 
 __all__ = ["RecoveryRequest", "recover"]
 
@@ -59,6 +62,8 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
        store in chunks, each chunk with its checkpoint in one atomic write, until the reader
        reaches the partition's end (its last stable offset);
     4. raise OwnershipError if the last checkpoint names another group and take-over is off.
+    Each request's checkpoint then carries the events low-water of the last checkpoint record
+    read (or the local one's, when none was read): the tail still to fold.
 
     Step 1 uses confluent-kafka (librdkafka asks for stable offsets); step 3 aiokafka, whose
     batch decoding reads a changelog about three times as fast as a confluent-kafka consumer
@@ -101,7 +106,7 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
                 for record in records:
                     key = record.key
                     if key == CHECKPOINT_KEY:
-                        replay.checkpointed(record.value)
+                        replay.checkpointed(record.value, record.headers)
                     elif key is not None:
                         pending[key.decode()] = record.value
                 if records:
@@ -177,6 +182,7 @@ class _Replay:
         self.last = self.checkpoint.changelog_offset
         self.next_command = self.checkpoint.next_command_offset
         self.owner = self.checkpoint.owner
+        self.events_from = self.checkpoint.events_from
 
     def begin(self, end: int) -> bool:
         """True when records after the local checkpoint remain to be read (end: exclusive)."""
@@ -188,19 +194,23 @@ class _Replay:
             )  # fmt: skip
             request.store.clear()
             self.checkpoint = Checkpoint()
-            self.last, self.next_command, self.owner = -1, -1, ""
+            self.last, self.next_command, self.owner, self.events_from = -1, -1, "", -1
         request.checkpoint, request.owner = self.checkpoint, self.owner
         return self.checkpoint.changelog_offset + 1 < end
 
-    def checkpointed(self, value: bytes | None) -> None:
-        """A checkpoint record: the next command offset and the owning group from here on."""
+    def checkpointed(
+        self, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> None:
+        """A checkpoint record: the next command offset, the owning group and the events
+        low-water (-1 when its headers carry none) from here on."""
         self.next_command, self.owner = decode_checkpoint(value or b"")
+        self.events_from = events_from_header(headers)
 
     def flush(self) -> None:
         """Write what was read so far, with its checkpoint, in one atomic local write."""
         if not self.pending and self.last == self.checkpoint.changelog_offset:
             return
-        self.checkpoint = Checkpoint(self.last, self.next_command, self.owner)
+        self.checkpoint = Checkpoint(self.last, self.next_command, self.owner, self.events_from)
         self.request.store.write(self.pending, self.checkpoint)
         self.pending = {}
         self.request.checkpoint, self.request.owner = self.checkpoint, self.owner

@@ -62,6 +62,8 @@ _ENV = {
     "master_key_file": MASTER_KEY_FILE_ENV,
     "postgres_dsn": "KES_POSTGRES_DSN",
     "readmodel_store": "KES_READMODEL_STORE",
+    "snapshot_every": "KES_SNAPSHOT_EVERY",
+    "snapshot_max_tail": "KES_SNAPSHOT_MAX_TAIL",
 }
 
 
@@ -115,6 +117,13 @@ class Settings:
     """`retention.ms` of the commands topic (-1: forever); see `retention_warnings`."""
     replies_retention_ms: int = 3600 * 1000
     """`retention.ms` of the replies topic: a client that asks reads its reply within seconds."""
+    snapshot_every: int = 1
+    """An entity's snapshot goes to the snapshot changelog once every this many events (1: with
+    every change). Between two, recovery folds the entity's newer events from the events topic;
+    the worker's local store always holds the latest state (see streams.snapshotpolicy)."""
+    snapshot_max_tail: int = 100_000
+    """An entity whose oldest unsnapshotted event lies more than this many offsets behind its
+    events partition's newest is snapshotted anyway: it bounds how far back recovery reads."""
     transaction_timeout_ms: int = 20_000
     """How long a transaction left open by a crashed worker can block read_committed readers."""
     session_timeout_ms: int = 10_000
@@ -153,6 +162,13 @@ class Settings:
             )
         if self.outcome_horizon_s < 0 or self.max_outcomes < 0:
             raise ConfigurationError("outcome_horizon_s and max_outcomes must be >= 0")
+        if self.snapshot_every < 1 or self.snapshot_max_tail < 1:
+            raise ConfigurationError("snapshot_every and snapshot_max_tail must be >= 1")
+        if self.snapshot_every > 1 and self.guarantee is not Guarantee.EXACTLY_ONCE:
+            raise ConfigurationError(
+                "snapshot_every > 1 needs the exactly_once guarantee (recovery folds events "
+                "only up to the checkpoint written in the same transaction)"
+            )
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"web_port {self.web_port} is not a TCP port")
         if self.readmodel_store not in ("rocksdb", "postgres"):
@@ -253,6 +269,8 @@ class Settings:
                 "max_outcomes",
                 "commands_retention_ms",
                 "replies_retention_ms",
+                "snapshot_every",
+                "snapshot_max_tail",
             ):
                 if name in values:
                     values[name] = int(values[name])

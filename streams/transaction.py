@@ -30,6 +30,7 @@ from streams.batch import (
 )
 from streams.kafkaconfig import confluent_config
 from streams.settings import Guarantee, Settings
+from streams.snapshotpolicy import EVENTS_FROM_HEADER
 from topology.layout import AggregateTopics
 
 __all__ = [
@@ -80,6 +81,11 @@ def produce_waiting(producer: Producer, record: OutRecord, **options: Any) -> No
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def _events_from(offset: int) -> list[tuple[str, bytes]]:
+    """A checkpoint record's headers: the events low-water, when there is one."""
+    return [(EVENTS_FROM_HEADER, str(offset).encode())] if offset >= 0 else []
 
 
 class _Delivery:
@@ -148,16 +154,19 @@ class TransactionalWriter:
         2. send every partition's events, dead letters, forwarded commands, new data keys and
            erasure markers (keys topic), then the tombstones of erased entities' events (after
            every event of the partition's batch) and of its expired or erased outcomes, and the
-           snapshots of entities that existed before the batch;
+           snapshots of entities that existed before the batch (those the snapshot policy
+           leaves unlogged go to the local store only; an erasure marker never does);
            exactly-once: add every partition's next
            command offset to the transaction with the consumer's group metadata (fetched now:
            a zombie's stale generation is refused there), on a second thread, so those round
            trips to the coordinators overlap the records' delivery;
         3. only if a batch needs the events' offsets (a new entity's snapshot records its first
-           event's offset; replies and kept outcomes carry them), wait for them, then send
-           those snapshots, the replies and the outcomes;
-        4. send each partition's checkpoint record (next command offset, owning group), its
-           batch's last changelog record;
+           event's offset; replies and kept outcomes carry them; the snapshot policy's tails
+           start at them), wait for them, then send those snapshots, the replies and the
+           outcomes;
+        4. send each partition's checkpoint record (next command offset, owning group, and the
+           events low-water as a header when some entity has unsnapshotted events: see
+           streams.snapshotpolicy), its batch's last changelog record;
         5. exactly-once: once the offsets are in, commit: all of it becomes visible to
            read_committed readers at once;
            at-least-once: wait until every record is written (the engine commits the offsets
@@ -181,7 +190,7 @@ class TransactionalWriter:
             event_offsets: list[list[int]] = []
             for item in work:
                 result = item.result
-                needs = bool(result.first_events or result.replies)
+                needs = result.needs_offsets
                 offsets_needed |= needs
                 slots = [-1] * len(result.events) if needs else []
                 event_offsets.append(slots)
@@ -199,7 +208,7 @@ class TransactionalWriter:
                     self._produce(tombstone, every(), tombstone=True)
                 for entity_id, entity in result.changed.items():
                     if entity_id not in result.first_events:
-                        self._produce(self._snapshot(item, entity_id, entity), every())
+                        self._snapshot(item, entity_id, entity, every)
             if self.exactly_once:  # two round trips to the coordinators, beside the records'
                 offsets_sent = self._beside.submit(
                     self._call,
@@ -215,7 +224,7 @@ class TransactionalWriter:
                     for entity_id, index in result.first_events.items():
                         entity = result.changed[entity_id]
                         entity.first_event_offset = offsets[index]
-                        self._produce(self._snapshot(item, entity_id, entity), every())
+                        self._snapshot(item, entity_id, entity, every)
                     topics = item.topics
                     for reply in reply_records(result, offsets, topics.replies, item.partition):
                         self._produce(reply, every())
@@ -224,8 +233,13 @@ class TransactionalWriter:
                         self._produce(outcome, every())
             checkpoints = [-1] * len(work)
             for i, item in enumerate(work):
-                value = encode_checkpoint(item.result.next_command_offset, self.settings.group_id)
-                record = OutRecord(item.topics.snapshots, item.partition, CHECKPOINT_KEY, value, [])
+                result = item.result
+                result.settle(event_offsets[i])
+                value = encode_checkpoint(result.next_command_offset, self.settings.group_id)
+                headers = _events_from(result.events_from)
+                record = OutRecord(
+                    item.topics.snapshots, item.partition, CHECKPOINT_KEY, value, headers
+                )
                 self._produce(record, delivery.track(checkpoints, i))
             if offsets_sent is not None:
                 offsets_sent.result()
@@ -261,10 +275,19 @@ class TransactionalWriter:
                 return
             raise FatalKafkaError(f"could not abort the transaction: {error}") from exc
 
-    def _snapshot(self, item: PartitionWork, entity_id: str, entity: Entity) -> OutRecord:
-        """An entity's snapshot record for the changelog; its bytes are kept for the local store."""
+    def _snapshot(
+        self,
+        item: PartitionWork,
+        entity_id: str,
+        entity: Entity,
+        every: Callable[[], Callable[..., None] | None],
+    ) -> None:
+        """An entity's snapshot: kept for the local store, and sent to the changelog unless the
+        snapshot policy leaves it unlogged this batch."""
         value = item.snapshots[entity_id] = entity.snapshot().SerializeToString()
-        return OutRecord(item.topics.snapshots, item.partition, entity_id.encode(), value, [])
+        if entity_id not in item.result.unlogged:
+            record = OutRecord(item.topics.snapshots, item.partition, entity_id.encode(), value, [])
+            self._produce(record, every())
 
     def _produce(
         self,

@@ -2,12 +2,17 @@
 
 Reads the events topic and the snapshot changelog (read_committed, up to the end offsets taken at
 start) and checks, per entity: revisions 1..n with no gap and no repeat; no command applied twice
-(a command's events form one contiguous run); the snapshot equals the fold of the log.
+(a command's events form one contiguous run); the snapshot equals the fold of the log. With a
+snapshot interval (streams.snapshotpolicy) a snapshot may hold the fold of the entity's first r
+events only, when the events after them lie at or after the low-water named by its partition's
+last checkpoint record (what recovery folds from); with none named, every snapshot must be the
+latest.
 
 An erased entity (`kes erase`) is checked for what erasure leaves: its events 1..n each have a
 tombstone after them (or are compacted away), its last event is EntityErased at n + 1, and its
-snapshot is the erasure marker. With a keyring, sealed personal fields are opened first (without
-one, the public parts are folded and compared).
+snapshot is the erasure marker, whatever the low-water (an erasure is snapshotted at once: its
+tombstoned events cannot be folded on recovery). With a keyring, sealed personal fields are
+opened first (without one, the public parts are folded and compared).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from streams.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE
 from streams.behavior import Behavior
 from streams.idempotency import OUTCOME_PREFIX
 from streams.keyring import Keyring
+from streams.snapshotpolicy import events_from_header
 from streams.watermarks import watermarks
 from topology.layout import AggregateTopics
 
@@ -80,8 +86,10 @@ def read_records(
     *,
     timeout: float = 10.0,
     only: Iterable[int] | None = None,
+    start: Mapping[int, int] | None = None,
 ) -> Iterator[TopicRecord]:
-    """Each committed record of a topic, up to its end at call time (no group, no commit)."""
+    """Each committed record of a topic, up to its end at call time (no group, no commit);
+    `start` gives the first offset to read of some partitions (else their beginning)."""
     consumer = Consumer(
         {
             **client_config,
@@ -97,8 +105,9 @@ def read_records(
         # with retries: a topic just created may not have its leaders yet
         marks = watermarks(consumer, topic, max(wanted) + 1 if wanted else 0, max(timeout, 30))
         ends = {p: marks[p][1] for p in wanted}
-        todo = {p for p, high in ends.items() if high > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in todo])
+        first = {p: max(0, (start or {}).get(p, 0)) for p in wanted}
+        todo = {p for p, high in ends.items() if high > first[p]}
+        consumer.assign([TopicPartition(topic, p, first[p]) for p in todo])
         while todo:
             msg = consumer.poll(timeout)
             if msg is None:
@@ -151,10 +160,17 @@ def verify(
 ) -> Verification:
     """Check the invariants of one aggregate on a cluster; see the module docstring."""
     result = Verification()
-    events = _read_events(topics, client_config, adapters, keys)
+    offsets: dict[tuple[str, int], tuple[int, int]] = {}
+    """(entity, revision) -> (partition, offset) of the event."""
+    events = _read_events(topics, client_config, adapters, keys, offsets)
     result.events = sum(len(h) for h in events.values())
     snapshots: dict[str, Snapshot] = {}
-    for _, key, value in read_topic(topics.snapshots, topics.partitions, client_config):
+    low_water: dict[int, int] = {}
+    """Partition -> the events low-water of its last checkpoint record (-1: none)."""
+    for record in read_records(topics.snapshots, topics.partitions, client_config):
+        key, value = record.key, record.value
+        if key == CHECKPOINT_KEY and value:
+            low_water[record.partition] = events_from_header(record.headers)
         if key is None or key == CHECKPOINT_KEY or value is None or key.startswith(_OUTCOME):
             continue  # the checkpoint, removed outcomes, outcomes
         snap = decode_snapshot(value)
@@ -186,7 +202,18 @@ def verify(
         result.states[entity_id] = state
         result.revisions[entity_id] = max(unique)
         stored = snapshots.get(entity_id)
-        if stored is None:
+        if _behind(entity_id, stored, max(unique), offsets, low_water):
+            stored_revision = 0 if stored is None else stored.revision
+            prefix = behavior.fold(
+                behavior.initial_state(entity_id),
+                (unpack(unique[r].payload) for r in sorted(unique) if r <= stored_revision),
+            )
+            if stored is not None and unpack(stored.state) != prefix:
+                result.violations.append(
+                    f"{entity_id}: snapshot (revision {stored.revision}) differs from the fold "
+                    f"of its first {stored.revision} events"
+                )
+        elif stored is None:
             result.violations.append(f"{entity_id}: no snapshot for {len(history)} events")
         elif stored.revision != max(unique) or unpack(stored.state) != state:
             result.violations.append(
@@ -201,9 +228,11 @@ def _read_events(
     client_config: Mapping[str, Any],
     adapters: EventAdapters | None,
     keys: Keyring | None,
+    offsets: dict[tuple[str, int], tuple[int, int]],
 ) -> dict[str, list[EventEnvelope]]:
-    """Each entity's events, less those a later tombstone removed (an erasure's)."""
-    found: dict[str, list[tuple[int, EventEnvelope]]] = defaultdict(list)
+    """Each entity's events, less those a later tombstone removed (an erasure's); `offsets`
+    gets each kept event's (partition, offset), the first of a repeated revision's."""
+    found: dict[str, list[tuple[int, int, EventEnvelope]]] = defaultdict(list)
     removed: dict[tuple[str, int], int] = {}
     for record in read_records(topics.events, topics.partitions, client_config):
         if record.value is None:
@@ -215,18 +244,14 @@ def _read_events(
             keys.open_event(env)
         if adapters is not None:  # old event shapes are folded as their current ones
             env = adapters.adapt(env)
-        found[env.entity_id].append((record.offset, env))
-    return {
-        entity_id: kept
-        for entity_id, history in found.items()
-        if (
-            kept := [
-                env
-                for offset, env in history
-                if removed.get((entity_id, env.revision), -1) < offset
-            ]
-        )
-    }
+        found[env.entity_id].append((record.partition, record.offset, env))
+    kept: dict[str, list[EventEnvelope]] = {}
+    for entity_id, history in found.items():
+        for partition, offset, env in history:
+            if removed.get((entity_id, env.revision), -1) < offset:
+                kept.setdefault(entity_id, []).append(env)
+                offsets.setdefault((entity_id, env.revision), (partition, offset))
+    return kept
 
 
 def _check_erased(
@@ -242,6 +267,23 @@ def _check_erased(
         result.violations.append(f"{entity_id}: erased, but revisions {_gaps(left)} remain")
     if snapshot is None or not snapshot.erased or snapshot.revision != last.revision:
         result.violations.append(f"{entity_id}: erased, but its snapshot is not the marker")
+
+
+def _behind(
+    entity_id: str,
+    stored: Snapshot | None,
+    latest: int,
+    offsets: Mapping[tuple[str, int], tuple[int, int]],
+    low_water: Mapping[int, int],
+) -> bool:
+    """True when the snapshot is older than the log as the snapshot policy allows: the first
+    event after it lies at or after its partition's low-water."""
+    revision = 0 if stored is None else stored.revision
+    if revision >= latest or (entity_id, revision + 1) not in offsets:
+        return False
+    partition, offset = offsets[(entity_id, revision + 1)]
+    low = low_water.get(partition, -1)
+    return 0 <= low <= offset
 
 
 def _gaps(revisions: list[int]) -> str:

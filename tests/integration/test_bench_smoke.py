@@ -51,6 +51,10 @@ def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
         "clients2_cores",
         "outcome_records_per_command",
         "outcome_bytes_per_command",
+        "kes_records_per_command",
+        "kes_s10_rate",
+        "kes_s10_records_per_command",
+        "kes_s10_snapshot_records_per_command",
     ):
         assert math.isfinite(run[key]) and run[key] > 0, key
     idle = run["idle_worker_cores"]  # over 1 s of an idle worker: may well be 0

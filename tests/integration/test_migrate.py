@@ -264,3 +264,48 @@ def test_migrate_under_load_with_a_pause_for_the_cut_over(
     assert checked.events == accepted  # nothing lost, nothing applied twice
     balances = {e: _balance(state) for e, state in checked.states.items()}
     assert balances == _fold_of_outcomes(commands, ids, replies)
+
+
+def test_a_set_with_an_interval_is_migrated_once_its_snapshots_are_rebuilt(
+    app_cluster: Callable[..., AppCluster], tmp_path: Path
+) -> None:
+    """KES_SNAPSHOT_EVERY=10 leaves snapshots behind their events: the migration copies
+    snapshots and does not fold, so it refuses and says to rebuild them; after `kes snapshots
+    rebuild` it moves everything, the new set's checkpoints name no low-water, and a worker there
+    with the same interval goes on at every entity's revision + 1."""
+    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    old = cluster.settings.topics("account")
+    bootstrap = cluster.settings.bootstrap_servers
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    worker = cluster.worker("w1", KES_SNAPSHOT_EVERY="10")
+    worker.wait_ready()
+    collect_replies(bootstrap, old, produce(bootstrap, old, bank_commands(400, accounts=30)))
+    worker.stop()
+    before = verify(account, old, config)
+    assert before.ok, before.summary()
+    new_prefix = cluster.settings.topic_prefix + "v2-"
+    refused = _migrate(cluster, new_prefix, wait=15)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "KES_SNAPSHOT_EVERY > 1" in refused.stderr, refused.stderr
+    assert "kes snapshots rebuild" in refused.stderr
+    rebuilt = _kes(cluster, "snapshots", "rebuild", "examples.bank", "account", "--wait", "15")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    done = _migrate(cluster, new_prefix)
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = _new_set(cluster, new_prefix, tmp_path / "new")
+    target = new.settings.topics("account")
+    after = verify(account, target, config)
+    assert after.ok, after.summary()
+    assert after.revisions == before.revisions and after.states == before.states
+    checkpoints = [r for r in read_records(target.snapshots, 24, config) if r.key == b""]
+    assert len(checkpoints) == 24 and not any(r.headers for r in checkpoints)
+    new.worker("n1", KES_SNAPSHOT_EVERY="10").wait_ready()
+    envs = [
+        new_command(e, bank_pb2.CreditAccount(amount=1), aggregate="account", reply_wanted=True)
+        for e in sorted(before.revisions)
+    ]
+    _send(bootstrap, target, envs)
+    replies = collect_replies(bootstrap, target, [e.command_id for e in envs])
+    for env in envs:
+        [reply] = replies[env.command_id]
+        assert reply.accepted.revision == before.revisions[env.entity_id] + 1, reply

@@ -15,6 +15,7 @@ CORE = [
     "streams.process",
     "streams.process_advance",
     "streams.process_testkit",
+    "streams.snapshotpolicy",
     "examples.bank.domain",
     "examples.bank.transfers",
 ]

@@ -37,6 +37,16 @@ def test_write_stores_snapshots_and_checkpoint_together(store: SnapshotStore) ->
     assert list(part.items()) == [("a", b"A2")]
 
 
+def test_the_events_low_water_is_written_and_cleared_with_the_checkpoint(
+    store: SnapshotStore,
+) -> None:
+    part = store.partition("account.snapshots", 0)
+    part.write({"a": b"A1"}, Checkpoint(10, 100, "app", events_from=42))
+    assert part.checkpoint() == Checkpoint(10, 100, "app", 42)
+    part.write({"a": b"A2"}, Checkpoint(11, 101, "app"))
+    assert part.checkpoint() == Checkpoint(11, 101, "app", -1)
+
+
 def test_partitions_are_separate(store: SnapshotStore) -> None:
     store.partition("account.snapshots", 0).write({"x": b"0"}, Checkpoint(1, 1))
     store.partition("account.snapshots", 1).write({"x": b"1"}, Checkpoint(2, 2))
