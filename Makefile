@@ -24,7 +24,7 @@ broker: install
 
 ## Lint, type-check, then every test (unit, property, integration against a real broker).
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not long"
 
 ## Every test against local Kafka 4.1.2 brokers (Kafka 4 removed old protocol versions; the
 ## worker's KES_GROUP_PROTOCOL=consumer needs 4.0+), never against KAFKA_BOOTSTRAP_SERVERS.
@@ -50,7 +50,8 @@ bench: install
 ## restart, then every invariant checked; then 10,000 fuzzed commands and 10,000 commands each
 ## retried once across a worker SIGKILL; then the PostgreSQL balances table through 20,000
 ## commands, 6 projection SIGKILLs and a PostgreSQL restart; then 5,000 commands with a pause to
-## migrate to 24 partitions (`kes topics migrate`) and go on. Not part of `make test`.
+## migrate to 24 partitions (`kes topics migrate`) and go on; then every test marked `long`
+## (scenarios of a minute or more that `make test` leaves out). Not part of `make test`.
 ## `make chaos SNAPSHOT_EVERY=10` runs every worker of it with KES_SNAPSHOT_EVERY=10.
 SNAPSHOT_EVERY ?= 1
 chaos: install
@@ -61,6 +62,7 @@ chaos: install
 	KES_PG_PROJECTION_COMMANDS=20000 KES_PG_PROJECTION_KILLS=6 KES_MIGRATE_COMMANDS=5000 \
 		$(BIN)/pytest -q tests/integration/test_postgres_projection.py \
 		tests/integration/test_migrate.py
+	$(BIN)/pytest -q -m long
 
 ## Broker faults under load (~15 min, its own three local brokers, topics with 3 replicas and
 ## min.insync.replicas 2): 100k commands while the broker leading the most command partitions and

@@ -19,6 +19,7 @@ from bench.run import main
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.long  # make chaos runs it (CI time)
 def test_a_tiny_bench_writes_every_kes_figure_and_the_report(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from streams.verify import read_topic
 from topology.localbroker import LocalBroker
+
+pytestmark = pytest.mark.long  # minutes of scenario: make chaos runs it
 
 
 def test_stop_then_start_keeps_the_data_and_the_ports(tmp_path: Path) -> None:

@@ -266,6 +266,7 @@ def test_migrate_under_load_with_a_pause_for_the_cut_over(
     assert balances == _fold_of_outcomes(commands, ids, replies)
 
 
+@pytest.mark.long  # make chaos runs it (CI time)
 def test_a_set_with_an_interval_is_migrated_once_its_snapshots_are_rebuilt(
     app_cluster: Callable[..., AppCluster], tmp_path: Path
 ) -> None:

@@ -48,6 +48,9 @@ CUSTOMERS = 25
 ERASED = {"c-0", "c-5", "c-10"}
 
 
+pytestmark = pytest.mark.long  # minutes of scenario: make chaos runs it
+
+
 def _secrets(i: int) -> list[bytes]:
     return [f"Secret-Name-{i:03d}".encode(), f"secret.{i:03d}@example.com".encode()]
 

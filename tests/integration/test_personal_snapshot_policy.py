@@ -32,7 +32,7 @@ from streams.verify import read_records, verify
 from tests.fixtures.workers import AppCluster
 from topology.partitioning import partition_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 MASTER = base64.b64encode(os.urandom(32)).decode()
 ENV = {"KES_MASTER_KEY": MASTER, "KES_SNAPSHOT_EVERY": "10"}

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from examples.bank.domain import account
 from examples.bank.transfers import transfer, transfers
 from schemas.bank.v1 import bank_pb2
@@ -191,6 +193,7 @@ def _until(what: str, check: Callable[[], object], timeout: float = 60) -> Any:
         time.sleep(0.2)
 
 
+@pytest.mark.long  # make chaos runs it (CI time)
 def test_a_credit_past_its_deadline_is_refunded_once_even_across_a_runner_kill(
     app_cluster: Callable[..., AppCluster],
 ) -> None:

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from examples.bank.projections import LARGE_AMOUNT
 from schemas.bank.v1 import bank_pb2
 from schemas.codec import unpack
@@ -68,6 +70,7 @@ def _cluster(app_cluster: Callable[..., AppCluster]) -> AppCluster:
     return cluster
 
 
+@pytest.mark.long  # make chaos runs it (CI time)
 def test_a_reactor_losing_its_volume_five_times_runs_each_effect_at_most_twice(
     app_cluster: Callable[..., AppCluster], tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from examples.bank import account
@@ -74,6 +75,7 @@ def _rebuild(cluster: AppCluster, wait: float) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
+@pytest.mark.long  # make chaos runs it (CI time)
 def test_kes_snapshots_rebuild_refuses_running_workers_then_refolds_every_partition(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
