@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from streams.settings import Settings
 
-__all__ = ["add_cluster_args", "settings_from"]
+__all__ = ["add_cluster_args", "add_web_args", "settings_from"]
 
 
 def add_cluster_args(parser: argparse.ArgumentParser, *, partitions: bool = True) -> None:
@@ -27,6 +28,20 @@ def add_cluster_args(parser: argparse.ArgumentParser, *, partitions: bool = True
     parser.add_argument(
         "--topic-prefix",
         help="prefix of every topic name, as given to `kes topics` ($KES_TOPIC_PREFIX)",
+    )
+
+
+def add_web_args(parser: argparse.ArgumentParser, *, env: str, default: int, views: str) -> None:
+    """--web-port (`default`, or $`env`; 0: no web views) and --web-host ($KES_WEB_HOST) of a
+    process that serves `views` (projection processes, process runners)."""
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=int(os.environ.get(env, default)),
+        help=f"port of {views} (default {default}, ${env}; 0: no web views)",
+    )
+    parser.add_argument(
+        "--web-host", default=os.environ.get("KES_WEB_HOST", "127.0.0.1"), help="default: 127.0.0.1"
     )
 
 

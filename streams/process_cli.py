@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from types import FrameType
@@ -15,7 +14,7 @@ from typing import Any
 
 from schemas.errors import ConfigurationError
 from streams.apps import import_app
-from streams.cliargs import add_cluster_args, settings_from
+from streams.cliargs import add_cluster_args, add_web_args, settings_from
 from streams.kafkaconfig import confluent_config
 from streams.process import ProcessManager
 from streams.process_status import describe, read_processes, summarize
@@ -74,16 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _add_common(run)
     run.add_argument("--data-dir", help="local RocksDB files (default: .kes-data, $KES_DATA_DIR)")
-    run.add_argument(
-        "--web-port",
-        type=int,
-        default=int(os.environ.get("KES_PROCESS_WEB_PORT", DEFAULT_PROCESS_WEB_PORT)),
-        help=f"port of /health, /metrics and /processes (default {DEFAULT_PROCESS_WEB_PORT}, "
-        "$KES_PROCESS_WEB_PORT; 0: no web views)",
-    )
-    run.add_argument(
-        "--web-host", default=os.environ.get("KES_WEB_HOST", "127.0.0.1"), help="default: 127.0.0.1"
-    )
+    views = "/health, /metrics and /processes"
+    add_web_args(run, env="KES_PROCESS_WEB_PORT", default=DEFAULT_PROCESS_WEB_PORT, views=views)
     run.add_argument(
         "--stuck-after",
         type=float,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from types import FrameType
 
 from schemas.errors import ConfigurationError
 from streams.apps import event_adapters
-from streams.cliargs import add_cluster_args, settings_from
+from streams.cliargs import add_cluster_args, add_web_args, settings_from
 from streams.projection import AnyProjection, load_projections, projection_named
 from streams.projectionadmin import dead_letter_count, rebuild, status
 from streams.projectionhost import ProjectionHost
@@ -81,16 +80,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--data-dir", help="where read models live (default: .kes-data, $KES_DATA_DIR)"
     )
-    run.add_argument(
-        "--web-port",
-        type=int,
-        default=int(os.environ.get("KES_PROJECTION_WEB_PORT", DEFAULT_PROJECTION_WEB_PORT)),
-        help="port of /health, /metrics and row reads (default "
-        f"{DEFAULT_PROJECTION_WEB_PORT}, $KES_PROJECTION_WEB_PORT; 0: no web views)",
-    )
-    run.add_argument(
-        "--web-host", default=os.environ.get("KES_WEB_HOST", "127.0.0.1"), help="default: 127.0.0.1"
-    )
+    views = "/health, /metrics and row reads"
+    env = "KES_PROJECTION_WEB_PORT"
+    add_web_args(run, env=env, default=DEFAULT_PROJECTION_WEB_PORT, views=views)
     run.add_argument("--loglevel", default="WARNING", help="default: WARNING")
     run.set_defaults(handler=cmd_run)
     again = actions.add_parser(

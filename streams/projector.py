@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import (
@@ -226,28 +227,22 @@ class Projector:
         began = time.monotonic()
         with self._changed:
             stored = dict(self._offsets)
+        step = partial(
+            project,
+            self.projection,
+            records,
+            stored=stored,
+            adapters=self._adapters,
+            keys=self._keys,
+        )
         transaction = self._begin()
         try:
             try:
-                result = project(
-                    self.projection,
-                    records,
-                    transaction,
-                    stored=stored,
-                    adapters=self._adapters,
-                    keys=self._keys,
-                )
+                result = step(transaction)
             except BatchRedoError:  # a handler failed after writing: again, each event undoable
                 transaction.close()
                 transaction = self._begin(undoable=True)
-                result = project(
-                    self.projection,
-                    records,
-                    transaction,
-                    stored=stored,
-                    adapters=self._adapters,
-                    keys=self._keys,
-                )
+                result = step(transaction)
             for where, end in ends.items():
                 result.offsets[where] = max(end, result.offsets.get(where, 0))
             advanced = {w: o for w, o in result.offsets.items() if o > stored.get(w, -1)}

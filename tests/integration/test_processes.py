@@ -37,6 +37,7 @@ from streams.process_topics import ProcessTopics
 from streams.verify import read_topic, verify
 from tests.apps.quick_transfers import PROCESSES as QUICK
 from tests.fixtures.commands import collect_replies, produce
+from tests.fixtures.metrics import samples
 from tests.fixtures.workers import AppCluster, Supervisor, WorkerProcess
 
 OPENING = 1_000
@@ -169,9 +170,7 @@ def _get(process: WorkerProcess, path: str) -> Any:
 def _metrics(process: WorkerProcess) -> dict[str, float]:
     url = f"http://127.0.0.1:{process.web_port}/metrics"
     with urllib.request.urlopen(url, timeout=30) as answer:
-        text = answer.read().decode()
-    samples = (line.rpartition(" ") for line in text.splitlines() if not line.startswith("#"))
-    return {name: float(value) for name, _, value in samples if name}
+        return samples(answer.read().decode())
 
 
 def _applied(cluster: AppCluster) -> Counter[str]:

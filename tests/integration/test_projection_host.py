@@ -33,6 +33,7 @@ from streams.settings import Settings
 from streams.verify import verify
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends
+from tests.fixtures.metrics import samples
 from tests.fixtures.threeviews import PROJECTIONS, copy
 from tests.fixtures.workers import ROOT, AppCluster, free_port
 
@@ -141,20 +142,11 @@ def test_a_row_read_with_the_replys_offsets_from_another_process_sees_the_comman
     assert status == 200 and json.loads(body)["running"] == {p.name: True for p in PROJECTIONS}
     _wait(lambda: _lags(web) == [0.0] * 6, "lag is not 0 on every partition")  # 3 x 2
     status, body = web.get("/metrics")
-    metrics = _samples(body.decode())
+    metrics = samples(body.decode())
     for name in ("account-balances", "balances-copy"):
         assert metrics[f'kes_projection_events_applied_total{{projection="{name}"}}'] == 7
         assert metrics[f'kes_projection_running{{projection="{name}"}}'] == 1
         assert metrics[f'kes_projection_batch_seconds_count{{projection="{name}"}}'] >= 1
-
-
-def _samples(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def test_three_projections_in_one_process_lose_nothing_through_two_sigkills(
@@ -200,7 +192,7 @@ def test_three_projections_in_one_process_lose_nothing_through_two_sigkills(
 
 
 def _lags(web: Host) -> list[float]:
-    metrics = _samples(web.get("/metrics")[1].decode())
+    metrics = samples(web.get("/metrics")[1].decode())
     return [v for k, v in metrics.items() if k.startswith("kes_projection_lag{")]
 
 
@@ -210,7 +202,7 @@ def _applied(web: Host) -> float:
         return 0.0
     return sum(
         v
-        for k, v in _samples(body.decode()).items()
+        for k, v in samples(body.decode()).items()
         if k.startswith("kes_projection_events_applied_total")
     )
 
