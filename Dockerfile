@@ -12,4 +12,4 @@ ENV KES_DATA_DIR=/data KES_WEB_HOST=0.0.0.0 KES_WEB_PORT=6066
 VOLUME /data
 EXPOSE 6066
 ENTRYPOINT ["kes"]
-CMD ["worker", "examples.bank"]
+CMD ["worker", "kes.examples.bank"]

@@ -4,13 +4,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo broker test test-kafka41 lint unit proto bench chaos chaos-cluster clean
+.PHONY: FORCE install demo broker test test-kafka41 lint unit proto bench chaos chaos-cluster clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# The editable install is "strict": a tree of links under build/ that type-checkers read as the
+# `kes` package. A file added or removed under the package folders needs a new link tree, so the
+# install also depends on the list of those files (rewritten only when it changes).
+PACKAGE_FILES := $(shell find streams topology stores schemas examples -type f \
+	-not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+FILE_LIST := $(VENV)/.package-files
+
+$(FILE_LIST): FORCE
+	@mkdir -p $(VENV)
+	@echo "$(PACKAGE_FILES)" | cmp -s - $@ || echo "$(PACKAGE_FILES)" > $@
+
+$(STAMP): pyproject.toml setup.py $(FILE_LIST)
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=strict
 	touch $(STAMP)
+
+FORCE:
 
 install: $(STAMP)
 
@@ -75,7 +88,7 @@ chaos-cluster: install
 
 ## Regenerate the protobuf code in schemas/ from the .proto files.
 proto: install
-	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m kes.schemas.generate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -18,12 +18,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command, event_key, pack, type_name, unpack
-from schemas.kes.v1.envelopes_pb2 import Accepted as AcceptedReply
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
-from streams.decision import Accepted, CommandContext
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command, event_key, pack, type_name, unpack
+from kes.schemas.kes.v1.envelopes_pb2 import Accepted as AcceptedReply
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
+from kes.streams.core.decision import Accepted, CommandContext
 
 BATCH = 500
 

@@ -4,7 +4,7 @@
         [--rebalances 3] [--broker-restarts 1] [--seed 1] [--snapshot-every 1]
         [--report chaos-report.json]
 
-`--snapshot-every N` runs the workers with KES_SNAPSHOT_EVERY=N (streams.snapshotpolicy).
+`--snapshot-every N` runs the workers with KES_SNAPSHOT_EVERY=N (kes.streams.cycle.snapshotpolicy).
 
 `make chaos-cluster`: the broker faults of tests/fixtures/clusterchaos.py on a three-node
 LocalCluster (topics with 3 replicas, min.insync.replicas 2), with the same checks:
@@ -28,14 +28,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.cli import main as kes
-from streams.settings import Settings
+from kes.streams.cli import main as kes
+from kes.streams.config.settings import Settings
+from kes.topology.admin import apply
+from kes.topology.localbroker import LocalBroker
+from kes.topology.localcluster import LocalCluster
 from tests.fixtures.chaos import Chaos, ChaosPlan, ChaosReport
 from tests.fixtures.clusterchaos import ClusterChaos, ClusterChaosPlan
 from tests.fixtures.workers import AppCluster
-from topology.admin import apply
-from topology.localbroker import LocalBroker
-from topology.localcluster import LocalCluster
 
 
 def main() -> int:
@@ -92,7 +92,7 @@ def main() -> int:
             snapshot_every=args.snapshot_every,
         )
         assert apply(settings.topics("account"), {"bootstrap.servers": bootstrap}).ok
-        cluster = AppCluster("examples.bank", settings, workdir)
+        cluster = AppCluster("kes.examples.bank", settings, workdir)
         chaos = Chaos(cluster, plan, restart_broker, say)
         try:
             report = chaos.run()
@@ -163,9 +163,9 @@ def run_cluster(args: argparse.Namespace) -> int:
             snapshot_every=args.snapshot_every,
         )
         argv = ["--bootstrap", bootstrap, "--partitions", str(args.partitions)]
-        if kes(["topics", "apply", "examples.bank", *argv]) != 0:
+        if kes(["topics", "apply", "kes.examples.bank", *argv]) != 0:
             raise SystemExit("kes topics apply failed")
-        app = AppCluster("examples.bank", settings, workdir)
+        app = AppCluster("kes.examples.bank", settings, workdir)
         chaos = ClusterChaos(app, local, plan, say)
         try:
             report = chaos.run()

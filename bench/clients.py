@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from bench import latency
 from bench.venvs import ROOT
-from topology.layout import AggregateTopics
+from kes.topology.layout import AggregateTopics
 
 __all__ = ["measure"]
 

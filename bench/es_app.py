@@ -24,9 +24,9 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
 
 from bench.commandfile import read_commands
-from examples.bank.domain import MAX_BALANCE
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command, unpack
+from kes.examples.bank.domain import MAX_BALANCE
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command, unpack
 
 
 class Rejected(Exception):

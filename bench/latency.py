@@ -12,10 +12,10 @@ import random
 import time
 from dataclasses import dataclass
 
-from schemas.bank.v1 import bank_pb2
-from schemas.errors import CommandTimeoutError
-from streams.client import AsyncCommandClient
-from topology.layout import AggregateTopics
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.errors import CommandTimeoutError
+from kes.streams.client.client import AsyncCommandClient
+from kes.topology.layout import AggregateTopics
 
 __all__ = ["Latencies", "measure"]
 

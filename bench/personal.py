@@ -20,15 +20,15 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from examples.bank import account
-from examples.customers import customer
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
-from schemas.customers.v1 import customers_pb2
-from schemas.kes.v1.envelopes_pb2 import Snapshot
-from streams.batch import BatchStep, CommandRecord, reply_records
-from streams.keyring import DataKeys, LocalMasterKey
-from topology.layout import AggregateTopics
+from kes.examples.bank import account
+from kes.examples.customers import customer
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.schemas.customers.v1 import customers_pb2
+from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
+from kes.streams.core.keyring import DataKeys, LocalMasterKey
+from kes.streams.cycle.batch import BatchStep, CommandRecord, reply_records
+from kes.topology.layout import AggregateTopics
 
 _BATCH = 2_000
 

@@ -1,4 +1,5 @@
-"""The projection step without Kafka: CPU per event of `streams.projection.project` in one run.
+"""The projection step without Kafka: CPU per event of `kes.streams.projections.projection.project`
+in one run.
 
 Three projections over the same synthetic bank events (500 accounts, batches of 5,000):
 - `bytes`: handlers that put a constant row (what the framework itself costs per event);
@@ -18,13 +19,13 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from examples.bank.projections import BalanceRow, balances
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_event, event_key, pack, type_name
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from stores.readmodels import MemoryReadModelStore
-from streams.projection import AnyProjection, EventRecord, Projection, project
-from streams.rows import RowWriter
+from kes.examples.bank.projections import BalanceRow, balances
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_event, event_key, pack, type_name
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.stores.readmodels import MemoryReadModelStore
+from kes.streams.projections.projection import AnyProjection, EventRecord, Projection, project
+from kes.streams.projections.rows import RowWriter
 
 __all__ = ["main"]
 

@@ -1,10 +1,11 @@
 """The Quix Streams peer: the bank behavior's own `decide` in a stateful Quix app, exactly-once.
 
 Runs in its own virtualenv (Quix pins its confluent-kafka), with the project root on PYTHONPATH
-for the pure core only (`examples.bank`, `schemas`: protobuf, no Kafka client). Per command: decode
-the envelope, load the account from Quix's RocksDB state (JSON, Quix's default serialisation),
-decide, store it back, and emit one encoded EventEnvelope per event. Quix commits its checkpoint
-(state changelog, output, offsets) in one transaction every `commit_interval` seconds.
+for the pure core only (`kes.examples.bank`, `schemas`: protobuf, no Kafka client). Per command:
+decode the envelope, load the account from Quix's RocksDB state (JSON, Quix's default
+serialisation), decide, store it back, and emit one encoded EventEnvelope per event. Quix commits
+its checkpoint (state changelog, output, offsets) in one transaction every `commit_interval`
+seconds.
 
 Run: `python bench/quix_app.py BOOTSTRAP COMMANDS EVENTS GROUP STATE_DIR COMMIT_INTERVAL`
 until SIGTERM.
@@ -18,11 +19,11 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from quixstreams import Application, State
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command, pack, type_name, unpack
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from streams.decision import Accepted, CommandContext
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command, pack, type_name, unpack
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.streams.core.decision import Accepted, CommandContext
 
 
 def handle(value: bytes, state: State) -> list[bytes]:

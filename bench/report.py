@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from topology.localbroker import kafka_version
+from kes.topology.localbroker import kafka_version
 
 __all__ = ["Row", "machine", "now", "render", "spread"]
 
@@ -130,7 +130,7 @@ def machine() -> list[str]:
         f"- CPU: {os.cpu_count()} cores, {cpu}; memory {memory}; {platform.system()} "
         f"{platform.release()}. A shared machine: other work ran during the benchmarks.",
         f"- Python {platform.python_version()}; {java_line}; Kafka {kafka_version()} (one local "
-        "broker, KRaft, from Maven Central jars: `topology.localbroker`).",
+        "broker, KRaft, from Maven Central jars: `kes.topology.localbroker`).",
         f"- kes's clients: {packages}.",
     ]
 

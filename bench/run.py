@@ -41,11 +41,11 @@ from bench.steps import (
 )
 from bench.tables import figures, rows, sizes
 from bench.venvs import PEERS, ROOT, ensure
-from examples.bank.projections import balances_table
-from topology.admin import apply
-from topology.layout import AggregateTopics
-from topology.localbroker import LocalBroker
-from topology.localpostgres import LocalPostgres, server_bin
+from kes.examples.bank.projections import balances_table
+from kes.topology.admin import apply
+from kes.topology.layout import AggregateTopics
+from kes.topology.localbroker import LocalBroker
+from kes.topology.localpostgres import LocalPostgres, server_bin
 
 __all__ = ["main"]
 

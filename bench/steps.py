@@ -20,11 +20,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from bench import clients, latency, systems, workload
 from bench.venvs import ROOT
-from examples.bank.projections import balances
-from streams.projection import AnyProjection
-from streams.verify import read_records
-from topology.admin import apply
-from topology.layout import AggregateTopics
+from kes.examples.bank.projections import balances
+from kes.streams.kafka.records import read_records
+from kes.streams.projections.projection import AnyProjection
+from kes.topology.admin import apply
+from kes.topology.layout import AggregateTopics
 
 __all__ = [
     "STEPS",
@@ -48,7 +48,7 @@ def log(message: str) -> None:
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Plain topics for the baselines' output (kes's own come from `topology.admin.apply`)."""
+    """Plain topics for the baselines' output (kes's own come from `kes.topology.admin.apply`)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         future.result(30)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Self
 
 from bench.venvs import PEERS, ROOT, ensure
-from topology.localbroker import kafka_classpath
+from kes.topology.localbroker import kafka_classpath
 
 __all__ = [
     "KesWorker",
     "Process",
+    "cli_and_app",
     "kes_worker",
     "producer_perf",
     "run_ceiling",
@@ -148,7 +149,7 @@ class Process:
 
 @dataclass
 class KesWorker(Process):
-    """`kes worker examples.bank` with a web port to ask /health."""
+    """`kes worker kes.examples.bank` with a web port to ask /health."""
 
     web_port: int = 0
 
@@ -227,18 +228,35 @@ def kes_worker(
         "KES_SESSION_TIMEOUT_MS": "6000",
         **extra,
     }
-    if source != ROOT:  # ahead of the editable install's finder
+    cli, app = cli_and_app(source)
+    if source != ROOT:  # ahead of the editable install
         env["PYTHONPATH"] = str(source)
     if batch_max_commands is not None:
         env["KES_BATCH_MAX_COMMANDS"] = str(batch_max_commands)
     if batch_max_ms is not None:
         env["KES_BATCH_MAX_MS"] = str(batch_max_ms)
-    argv = [sys.executable, "-m", "streams.cli", "worker", "examples.bank", "--loglevel", loglevel]
+    argv = [sys.executable, "-m", cli, "worker", app, "--loglevel", loglevel]
     if profile_to is not None:
         spy = Path(sys.executable).with_name("py-spy")
         argv = [str(spy), "record", "-o", str(profile_to), "-f", "raw", "-r", "200", "--", *argv]
     wrapped = profile_to is not None
     return KesWorker(argv, log_path, env, wrapper=wrapped, cwd=source, web_port=port)
+
+
+def cli_and_app(source: Path) -> tuple[str, str]:
+    """The CLI module and the bank app's module name of the tree at `source`.
+
+    Commits before the `kes` namespace have top-level `streams` and `examples` packages, which
+    PYTHONPATH=source puts ahead of the installed `kes`. A tree with the namespace can only run
+    from its own install, so comparing against one that is not this tree is refused.
+    """
+    if (source / "streams" / "cli.py").exists():
+        return "kes.streams.cli", "kes.examples.bank"
+    if source.resolve() != ROOT.resolve():
+        raise SystemExit(
+            f"{source} uses the kes namespace: install it in its own virtualenv to compare"
+        )
+    return "kes.streams.cli", "kes.examples.bank"
 
 
 def run_projection(
@@ -250,7 +268,7 @@ def run_projection(
     log_path: Path,
     postgres_dsn: str = "",
 ) -> Process:
-    """`kes projection run examples.bank NAME` (RocksDB, or PostgreSQL at `postgres_dsn`)."""
+    """`kes projection run kes.examples.bank NAME` (RocksDB, or PostgreSQL at `postgres_dsn`)."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -258,7 +276,7 @@ def run_projection(
         "KES_DATA_DIR": str(data_dir),
         **({"KES_POSTGRES_DSN": postgres_dsn} if postgres_dsn else {}),
     }
-    argv = [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank", name]
+    argv = [sys.executable, "-m", "kes.streams.cli", "projection", "run", "kes.examples.bank", name]
     argv += ["--web-port", "0"]  # as measured before the projection had web views
     return Process(argv, log_path, env).start()
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from bench import report
 from bench.venvs import PEERS
-from examples.bank.projections import balances, balances_table
+from kes.examples.bank.projections import balances, balances_table
 
 __all__ = ["figures", "rows", "sizes"]
 
@@ -259,10 +259,10 @@ def sizes(args: argparse.Namespace) -> list[str]:
         "worker on the same directory (warm). Serving = /health ready, counted from the process "
         "start. Records/s = entities ÷ the slowest partition's replay (partitions replay "
         "concurrently).",
-        f"- Projection: `kes projection run examples.bank {balances.name}` (streams.projector, "
-        "its RocksDB read model) through the events kes wrote in the run; its progress is the "
-        "group offsets it commits after each store write.",
-        f"- PostgreSQL projection: `kes projection run examples.bank {balances_table.name}` "
+        f"- Projection: `kes projection run kes.examples.bank {balances.name}` "
+        "(kes.streams.projections.projector, its RocksDB read model) through the events kes "
+        "wrote in the run; its progress is the group offsets it commits after each store write.",
+        f"- PostgreSQL projection: `kes projection run kes.examples.bank {balances_table.name}` "
         "(a SqlProjection: one `UPDATE balances` per event, one transaction per poll with the "
         "offsets) into a fresh database of a local PostgreSQL server started by "
         "the bench (fsync on, default settings otherwise), through the same events.",

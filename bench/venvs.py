@@ -41,8 +41,25 @@ class Peer:
         return self.directory / "bin" / "python"
 
     def env(self) -> dict[str, str]:
-        """Process environment for running a peer module from the project root."""
-        return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+        """Process environment for running a peer module from the project root.
+
+        kes is not installed there: a directory of links (`kes/streams` -> the project's
+        `streams/`, ...) on PYTHONPATH makes its folders importable under the kes namespace.
+        """
+        links = self.directory / "namespace"
+        for folder in _FOLDERS:
+            link = links / "kes" / folder
+            if link.is_symlink() and link.readlink() != ROOT / folder:
+                link.unlink()  # made for another checkout
+            if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(ROOT / folder, target_is_directory=True)
+        path = os.pathsep.join([str(links), str(ROOT)])
+        return {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+_FOLDERS = ("streams", "topology", "stores", "schemas", "examples")
+"""The project's folders installed as kes.<folder>."""
 
 
 _PROTOBUF = f"protobuf=={version('protobuf')}"

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command, pack
-from schemas.kes.v1.envelopes_pb2 import Snapshot
-from streams.batch import CHECKPOINT_KEY
-from topology.partitioning import partition_for
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command, pack
+from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
+from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.topology.partitioning import partition_for
 
 __all__ = [
     "EncodedCommand",

@@ -1,10 +1,10 @@
 """The wire contract: kes envelopes (protobuf, package `kes.v1`), their codec, and kes errors.
 
-The .proto files are the source; `python -m schemas.generate` regenerates the committed `_pb2`
-modules. The example domain lives in `schemas.bank.v1.bank_pb2`.
+The .proto files are the source; `python -m kes.schemas.generate` regenerates the committed `_pb2`
+modules. The example domain lives in `kes.schemas.bank.v1.bank_pb2`.
 """
 
-from schemas.codec import (
+from kes.schemas.codec import (
     CONTENT_TYPE_HEADER,
     JSON,
     PROTOBUF,
@@ -27,8 +27,8 @@ from schemas.codec import (
     unpack,
     unpack_as,
 )
-from schemas.errors import DeadLetterReason, DecodeError, KesError
-from schemas.kes.v1.envelopes_pb2 import (
+from kes.schemas.errors import DeadLetterReason, DecodeError, KesError
+from kes.schemas.kes.v1.envelopes_pb2 import (
     Accepted,
     CommandEnvelope,
     DeadLetter,

@@ -4,8 +4,8 @@ Commands arrive as protobuf binary or protobuf canonical JSON (`json_format`, `A
 `@type`), told apart by the `content-type` record header; a record without it is binary. Every
 other envelope (events, replies, snapshots, dead letters) is binary only, written by kes itself.
 
-Invariant: the decode functions raise `schemas.errors.DecodeError` and nothing else, whatever the
-bytes and headers, so a caller can route any bad record to a dead-letter topic by its `reason`.
+Invariant: the decode functions raise `kes.schemas.errors.DecodeError` and nothing else, whatever
+the bytes and headers, so a caller can route any bad record to a dead-letter topic by its `reason`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from google.protobuf import any_pb2, descriptor_pool, json_format, message_facto
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 
-from schemas.errors import DeadLetterReason, DecodeError
-from schemas.kes.v1.envelopes_pb2 import (
+from kes.schemas.errors import DeadLetterReason, DecodeError
+from kes.schemas.kes.v1.envelopes_pb2 import (
     CommandEnvelope,
     DeadLetter,
     EventEnvelope,

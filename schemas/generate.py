@@ -1,7 +1,9 @@
-"""Regenerate the Python code of every .proto under schemas/: `python -m schemas.generate`.
+"""Regenerate the Python code of every .proto under schemas/: `python -m kes.schemas.generate`.
 
 Runs grpc_tools.protoc from the repository root with `-I .`, so `schemas/kes/v1/envelopes.proto`
-becomes the importable module `schemas.kes.v1.envelopes_pb2`. Stubs come from mypy-protobuf
+is generated as `schemas/kes/v1/envelopes_pb2.py`; its module names are then put under the
+installed namespace (`schemas.` becomes `kes.schemas.` in the generated imports and module names),
+so it imports as `kes.schemas.kes.v1.envelopes_pb2`. Stubs come from mypy-protobuf
 (`--mypy_out`). With `--check`, generates into a temporary directory and compares with the
 committed files instead of writing; exits 1 and names each file that differs.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +65,20 @@ def generate(out_dir: Path) -> None:
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"protoc failed ({result.returncode}):\n{result.stderr}")
+    for path in _generated(out_dir):
+        _into_namespace(out_dir / path)
+
+
+_MODULE = re.compile(r"(?<![\w./])schemas\.(?=\w)")
+"""A generated module name that starts with `schemas.` (imports, the builder's module name)."""
+
+
+def _into_namespace(path: Path) -> None:
+    """Rewrite a generated file's module names from `schemas.` to the installed `kes.schemas.`."""
+    text = path.read_text()
+    new = _MODULE.sub("kes.schemas.", text)
+    if new != text:
+        path.write_text(new)
 
 
 def _generated(base: Path) -> set[Path]:
@@ -95,7 +112,7 @@ def check() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
-    parser = argparse.ArgumentParser(prog="python -m schemas.generate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kes.schemas.generate", description=__doc__)
     parser.add_argument(
         "--check", action="store_true", help="compare with the committed code, write nothing"
     )
@@ -105,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in problems:
             print(line, file=sys.stderr)
         if problems:
-            print("regenerate with: python -m schemas.generate", file=sys.stderr)
+            print("regenerate with: python -m kes.schemas.generate", file=sys.stderr)
             return 1
         print(f"generated code is up to date ({len(proto_files())} .proto files)")
         return 0

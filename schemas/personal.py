@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from schemas.errors import ConfigurationError, DeadLetterReason, DecodeError
-from schemas.kes.v1 import personal_pb2
-from schemas.kes.v1.personal_pb2 import Sealed
+from kes.schemas.errors import ConfigurationError, DeadLetterReason, DecodeError
+from kes.schemas.kes.v1 import personal_pb2
+from kes.schemas.kes.v1.personal_pb2 import Sealed
 
 __all__ = [
     "NONCE_BYTES",

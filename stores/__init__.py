@@ -2,21 +2,21 @@
 RocksDB, or PostgreSQL: rows, or a SQL projection's own tables), and revision ledgers (a
 reactor's record of the events it handled)."""
 
-from stores.ledger import MemoryRevisionLedger, RevisionLedger, RocksDBRevisionLedger
-from stores.postgres import PostgresReadModelStore
-from stores.readmodels import (
+from kes.stores.ledger import MemoryRevisionLedger, RevisionLedger, RocksDBRevisionLedger
+from kes.stores.postgres import PostgresReadModelStore
+from kes.stores.readmodels import (
     MemoryReadModelStore,
     ReadModelStore,
     RocksDBReadModelStore,
 )
-from stores.snapshots import (
+from kes.stores.snapshots import (
     Checkpoint,
     MemorySnapshotStore,
     PartitionSnapshots,
     RocksDBSnapshotStore,
     SnapshotStore,
 )
-from stores.sqlmodel import SqlReadModel, SqlTransaction
+from kes.stores.sqlmodel import SqlReadModel, SqlTransaction
 
 __all__ = [
     "Checkpoint",

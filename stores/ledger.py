@@ -2,9 +2,9 @@
 
 A reactor runs at least once: after a crash, the events of the batch it was in are delivered
 again. Revisions of an entity's events are 1, 2, 3, ... in log order, so one number per entity
-says which of its events were already handled: `streams.dedup.once` skips an event whose
-revision is not above it. Keep the ledger where it outlives the process (a volume for the RocksDB
-backend; your database, implementing `RevisionLedger`, when the reactor may move hosts).
+says which of its events were already handled: `kes.streams.projections.dedup.once` skips an event
+whose revision is not above it. Keep the ledger where it outlives the process (a volume for the
+RocksDB backend; your database, implementing `RevisionLedger`, when the reactor may move hosts).
 """
 
 from __future__ import annotations

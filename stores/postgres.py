@@ -12,7 +12,7 @@ noticing yet (paused past its session timeout) finds another offset there, and i
 rolled back (ReadModelConflictError) instead of being applied on top of the other's.
 
 `PostgresReadModelStore` is the `ReadModelStore` of a row projection (key → bytes) in
-`kes_readmodel_rows`; stores.sqlmodel holds the SQL projection's transaction.
+`kes_readmodel_rows`; kes.stores.sqlmodel holds the SQL projection's transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from schemas.errors import ConfigurationError, ReadModelConflictError, ReadModelUnavailableError
+from kes.schemas.errors import ConfigurationError, ReadModelConflictError, ReadModelUnavailableError
 
 __all__ = [
     "Database",

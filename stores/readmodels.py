@@ -8,8 +8,9 @@ applied twice (pyeventsourcing's tracking records, Kafka Streams' `commit(change
 
 Three backends pass one contract suite: `MemoryReadModelStore` (tests, pure logic),
 `RocksDBReadModelStore` (rocksdict, one database per projection) and
-`stores.postgres.PostgresReadModelStore` (a table shared by processes). Handlers never see a store:
-they write through a `streams.rows.RowBatch`, which the projector writes here with the offsets.
+`kes.stores.postgres.PostgresReadModelStore` (a table shared by processes). Handlers never see a
+store: they write through a `kes.streams.projections.rows.RowBatch`, which the projector writes here
+with the offsets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
-from schemas.errors import ConfigurationError
+from kes.schemas.errors import ConfigurationError
 
 __all__ = [
     "MemoryReadModelStore",

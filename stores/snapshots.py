@@ -4,11 +4,11 @@ A snapshot store is a *cache* of the snapshot changelog topic and the events aft
 the truth. Every write stores the snapshots together with the checkpoint (changelog offset, next
 command offset, events low-water) in one atomic write, so after any crash the local files are a
 consistent prefix of the changelog and recovery only has to replay the committed suffix (and,
-with a snapshot interval, fold the events from the low-water on: streams.snapshotpolicy).
+with a snapshot interval, fold the events from the low-water on: kes.streams.cycle.snapshotpolicy).
 
-Keys that start with NUL are a command's outcome (see streams.idempotency): the store keeps them
-beside the snapshots, indexed by the time in their value's first 8 bytes, so the oldest can be
-found for expiry (`expired`) and counted (`outcomes`). `items` lists snapshots only.
+Keys that start with NUL are a command's outcome (see kes.streams.cycle.idempotency): the store
+keeps them beside the snapshots, indexed by the time in their value's first 8 bytes, so the oldest
+can be found for expiry (`expired`) and counted (`outcomes`). `items` lists snapshots only.
 
 Two backends pass one contract suite: `MemorySnapshotStore` (tests, pure logic) and
 `RocksDBSnapshotStore` (rocksdict; one database per partition, one shared block cache).

@@ -3,7 +3,7 @@
 `SqlReadModel.begin()` opens the database transaction of one projector cycle; the handlers run
 their statements through it, and `commit(offsets)` stores the offsets in
 `kes_projection_offsets` in the same transaction, then commits: the tables hold exactly the
-events below the stored offsets (stores.postgres).
+events below the stored offsets (kes.stores.postgres).
 
 A failing handler must leave nothing. Savepoints give that, at a round trip per event (about
 40% of a simple handler's time), so a batch first runs without them; when a handler that has
@@ -18,8 +18,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from schemas.errors import BatchRedoError, ConfigurationError
-from stores.postgres import OFFSETS_SCHEMA, Database, OffsetsTable, create_schema, unavailable
+from kes.schemas.errors import BatchRedoError, ConfigurationError
+from kes.stores.postgres import OFFSETS_SCHEMA, Database, OffsetsTable, create_schema, unavailable
 
 __all__ = ["EventSql", "SqlReadModel", "SqlTransaction"]
 
@@ -92,7 +92,7 @@ class SqlReadModel:
 
 
 class SqlTransaction:
-    """One batch's open transaction (a `streams.rows.BatchTransaction`).
+    """One batch's open transaction (a `kes.streams.projections.rows.BatchTransaction`).
 
     1. `BEGIN` at creation;
     2. per event, `child()` gives the handler an `EventSql`; when `undoable`, its first

@@ -1,7 +1,7 @@
 """Behaviors, process managers, the worker, projections, clients and web views."""
 
-from streams.behavior import Behavior, DurableStateBehavior, EventSourcedBehavior
-from streams.decision import (
+from kes.streams.core.behavior import Behavior, DurableStateBehavior, EventSourcedBehavior
+from kes.streams.core.decision import (
     Accepted,
     CommandContext,
     Decision,
@@ -11,7 +11,7 @@ from streams.decision import (
     RejectionCode,
     reject,
 )
-from streams.process import (
+from kes.streams.processes.process import (
     CancelTimer,
     End,
     ProcessContext,

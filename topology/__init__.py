@@ -1,30 +1,24 @@
-"""Topics and partitioning: where an aggregate's commands, events, replies and dead letters live."""
+"""Topics and partitioning: where an aggregate's commands, events, replies and dead letters live.
 
-from topology.admin import apply, describe, plan, run_topics, verify_layout
-from topology.layout import AggregateTopics, TopicSpec
-from topology.localbroker import LocalBroker, kafka_classpath, kafka_version
-from topology.localcluster import LocalCluster
-from topology.partitioning import MURMUR2_PARTITIONER, murmur2, partition_for
-from topology.plans import ConfigDrift, Plan, TopicCheck, TopicState, TopicStatus
+The names here are pure (no client library): an aggregate's topic layout, the partitioner, and
+the plan of a topic set's changes. The modules that talk to a cluster are imported by name:
+kes.topology.admin (`kes topics plan|apply|describe`), kes.topology.localbroker and
+kes.topology.localcluster (local Kafka from Maven jars), kes.topology.localpostgres.
+"""
+
+from kes.topology.layout import AggregateTopics, TopicSpec
+from kes.topology.partitioning import MURMUR2_PARTITIONER, murmur2, partition_for
+from kes.topology.plans import ConfigDrift, Plan, TopicCheck, TopicState, TopicStatus
 
 __all__ = [
     "MURMUR2_PARTITIONER",
     "AggregateTopics",
     "ConfigDrift",
-    "LocalBroker",
-    "LocalCluster",
     "Plan",
     "TopicCheck",
     "TopicSpec",
     "TopicState",
     "TopicStatus",
-    "apply",
-    "describe",
-    "kafka_classpath",
-    "kafka_version",
     "murmur2",
     "partition_for",
-    "plan",
-    "run_topics",
-    "verify_layout",
 ]

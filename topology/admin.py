@@ -25,9 +25,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from schemas.errors import AdminError, ConfigurationError, TopologyError
-from topology.layout import AggregateTopics, TopicSpec
-from topology.plans import ConfigDrift, Plan, TopicCheck, TopicState
+from kes.schemas.errors import AdminError, ConfigurationError, TopologyError
+from kes.topology.layout import AggregateTopics, TopicSpec
+from kes.topology.plans import ConfigDrift, Plan, TopicCheck, TopicState
 
 __all__ = [
     "DEFAULT_TIMEOUT",

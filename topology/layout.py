@@ -7,8 +7,8 @@ An aggregate named `account` owns six topics:
 - `account.snapshots`: the snapshot changelog behind the worker's store; compacted.
 - `account.replies`: command outcomes for waiting clients; short-lived.
 - `account.dlq`: dead letters; kept until someone looks.
-- `account.keys`: each entity's data key, wrapped (personal data, streams.keyring); compacted,
-  and an erased entity's record replaced by a marker that holds no key.
+- `account.keys`: each entity's data key, wrapped (personal data, kes.streams.core.keyring);
+  compacted, and an erased entity's record replaced by a marker that holds no key.
 
 Commands, events and snapshots are co-partitioned (equal partition counts, all keyed by entity
 id), so the worker that owns partition *p* of the commands finds the entity's events and
@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from schemas.errors import ConfigurationError
+from kes.schemas.errors import ConfigurationError
 
 __all__ = ["ERASURE_LAG_MS", "AggregateTopics", "TopicSpec"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from schemas.errors import BrokerStartError
+from kes.schemas.errors import BrokerStartError
 
 __all__ = ["LocalBroker", "broker_version", "free_ports", "kafka_classpath", "kafka_version"]
 

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.errors import BrokerStartError
-from topology.localbroker import LocalBroker, free_ports
+from kes.schemas.errors import BrokerStartError
+from kes.topology.localbroker import LocalBroker, free_ports
 
 __all__ = [
     "CONSUMER_OFFSETS",

@@ -15,8 +15,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from schemas.errors import KesError
-from topology.localbroker import free_ports
+from kes.schemas.errors import KesError
+from kes.topology.localbroker import free_ports
 
 __all__ = ["USER", "LocalPostgres", "server_bin"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from schemas.errors import ConfigurationError
+from kes.schemas.errors import ConfigurationError
 
 __all__ = ["MURMUR2_PARTITIONER", "murmur2", "partition_for"]
 

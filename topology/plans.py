@@ -1,6 +1,6 @@
 """The difference between a declared topic layout and the cluster, as data and as text.
 
-`topology.admin` fills these from the cluster; nothing here talks to Kafka. A partition-count
+`kes.topology.admin` fills these from the cluster; nothing here talks to Kafka. A partition-count
 mismatch is only ever reported: changing the count of a keyed topic moves entities to other
 partitions, which breaks the co-partitioning of commands, events and snapshots.
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from topology.layout import TopicSpec
+from kes.topology.layout import TopicSpec
 
 __all__ = ["ConfigDrift", "Plan", "TopicCheck", "TopicState", "TopicStatus"]
 

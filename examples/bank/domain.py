@@ -14,9 +14,8 @@ from typing import TypeAlias
 
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from streams.behavior import EventSourcedBehavior
-from streams.decision import CommandContext, Rejection, reject
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.core import CommandContext, EventSourcedBehavior, Rejection, reject
 
 __all__ = ["MAX_BALANCE", "account"]
 

@@ -4,12 +4,12 @@ table) and a "large-transactions" reactor.
 `account-balances` keeps one row per account, keyed by account id: the balance, the revision it
 reflects and how many events were applied. It adds and subtracts amounts rather than copying the
 balance the events carry, so an event applied twice, or lost, would show. Run it with
-`kes projection run examples.bank account-balances`.
+`kes projection run kes.examples.bank account-balances`.
 
 `account-balances-sql` keeps the same figures in a real `balances` table (account id, owner,
 balance, revision, events, time of the last event), written in the transaction that stores the
-offsets: `KES_POSTGRES_DSN=... kes projection run examples.bank account-balances-sql`, then query
-it with any SQL client.
+offsets: `KES_POSTGRES_DSN=... kes projection run kes.examples.bank account-balances-sql`, then
+query it with any SQL client.
 
 `large-transactions` reacts to credits and debits of at least `LARGE_AMOUNT` cents by calling
 `notify` (by default a log line), at least once per event.
@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas.bank.v1 import bank_pb2
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from schemas.kes.v1.personal_pb2 import EntityErased
-from streams.projection import Projection, Reactor, SqlProjection
-from streams.rows import RowReader, RowWriter, Sql
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.schemas.kes.v1.personal_pb2 import EntityErased
+from kes.streams.projections import Projection, Reactor, RowReader, RowWriter, Sql, SqlProjection
 
 __all__ = [
     "LARGE_AMOUNT",
@@ -200,4 +199,4 @@ def large_transactions(threshold: int = LARGE_AMOUNT, notify: Notify = _log) -> 
 
 
 large_transactions_reactor = large_transactions()
-"""The reactor as `kes projection run examples.bank large-transactions` runs it (logging)."""
+"""The reactor as `kes projection run kes.examples.bank large-transactions` runs it (logging)."""

@@ -14,8 +14,8 @@ id), which records `TransferRequested`. The process then, each step one command:
 
 The `transfer` aggregate accepts one end per transfer, so its log shows each transfer ending once.
 
-This module is also an app module: `kes worker examples.bank.transfers` runs both aggregates,
-`kes process run examples.bank.transfers transfer-money` the process.
+This module is also an app module: `kes worker kes.examples.bank.transfers` runs both aggregates,
+`kes process run kes.examples.bank.transfers transfer-money` the process.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Any, TypeAlias
 
 from google.protobuf.message import Message
 
-from examples.bank.domain import account
-from schemas.bank.v1 import bank_pb2
-from streams.behavior import Behavior, EventSourcedBehavior
-from streams.decision import CommandContext, Rejection, reject
-from streams.process import (
+from kes.examples.bank.domain import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.core import Behavior, CommandContext, EventSourcedBehavior, Rejection, reject
+from kes.streams.processes.process import (
     CancelTimer,
     End,
     ProcessContext,
@@ -229,4 +228,4 @@ BEHAVIORS: list[Behavior[Any]] = [account, transfer]
 """The aggregates a worker of this app runs."""
 
 PROCESSES: list[ProcessManager[Any]] = [transfers]
-"""The processes `kes process run examples.bank.transfers <name>` finds."""
+"""The processes `kes process run kes.examples.bank.transfers <name>` finds."""

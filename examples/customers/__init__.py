@@ -5,10 +5,10 @@ A worker for it needs a master key (`KES_MASTER_KEY`, see docs/security.md).
 
 from typing import Any
 
-from examples.customers.domain import customer
-from examples.customers.projections import directory
-from streams.behavior import Behavior
-from streams.projection import AnyProjection
+from kes.examples.customers.domain import customer
+from kes.examples.customers.projections import directory
+from kes.streams.core import Behavior
+from kes.streams.projections import AnyProjection
 
 __all__ = ["BEHAVIORS", "PROJECTIONS", "customer"]
 

@@ -12,9 +12,8 @@ from typing import TypeAlias
 
 from google.protobuf.message import Message
 
-from schemas.customers.v1 import customers_pb2
-from streams.behavior import EventSourcedBehavior
-from streams.decision import CommandContext, Rejection, reject
+from kes.schemas.customers.v1 import customers_pb2
+from kes.streams.core import CommandContext, EventSourcedBehavior, Rejection, reject
 
 __all__ = ["customer"]
 

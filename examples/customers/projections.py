@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 
-from schemas.customers.v1 import customers_pb2
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from schemas.kes.v1.personal_pb2 import EntityErased
-from streams.projection import Projection
-from streams.rows import RowWriter
+from kes.schemas.customers.v1 import customers_pb2
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.schemas.kes.v1.personal_pb2 import EntityErased
+from kes.streams.projections import Projection, RowWriter
 
 __all__ = ["directory"]
 

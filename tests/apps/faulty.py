@@ -4,9 +4,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from streams.behavior import Behavior, EventSourcedBehavior
-from streams.decision import CommandContext
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.core.behavior import Behavior, EventSourcedBehavior
+from kes.streams.core.decision import CommandContext
 
 account: EventSourcedBehavior[bank_pb2.Account] = EventSourcedBehavior(
     "account", bank_pb2.Account, initial_state=lambda eid: bank_pb2.Account(account_id=eid)

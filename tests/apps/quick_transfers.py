@@ -2,10 +2,10 @@
 
 from typing import Any
 
-from examples.bank.domain import account
-from examples.bank.transfers import transfer, transfer_process
-from streams.behavior import Behavior
-from streams.process import ProcessManager
+from kes.examples.bank.domain import account
+from kes.examples.bank.transfers import transfer, transfer_process
+from kes.streams.core.behavior import Behavior
+from kes.streams.processes.process import ProcessManager
 
 BEHAVIORS: list[Behavior[Any]] = [account, transfer]
 PROCESSES: list[ProcessManager[Any]] = [transfer_process(deadline_ms=3_000, grace_ms=1_000)]

@@ -8,11 +8,11 @@ import json
 import urllib.request
 from collections.abc import Callable
 
-from schemas.bank.v1 import bank_pb2
-from streams.settings import Settings
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.config.settings import Settings
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import AppCluster, WorkerProcess, free_port
-from topology.partitioning import partition_for
 
 
 def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
@@ -26,7 +26,7 @@ def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
 def test_workers_on_every_address_answer_for_any_entity(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     workers = []

@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
-from schemas.bank.v1 import bank_pb2
-from schemas.errors import CommandTimeoutError
-from streams.client import AsyncCommandClient, CommandClient, state_of
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.errors import CommandTimeoutError
+from kes.streams.client.client import AsyncCommandClient, CommandClient, state_of
 from tests.fixtures.workers import AppCluster
 
 
 async def test_a_thousand_concurrent_asks_from_one_client(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     accounts = [f"acc-{i}" for i in range(100)]
@@ -49,7 +49,7 @@ async def test_a_thousand_concurrent_asks_from_one_client(
 def test_a_command_to_a_stopped_worker_times_out_clearly(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     with CommandClient(topics, cluster.settings.bootstrap_servers) as client:
         started = time.monotonic()

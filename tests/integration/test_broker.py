@@ -99,7 +99,7 @@ def test_compacted_topic_config_reads_back(
 
 def _kes(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "kes.streams.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streams.verify import read_topic
-from topology.localbroker import LocalBroker
+from kes.streams.kafka.records import read_topic
+from kes.topology.localbroker import LocalBroker
 
 pytestmark = pytest.mark.long  # minutes of scenario: make chaos runs it
 

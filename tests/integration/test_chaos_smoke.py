@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streams.cli import main
+from kes.streams.cli import main
 from tests.fixtures.chaos import Chaos, ChaosPlan
 from tests.fixtures.workers import AppCluster
 
@@ -19,7 +19,7 @@ from tests.fixtures.workers import AppCluster
 def test_one_kill_and_one_rebalance_under_load_keep_every_invariant(
     app_cluster: Callable[..., AppCluster], broker_log: Callable[[], str | None]
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=12)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=12)
     plan = ChaosPlan(
         commands=3000, entities=300, kills=1, rebalances=1, broker_restarts=0, projection_kills=0
     )
@@ -31,7 +31,7 @@ def test_one_kill_and_one_rebalance_under_load_keep_every_invariant(
     assert report.accepted + report.rejected == 3000 and report.rejected > 0
     settings = cluster.settings
     argv = [
-        "verify", "examples.bank", "account", "--commands", "-b", settings.bootstrap_servers,
+        "verify", "kes.examples.bank", "account", "--commands", "-b", settings.bootstrap_servers,
         "--partitions", "12", "--topic-prefix", settings.topic_prefix,
     ]  # fmt: skip
     assert main(argv) == 0

@@ -16,16 +16,16 @@ import pytest
 from tests.fixtures.workers import ROOT
 
 COMMANDS = [
-    ["topics", "plan", "examples.bank"],
-    ["worker", "examples.bank"],
-    ["send", "examples.bank", "account", "acc-1", "CreditAccount", '{"amount": 1}'],
-    ["events", "examples.bank", "account"],
-    ["verify", "examples.bank", "account"],
-    ["projection", "status", "examples.bank", "account-balances"],
-    ["lag", "examples.bank"],
-    ["skip-deleted", "examples.bank", "--aggregate", "account", "--partition", "0"],
-    ["snapshots", "rebuild", "examples.bank", "account"],
-    ["dlq", "list", "examples.bank", "account"],
+    ["topics", "plan", "kes.examples.bank"],
+    ["worker", "kes.examples.bank"],
+    ["send", "kes.examples.bank", "account", "acc-1", "CreditAccount", '{"amount": 1}'],
+    ["events", "kes.examples.bank", "account"],
+    ["verify", "kes.examples.bank", "account"],
+    ["projection", "status", "kes.examples.bank", "account-balances"],
+    ["lag", "kes.examples.bank"],
+    ["skip-deleted", "kes.examples.bank", "--aggregate", "account", "--partition", "0"],
+    ["snapshots", "rebuild", "kes.examples.bank", "account"],
+    ["dlq", "list", "kes.examples.bank", "account"],
 ]
 
 
@@ -56,7 +56,7 @@ def test_every_command_says_in_one_line_that_kafka_is_unreachable(
     pipe = subprocess.PIPE
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *argv, "--bootstrap", address],
+            [sys.executable, "-m", "kes.streams.cli", *argv, "--bootstrap", address],
             cwd=ROOT,
             stdout=pipe,
             stderr=pipe,

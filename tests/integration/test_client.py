@@ -17,21 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import (
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import (
     JSON,
     PROTOBUF,
     content_type_of,
     decode_command,
     unpack_as,
 )
-from schemas.errors import CommandTimeoutError, ConfigurationError, KesError, TopologyError
-from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
-from streams.client import AsyncCommandClient, CommandClient, outcome, state_of
+from kes.schemas.errors import CommandTimeoutError, ConfigurationError, KesError, TopologyError
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
+from kes.streams.client.client import AsyncCommandClient, CommandClient, outcome, state_of
+from kes.topology.admin import apply
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.standins import Responder, headers_of
-from topology.admin import apply
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 PARTITIONS = 6
 

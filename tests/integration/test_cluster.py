@@ -16,15 +16,15 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from streams.cli import main
-from streams.settings import Settings
-from streams.verify import read_topic
+from kes.streams.cli import main
+from kes.streams.config.settings import Settings
+from kes.streams.kafka.records import read_topic
+from kes.topology.localbroker import LocalBroker
+from kes.topology.localcluster import LocalCluster
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.kafka import KafkaCluster
 from tests.fixtures.workers import Supervisor, replicated_app
 from tests.integration.test_engine import assert_invariants
-from topology.localbroker import LocalBroker
-from topology.localcluster import LocalCluster
 
 
 def _admin(cluster: KafkaCluster) -> AdminClient:
@@ -90,7 +90,7 @@ def test_topics_apply_creates_topics_with_three_replicas_and_two_in_sync(
 ) -> None:
     prefix = unique_name("t") + "-"
     argv = ["--bootstrap", kafka_cluster.bootstrap, "--topic-prefix", prefix, "--partitions", "2"]
-    assert main(["topics", "apply", "examples.bank", *argv]) == 0
+    assert main(["topics", "apply", "kes.examples.bank", *argv]) == 0
     assert "created" in capsys.readouterr().out
     topics = Settings(topic_prefix=prefix, partitions=2).topics("account")
     for name in [spec.name for spec in topics.specs()]:

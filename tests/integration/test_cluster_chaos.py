@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from kes.topology.localcluster import CONSUMER_OFFSETS
 from tests.fixtures.clusterchaos import ClusterChaos, ClusterChaosPlan
 from tests.fixtures.kafka import KafkaCluster
 from tests.fixtures.workers import replicated_app
-from topology.localcluster import CONSUMER_OFFSETS
 
 
 @pytest.mark.skipif(

@@ -6,15 +6,15 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 
 def test_compressed_command_batches_are_applied(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command, unpack
-from schemas.errors import CommandTimeoutError
-from streams.console import EXIT_REJECTED, register
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command, unpack
+from kes.schemas.errors import CommandTimeoutError
+from kes.streams.cli.console import EXIT_REJECTED, register
+from kes.topology.admin import apply
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.standins import EventWriter, Responder, event, headers_of
-from topology.admin import apply
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 PARTITIONS = 3
 
@@ -78,7 +78,7 @@ def test_send_no_wait_prints_the_command_id(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = kes(
-        "send", "examples.bank", "account", "acc-1", "bank.v1.OpenAccount",
+        "send", "kes.examples.bank", "account", "acc-1", "bank.v1.OpenAccount",
         '{"owner": "Ann", "openingBalance": "100"}', "--no-wait", "--expected-revision", "0",
         "--command-id", "open-acc-1",
     )  # fmt: skip
@@ -97,7 +97,9 @@ def test_send_no_wait_prints_the_command_id(
 def test_send_waits_and_prints_the_reply(
     kes: Callable[..., int], responder: Responder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert kes("send", "examples.bank", "account", "acc-1", "CreditAccount", '{"amount": 7}') == 0
+    assert (
+        kes("send", "kes.examples.bank", "account", "acc-1", "CreditAccount", '{"amount": 7}') == 0
+    )
     reply = json.loads(capsys.readouterr().out)
     assert reply["entityId"] == "acc-1"
     assert reply["accepted"]["state"] == {
@@ -106,14 +108,16 @@ def test_send_waits_and_prints_the_reply(
         "balance": "7",
         "open": True,
     }
-    code = kes("send", "examples.bank", "account", "acc-1", "DebitAccount", '{"amount": 1}')
+    code = kes("send", "kes.examples.bank", "account", "acc-1", "DebitAccount", '{"amount": 1}')
     assert code == EXIT_REJECTED
     assert json.loads(capsys.readouterr().out)["rejected"]["code"] == "VALIDATION"
 
 
 def test_send_times_out_without_a_worker(kes: Callable[..., int]) -> None:
     with pytest.raises(CommandTimeoutError):
-        kes("send", "examples.bank", "account", "acc-1", "CreditAccount", "{}", "--timeout", "1")
+        kes(
+            "send", "kes.examples.bank", "account", "acc-1", "CreditAccount", "{}", "--timeout", "1"
+        )
 
 
 def test_send_file_sends_every_line_in_order(
@@ -132,7 +136,7 @@ def test_send_file_sends_every_line_in_order(
             lines.append(json.dumps(obj))
     path = tmp_path / "commands.txt"
     path.write_text("\n".join(lines) + "\n")
-    assert kes("send", "examples.bank", "account", "--file", str(path)) == 0
+    assert kes("send", "kes.examples.bank", "account", "--file", str(path)) == 0
     captured = capsys.readouterr()
     assert f"sent 300 command(s) to {topics.commands}" in captured.out
     assert "sent 300" in captured.err
@@ -158,12 +162,12 @@ def test_events_prints_text_and_json_lines(
         event("acc-2", 1, bank_pb2.AccountOpened(account_id="acc-2", owner="Bob")),
         event("acc-1", 2, bank_pb2.AccountCredited(account_id="acc-1", amount=3, balance=8)),
     )
-    assert kes("events", "examples.bank", "account", "--entity", "acc-1") == 0
+    assert kes("events", "kes.examples.bank", "account", "--entity", "acc-1") == 0
     assert capsys.readouterr().out.splitlines() == [
         'acc-1@1 AccountOpened account_id: "acc-1" owner: "Ann" balance: 5',
         'acc-1@2 AccountCredited account_id: "acc-1" amount: 3 balance: 8',
     ]
-    assert kes("events", "examples.bank", "account", "--json") == 0
+    assert kes("events", "kes.examples.bank", "account", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted((r["entityId"], r["revision"]) for r in rows) == [
         ("acc-1", "1"),

@@ -9,18 +9,18 @@ from collections.abc import Callable
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from streams.engine import EXIT_CONFIGURATION
-from streams.verify import verify
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.operations.verify import verify
+from kes.streams.runtime.engine import EXIT_CONFIGURATION
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster
 
 
 def _skip(cluster: AppCluster) -> str:
-    args = ["skip-deleted", "examples.bank", "--aggregate", "account", "--partition", "0"]
+    args = ["skip-deleted", "kes.examples.bank", "--aggregate", "account", "--partition", "0"]
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "kes.streams.cli", *args],
         cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -30,7 +30,7 @@ def _skip(cluster: AppCluster) -> str:
 def test_a_partition_whose_unapplied_commands_were_deleted_stops_until_skipped(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=1)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=1)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     worker = cluster.worker("w1")

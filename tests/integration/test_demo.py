@@ -11,7 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from streams.verify import read_topic
+from kes.streams.kafka.records import read_topic
 from tests.fixtures.workers import ROOT, free_port
 
 
@@ -22,7 +22,7 @@ def test_demo_brings_up_a_worker_streams_commands_and_stops_cleanly(
     prefix = unique_name("demo") + "-"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KES_TOPIC_PREFIX": prefix}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "demo", "--rate", "100", "--web-port", str(port)],
+        [sys.executable, "-m", "kes.streams.cli", "demo", "--rate", "100", "--web-port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -72,7 +72,7 @@ def _try_the_tour(lines: list[str]) -> list[tuple[str, str]]:
         done = subprocess.run(
             command, shell=True, cwd="/", capture_output=True, text=True, timeout=60, check=False
         )
-        name = command.split(" examples.bank")[0].split()[-1]
+        name = command.split(" kes.examples.bank")[0].split()[-1]
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         tried.append((name, done.stdout + done.stderr))
     return tried

@@ -11,19 +11,19 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command
-from schemas.kes.v1.envelopes_pb2 import RejectionCode
-from streams.deadletters import REDRIVEN_HEADER
-from streams.verify import read_records
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
+from kes.streams.kafka.records import read_records
+from kes.streams.operations.deadletters import REDRIVEN_HEADER
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster
-from topology.partitioning import partition_for
 
 
 def _kes(cluster: AppCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "dlq", *args],
+        [sys.executable, "-m", "kes.streams.cli", "dlq", *args],
         cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -61,10 +61,10 @@ def test_list_show_and_redrive_dead_letters_into_a_fixed_deployment(
     assert dry.stdout.count("would redrive") == 3
     worker.stop()
 
-    fixed = AppCluster("examples.bank", faulty.settings, tmp_path)  # same topics and app id
+    fixed = AppCluster("kes.examples.bank", faulty.settings, tmp_path)  # same topics and app id
     try:
         fixed.worker("w2").wait_ready()
-        done = _kes(fixed, "redrive", "examples.bank", "account", "--reason", "HANDLER_ERROR")
+        done = _kes(fixed, "redrive", "kes.examples.bank", "account", "--reason", "HANDLER_ERROR")
         assert done.returncode == 0 and done.stdout.count("redriven to") == 3, done.stdout
         answered = collect_replies(bootstrap, topics, booms, each=2)
     finally:

@@ -7,14 +7,15 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_dead_letter, encode_command, new_command, unpack
-from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
-from streams.verify import read_topic, verify
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_dead_letter, encode_command, new_command, unpack
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
+from kes.streams.kafka.records import read_topic
+from kes.streams.operations.verify import verify
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 
 def assert_invariants(cluster: AppCluster, replies: dict[str, list[Reply]], ids: list[str]) -> None:
@@ -41,7 +42,7 @@ def assert_invariants(cluster: AppCluster, replies: dict[str, list[Reply]], ids:
 def test_ten_thousand_commands_through_one_worker(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
@@ -55,7 +56,7 @@ def test_ten_thousand_commands_through_one_worker(
 def test_sigkill_three_times_loses_nothing_and_applies_nothing_twice(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     commands = bank_commands(10_000, accounts=100, seed=11)
@@ -73,7 +74,7 @@ def test_sigkill_three_times_loses_nothing_and_applies_nothing_twice(
 
 
 def test_a_second_worker_takes_partitions_mid_run(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     commands = bank_commands(10_000, accounts=100, seed=5)
@@ -154,7 +155,7 @@ def test_each_bad_command_has_its_documented_outcome_and_the_partition_flows(
 def test_sigterm_stops_cleanly_and_a_restart_goes_on(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     commands = bank_commands(4000, accounts=50, seed=13)
@@ -173,7 +174,7 @@ def test_sigterm_stops_cleanly_and_a_restart_goes_on(
 def test_at_least_once_is_an_explicit_option_with_the_same_outcomes(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     cluster.worker("w1", KES_GUARANTEE="at_least_once").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers

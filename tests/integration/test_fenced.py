@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer
 
-from streams.engine import EXIT_BATCH_FAILED
+from kes.streams.runtime.engine import EXIT_BATCH_FAILED
 from tests.fixtures.workers import AppCluster
 
 
 def test_a_fenced_static_member_exits_70(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     worker = cluster.worker("w1")
     worker.wait_ready()
     instance = (worker.data_dir / "instance-id").read_text().strip()

@@ -7,18 +7,18 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
-from schemas.errors import CommandGapError
-from stores.snapshots import MemorySnapshotStore
-from streams.batch import CommandRecord
-from streams.gaps import records_between
-from streams.processor import PartitionProcessor
-from streams.settings import Settings
-from streams.verify import read_records
-from topology.admin import apply
-from topology.partitioning import partition_for
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.schemas.errors import CommandGapError
+from kes.stores.snapshots import MemorySnapshotStore
+from kes.streams.config.settings import Settings
+from kes.streams.cycle.batch import CommandRecord
+from kes.streams.kafka.records import read_records
+from kes.streams.runtime.gaps import records_between
+from kes.streams.runtime.processor import PartitionProcessor
+from kes.topology.admin import apply
+from kes.topology.partitioning import partition_for
 
 
 @pytest.fixture

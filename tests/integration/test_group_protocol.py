@@ -20,13 +20,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from schemas.codec import decode_reply, encode_command, new_command
-from schemas.kes.v1.envelopes_pb2 import Reply
+from kes.schemas.codec import decode_reply, encode_command, new_command
+from kes.schemas.kes.v1.envelopes_pb2 import Reply
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands
 from tests.fixtures.workers import AppCluster
 from tests.integration.test_engine import assert_invariants
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 RATE = 100
 """Commands per second, sent evenly through every phase."""
@@ -147,7 +147,7 @@ def _pause(load: Load, answered: dict[str, float], start: float, end: float) -> 
 def test_join_and_leave_under_load_answer_every_command_once(
     kip848: None, app_cluster: Callable[..., AppCluster], protocol: str
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=6)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=6)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     env = {"KES_GROUP_PROTOCOL": protocol}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from examples.bank import account
-from schemas.codec import unpack
-from streams.history import find_snapshot, read_history
+from kes.examples.bank import account
+from kes.schemas.codec import unpack
+from kes.streams.client.history import find_snapshot, read_history
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 
 def test_history_starts_at_the_entitys_first_event(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers

@@ -21,20 +21,21 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 from google.protobuf import any_pb2
 
-from examples.bank import account
-from schemas.codec import JSON, decode_command, decode_dead_letter, encode_command, new_command
-from schemas.errors import DeadLetterReason, DecodeError
-from streams.outcomes import read_outcomes
-from streams.verify import read_records, verify
+from kes.examples.bank import account
+from kes.schemas.codec import JSON, decode_command, decode_dead_letter, encode_command, new_command
+from kes.schemas.errors import DeadLetterReason, DecodeError
+from kes.streams.kafka.records import read_records
+from kes.streams.operations.outcomes import read_outcomes
+from kes.streams.operations.verify import verify
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 def _valid(entity: str) -> tuple[bytes, list[tuple[str, bytes]]]:
-    from schemas.bank.v1 import bank_pb2
+    from kes.schemas.bank.v1 import bank_pb2
 
     env = new_command(entity, bank_pb2.CreditAccount(amount=1), aggregate="account")
     return encode_command(env)
@@ -93,7 +94,7 @@ def test_fuzzed_commands_all_dead_letter_and_valid_ones_apply_once(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
     fuzzed = int(os.environ.get("KES_FUZZ_COMMANDS", "2000"))
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers

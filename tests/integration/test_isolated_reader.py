@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.errors import AdminError
-from streams.groupoffsets import IsolatedOffsetsReader, OffsetsReader
-from streams.lag import LagTarget
+from kes.schemas.errors import AdminError
+from kes.streams.operations.groupoffsets import IsolatedOffsetsReader, OffsetsReader
+from kes.streams.operations.lag import LagTarget
 
 
 def test_the_isolated_reader_reads_what_the_reader_reads_and_survives_its_childs_death(

@@ -8,18 +8,18 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 from google.protobuf import json_format
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command, new_command
-from streams.verify import read_records
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command, new_command
+from kes.streams.kafka.records import read_records
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 
 def test_json_from_a_plain_producer_decodes_like_binary_and_is_applied(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers

@@ -7,7 +7,7 @@ import re
 import urllib.request
 from collections.abc import Callable
 
-from schemas.bank.v1 import bank_pb2
+from kes.schemas.bank.v1 import bank_pb2
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import AppCluster
 
@@ -18,7 +18,7 @@ def _metrics(port: int) -> str:
 
 
 def test_256_partitions_one_consumer_one_producer(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=256)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=256)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     worker = cluster.worker("w1")

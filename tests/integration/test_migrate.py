@@ -26,24 +26,25 @@ import pytest
 from confluent_kafka import Producer
 from google.protobuf.message import Message
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_event, encode_command, new_command, parse_event_key
-from schemas.kes.v1.envelopes_pb2 import CommandEnvelope, Reply
-from streams import migrator
-from streams.history import find_snapshot, read_history
-from streams.migration import MIGRATED_FROM_HEADER
-from streams.migrator import Migration, migrate
-from streams.verify import Verification, read_records, verify
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_event, encode_command, new_command, parse_event_key
+from kes.schemas.kes.v1.envelopes_pb2 import CommandEnvelope, Reply
+from kes.streams.client.history import find_snapshot, read_history
+from kes.streams.kafka.records import read_records
+from kes.streams.operations import migrator
+from kes.streams.operations.migration import MIGRATED_FROM_HEADER
+from kes.streams.operations.migrator import Migration, migrate
+from kes.streams.operations.verify import Verification, verify
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 
 def _kes(cluster: AppCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "kes.streams.cli", *args],
         cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -52,7 +53,7 @@ def _migrate(
     cluster: AppCluster, prefix: str, wait: float = 30
 ) -> subprocess.CompletedProcess[str]:
     return _kes(
-        cluster, "topics", "migrate", "examples.bank", "account",
+        cluster, "topics", "migrate", "kes.examples.bank", "account",
         "--partitions", "24", "--to-prefix", prefix, "--wait", str(wait),
     )  # fmt: skip
 
@@ -92,7 +93,7 @@ def _check_new_events(
 def test_grow_12_to_24_partitions_resumes_after_a_crash_and_a_worker_goes_on(
     app_cluster: Callable[..., AppCluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=12)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=12)
     old = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config: dict[str, Any] = {"bootstrap.servers": bootstrap}
@@ -181,7 +182,7 @@ def test_grow_12_to_24_partitions_resumes_after_a_crash_and_a_worker_goes_on(
         assert final.events == before.events + len(more)
         keys = [r.key for r in read_records(target.events, 24, config)]
         assert len(keys) == len(set(keys))  # no key written twice
-        checked = _kes(grown, "verify", "examples.bank", "account", "--commands")
+        checked = _kes(grown, "verify", "kes.examples.bank", "account", "--commands")
         assert checked.returncode == 0, checked.stdout  # the retry: its migrated revision
         assert "41 command records (0 pending): 41 replied" in checked.stdout, checked.stdout
     finally:
@@ -230,7 +231,7 @@ def test_migrate_under_load_with_a_pause_for_the_cut_over(
     app_cluster: Callable[..., AppCluster], tmp_path: Path
 ) -> None:
     total = int(os.environ["KES_MIGRATE_COMMANDS"])
-    cluster = app_cluster("examples.bank", ["account"], partitions=12)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=12)
     old = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config: dict[str, Any] = {"bootstrap.servers": bootstrap}
@@ -253,7 +254,7 @@ def test_migrate_under_load_with_a_pause_for_the_cut_over(
         grown.worker("w1").wait_ready()
         rest = _flow(bootstrap, target, commands[half:])  # resume on the new set
         replies.update(collect_replies(bootstrap, target, rest, timeout=300))
-        exact = _kes(grown, "verify", "examples.bank", "account", "--commands")
+        exact = _kes(grown, "verify", "kes.examples.bank", "account", "--commands")
         assert exact.returncode == 0, exact.stdout  # each command on the new set: one outcome
     finally:
         grown.close()
@@ -274,7 +275,7 @@ def test_a_set_with_an_interval_is_migrated_once_its_snapshots_are_rebuilt(
     snapshots and does not fold, so it refuses and says to rebuild them; after `kes snapshots
     rebuild` it moves everything, the new set's checkpoints name no low-water, and a worker there
     with the same interval goes on at every entity's revision + 1."""
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     old = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config: dict[str, Any] = {"bootstrap.servers": bootstrap}
@@ -289,7 +290,7 @@ def test_a_set_with_an_interval_is_migrated_once_its_snapshots_are_rebuilt(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "KES_SNAPSHOT_EVERY > 1" in refused.stderr, refused.stderr
     assert "kes snapshots rebuild" in refused.stderr
-    rebuilt = _kes(cluster, "snapshots", "rebuild", "examples.bank", "account", "--wait", "15")
+    rebuilt = _kes(cluster, "snapshots", "rebuild", "kes.examples.bank", "account", "--wait", "15")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     done = _migrate(cluster, new_prefix)
     assert done.returncode == 0, done.stdout + done.stderr

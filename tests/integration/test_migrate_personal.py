@@ -23,23 +23,23 @@ from pathlib import Path
 
 import pytest
 
-from examples.customers.projections import directory
-from schemas.codec import decode_event, decode_snapshot, parse_event_key
-from schemas.customers.v1 import customers_pb2 as c
-from schemas.kes.v1.envelopes_pb2 import RejectionCode
-from schemas.kes.v1.personal_pb2 import DataKey
-from streams.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE
-from streams.cli import main
-from streams.client import CommandClient
-from streams.erasure import erase
-from streams.idempotency import OUTCOME_PREFIX
-from streams.projector import Projector
-from streams.settings import Settings
-from streams.verify import TopicRecord, read_records
+from kes.examples.customers.projections import directory
+from kes.schemas.codec import decode_event, decode_snapshot, parse_event_key
+from kes.schemas.customers.v1 import customers_pb2 as c
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
+from kes.schemas.kes.v1.personal_pb2 import DataKey
+from kes.streams.cli import main
+from kes.streams.cli.erasure import erase
+from kes.streams.client.client import CommandClient
+from kes.streams.config.settings import Settings
+from kes.streams.cycle.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE
+from kes.streams.cycle.idempotency import OUTCOME_PREFIX
+from kes.streams.kafka.records import TopicRecord, read_records
+from kes.streams.projections.projector import Projector
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.compaction import compact_soon
 from tests.fixtures.workers import AppCluster
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 MASTER = base64.b64encode(os.urandom(32)).decode()
 CUSTOMERS = 25
@@ -129,7 +129,7 @@ def test_migrating_customers_keeps_their_keys_and_their_erasures(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cluster = app_cluster("examples.customers", ["customer"], partitions=4)
+    cluster = app_cluster("kes.examples.customers", ["customer"], partitions=4)
     bootstrap = cluster.settings.bootstrap_servers
     old_prefix = cluster.settings.topic_prefix
     new_prefix = old_prefix + "v2-"
@@ -155,7 +155,7 @@ def test_migrating_customers_keeps_their_keys_and_their_erasures(
 
     monkeypatch.delenv("KES_MASTER_KEY", raising=False)  # the migration needs no master key
     cli = ["-b", bootstrap, "--topic-prefix", old_prefix]
-    migrate = ["topics", "migrate", "examples.customers", "customer", "--partitions", "8"]
+    migrate = ["topics", "migrate", "kes.examples.customers", "customer", "--partitions", "8"]
     assert main([*migrate, "--to-prefix", new_prefix, *cli]) == 0
     out = capsys.readouterr().out
     behind = re.search(r"25 entities \(3 erased: (\d+) records of their erased events left", out)
@@ -182,7 +182,7 @@ def test_migrating_customers_keeps_their_keys_and_their_erasures(
         monkeypatch.setenv("KES_MASTER_KEY", MASTER)
         new_cli = ["-b", bootstrap, "--topic-prefix", new_prefix, "--partitions", "8"]
         capsys.readouterr()
-        assert main(["events", "examples.customers", "customer", *new_cli]) == 0
+        assert main(["events", "kes.examples.customers", "customer", *new_cli]) == 0
         out = capsys.readouterr().out
         assert out.count("CustomerRegistered") == CUSTOMERS - len(ERASED)
         assert out.count("EntityErased") == len(ERASED)
@@ -192,7 +192,7 @@ def test_migrating_customers_keeps_their_keys_and_their_erasures(
         # verify opens the events with the new keys topic, the snapshots with their own keys,
         # and compares the fold with the snapshot (a key missing there is a violation); each
         # command on the new set has one outcome (the erasure retried: its migrated one)
-        assert main(["verify", "examples.customers", "customer", "--commands", *new_cli]) == 0
+        assert main(["verify", "kes.examples.customers", "customer", "--commands", *new_cli]) == 0
         summary = (
             f"{CUSTOMERS} entities, {CUSTOMERS + 1} events, {CUSTOMERS} snapshots, 3 erased: OK"
         )

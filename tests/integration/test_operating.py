@@ -26,16 +26,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.codec import unpack
-from schemas.kes.v1.envelopes_pb2 import Reply
-from streams.groupoffsets import OffsetsReader
-from streams.lag import LagTarget
-from streams.settings import Settings
+from kes.schemas.codec import unpack
+from kes.schemas.kes.v1.envelopes_pb2 import Reply
+from kes.streams.config.settings import Settings
+from kes.streams.operations.groupoffsets import OffsetsReader
+from kes.streams.operations.lag import LagTarget
+from kes.topology.admin import apply
+from kes.topology.localbroker import kafka_classpath
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster, WorkerProcess
-from topology.admin import apply
-from topology.localbroker import kafka_classpath
-from topology.partitioning import partition_for
 
 TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -111,7 +111,7 @@ def bank(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         app_id=f"ops-app-{token}",
     )
     assert apply(settings.topics("account"), {"bootstrap.servers": kafka_bootstrap}).ok
-    cluster = AppCluster("examples.bank", settings, tmp_path_factory.mktemp("ops"))
+    cluster = AppCluster("kes.examples.bank", settings, tmp_path_factory.mktemp("ops"))
     try:
         first, second = cluster.worker("w1"), cluster.worker("w2")
         deadline = time.monotonic() + 120
@@ -124,7 +124,7 @@ def bank(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         bank = Bank(cluster, [first, second])
         bank.run(300, seed=3)
         rebuilt = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "projection", "rebuild", "examples.bank",
+            [sys.executable, "-m", "kes.streams.cli", "projection", "rebuild", "kes.examples.bank",
              BALANCES, "-b", kafka_bootstrap, "--topic-prefix", settings.topic_prefix,
              "--data-dir", str(cluster.workdir / "projection")],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -164,7 +164,7 @@ def test_lag_view_and_kes_lag_equal_the_kafka_tool_at_rest(bank: Bank) -> None:
         assert view[key] == row, key
 
     cli = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "lag", "examples.bank",
+        [sys.executable, "-m", "kes.streams.cli", "lag", "kes.examples.bank",
          "-b", bank.settings.bootstrap_servers, "--topic-prefix", bank.settings.topic_prefix,
          "--app-id", bank.settings.app_id],
         cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from schemas.bank.v1 import bank_pb2
-from streams.engine import EXIT_CONFIGURATION
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.runtime.engine import EXIT_CONFIGURATION
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import AppCluster
 
@@ -19,7 +19,7 @@ from tests.fixtures.workers import AppCluster
 def test_a_second_app_id_refuses_to_write_unless_told_to_take_over(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     first = cluster.worker("w1")

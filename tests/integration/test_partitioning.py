@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from topology.partitioning import MURMUR2_PARTITIONER, partition_for
+from kes.topology.partitioning import MURMUR2_PARTITIONER, partition_for
 
 PARTITIONS = 12
 KEYS = [f"account-{i}" for i in range(60)] + ["21", "foobar", "kontø-ü", "a-little-bit-long-string"]

@@ -18,19 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from examples.customers import customer
-from examples.customers.projections import directory
-from schemas.codec import decode_snapshot, parse_event_key
-from schemas.customers.v1 import customers_pb2 as c
-from schemas.kes.v1.envelopes_pb2 import RejectionCode
-from schemas.kes.v1.personal_pb2 import DataKey
-from streams.batch import ERASED_EVENT_TYPE
-from streams.cli import main
-from streams.client import CommandClient, state_of
-from streams.keyreader import keyring_for
-from streams.projector import Projector
-from streams.settings import Settings
-from streams.verify import read_records, verify
+from kes.examples.customers import customer
+from kes.examples.customers.projections import directory
+from kes.schemas.codec import decode_snapshot, parse_event_key
+from kes.schemas.customers.v1 import customers_pb2 as c
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
+from kes.schemas.kes.v1.personal_pb2 import DataKey
+from kes.streams.cli import main
+from kes.streams.client.client import CommandClient, state_of
+from kes.streams.config.settings import Settings
+from kes.streams.cycle.batch import ERASED_EVENT_TYPE
+from kes.streams.kafka.keyreader import keyring_for
+from kes.streams.kafka.records import read_records
+from kes.streams.operations.verify import verify
+from kes.streams.projections.projector import Projector
 from tests.fixtures.compaction import compact_soon
 from tests.fixtures.workers import ROOT, AppCluster
 
@@ -52,7 +53,7 @@ def customers(
     app_cluster: Callable[..., AppCluster], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[tuple[AppCluster, Settings]]:
     """The customers app on the test broker, a worker with a master key, and its settings."""
-    cluster = app_cluster("examples.customers", ["customer"], partitions=2)
+    cluster = app_cluster("kes.examples.customers", ["customer"], partitions=2)
     monkeypatch.setenv("KES_MASTER_KEY", MASTER)  # for kes events / verify / erase in-process
     settings = Settings.from_env(
         {**cluster.env(), "KES_MASTER_KEY": MASTER}, data_dir=str(tmp_path / "reader")
@@ -108,12 +109,13 @@ def test_personal_fields_are_unreadable_on_the_topics_and_readable_through_kes(
     assert all(len(k.wrapped_key) == 12 + 32 + 16 for k in keys)  # nonce, key, tag
 
     assert (
-        main(["events", "examples.customers", "customer", "--entity", "c-0", *_cli(settings)]) == 0
+        main(["events", "kes.examples.customers", "customer", "--entity", "c-0", *_cli(settings)])
+        == 0
     )
     out = capsys.readouterr().out
     assert _name(0) in out and "latest.secret@example.com" in out
     monkeypatch.delenv("KES_MASTER_KEY")  # without the master key, kes shows what is public
-    assert main(["events", "examples.customers", "customer", *_cli(settings)]) == 0
+    assert main(["events", "kes.examples.customers", "customer", *_cli(settings)]) == 0
     out = capsys.readouterr().out
     assert out.count("CustomerRegistered") == 10 and _name(0) not in out
 
@@ -161,7 +163,9 @@ def test_erasure_then_compaction_leaves_nothing_of_the_erased_entities(
             assert time.monotonic() < deadline, "the projection did not catch up"
             time.sleep(0.2)
         assert b"Secret-Name-00000" in (projector.store.get("c-0") or b"")
-        assert main(["erase", "examples.customers", "customer", *erased_ids, *_cli(settings)]) == 0
+        assert (
+            main(["erase", "kes.examples.customers", "customer", *erased_ids, *_cli(settings)]) == 0
+        )
         out = capsys.readouterr().out
         assert out.count(": erased (EntityErased at revision ") == len(erased_ids)
         topics = settings.topics("customer")
@@ -194,7 +198,7 @@ def test_erasure_then_compaction_leaves_nothing_of_the_erased_entities(
     assert checked.erased == len(erased_ids)
     assert checked.entities == total + 20
     assert checked.states["c-1"].name == _name(1)  # the others intact, readable through kes
-    assert main(["verify", "examples.customers", "customer", *_cli(settings)]) == 0
+    assert main(["verify", "kes.examples.customers", "customer", *_cli(settings)]) == 0
 
 
 def test_an_erasure_interrupted_by_kills_completes_when_run_again(
@@ -204,7 +208,7 @@ def test_an_erasure_interrupted_by_kills_completes_when_run_again(
     _register(settings, range(40))
     ids = [f"c-{i}" for i in range(40)]
     eraser = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "erase", "examples.customers", "customer",
+        [sys.executable, "-m", "kes.streams.cli", "erase", "kes.examples.customers", "customer",
          *ids, *_cli(settings)],
         cwd=ROOT, env={**os.environ, "KES_MASTER_KEY": MASTER}, stdout=subprocess.PIPE,
     )  # fmt: skip
@@ -217,7 +221,7 @@ def test_an_erasure_interrupted_by_kills_completes_when_run_again(
     eraser.wait(30)
     cluster.worker("w1", KES_MASTER_KEY=MASTER).wait_ready()
     capsys.readouterr()
-    assert main(["erase", "examples.customers", "customer", *ids, *_cli(settings)]) == 0
+    assert main(["erase", "kes.examples.customers", "customer", *ids, *_cli(settings)]) == 0
     assert capsys.readouterr().out.count(": erased (EntityErased at revision 2)") == 40
     topics = settings.topics("customer")
     config = {"bootstrap.servers": settings.bootstrap_servers}

@@ -18,19 +18,20 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from examples.customers import customer
-from schemas.codec import decode_snapshot
-from schemas.customers.v1 import customers_pb2 as c
-from schemas.kes.v1.envelopes_pb2 import RejectionCode
-from schemas.kes.v1.personal_pb2 import DataKey
-from streams.batch import CHECKPOINT_KEY
-from streams.cli import main
-from streams.client import CommandClient
-from streams.keyreader import keyring_for
-from streams.settings import Settings
-from streams.verify import read_records, verify
+from kes.examples.customers import customer
+from kes.schemas.codec import decode_snapshot
+from kes.schemas.customers.v1 import customers_pb2 as c
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
+from kes.schemas.kes.v1.personal_pb2 import DataKey
+from kes.streams.cli import main
+from kes.streams.client.client import CommandClient
+from kes.streams.config.settings import Settings
+from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.streams.kafka.keyreader import keyring_for
+from kes.streams.kafka.records import read_records
+from kes.streams.operations.verify import verify
+from kes.topology.partitioning import partition_for
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -53,7 +54,7 @@ def test_a_cold_restore_with_an_interval_folds_sealed_tails_and_keeps_erasures(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cluster = app_cluster("examples.customers", ["customer"], partitions=2)
+    cluster = app_cluster("kes.examples.customers", ["customer"], partitions=2)
     monkeypatch.setenv("KES_MASTER_KEY", MASTER)  # kes erase / events / verify in-process
     settings = Settings.from_env({**cluster.env(), **ENV}, data_dir=str(cluster.workdir / "r"))
     topics = settings.topics("customer")
@@ -77,7 +78,7 @@ def test_a_cold_restore_with_an_interval_folds_sealed_tails_and_keeps_erasures(
     assert all(decode_snapshot(snapshots[f"c-{i}"] or b"").revision == 10 for i in range(10))
     before_erasure = snapshots["c-0"] or b""
 
-    assert main(["erase", "examples.customers", "customer", "c-0", "c-10", *cli]) == 0
+    assert main(["erase", "kes.examples.customers", "customer", "c-0", "c-10", *cli]) == 0
     capsys.readouterr()
     snapshots = _latest(settings, topics.snapshots)
     for entity in ("c-0", "c-10"):  # logged at once, whatever the interval
@@ -115,15 +116,15 @@ def test_a_cold_restore_with_an_interval_folds_sealed_tails_and_keeps_erasures(
         i = int(entity[2:])
         assert checked.states[entity].name == f"Name-{i}"  # sealed, opened with its one key
         assert checked.states[entity].email == f"{entity}.final@x.io"
-    assert main(["events", "examples.customers", "customer", "--entity", "c-25", *cli]) == 0
+    assert main(["events", "kes.examples.customers", "customer", "--entity", "c-25", *cli]) == 0
     out = capsys.readouterr().out
     assert "Name-25" in out and "c-25.final@x.io" in out
-    assert main(["verify", "examples.customers", "customer", *cli]) == 0
+    assert main(["verify", "kes.examples.customers", "customer", *cli]) == 0
 
     # kes snapshots rebuild (workers stopped): every entity's latest, sealed with its one key,
     # the erased as markers, and checkpoints without a low-water; a worker goes on from there
     cold.stop()
-    rebuild = ["snapshots", "rebuild", "examples.customers", "customer", "--app-id"]
+    rebuild = ["snapshots", "rebuild", "kes.examples.customers", "customer", "--app-id"]
     assert main([*rebuild, cluster.settings.app_id, *cli]) == 0
     snapshots = _latest(settings, topics.snapshots)
     for entity in live:

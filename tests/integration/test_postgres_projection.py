@@ -16,16 +16,16 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-from examples.bank import account
-from examples.bank.projections import balances_table
-from schemas.bank.v1 import bank_pb2
-from streams.projectionadmin import dead_letter_count
-from streams.settings import Settings
-from streams.verify import verify
-from streams.watermarks import watermarks
+from kes.examples.bank import account
+from kes.examples.bank.projections import balances_table
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.config.settings import Settings
+from kes.streams.kafka.watermarks import watermarks
+from kes.streams.operations.verify import verify
+from kes.streams.projections.projectionadmin import dead_letter_count
+from kes.topology.localpostgres import LocalPostgres
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster, ProjectionProcess
-from topology.localpostgres import LocalPostgres
 
 COMMANDS = int(os.environ.get("KES_PG_PROJECTION_COMMANDS", "600"))
 KILLS = int(os.environ.get("KES_PG_PROJECTION_KILLS", "2"))
@@ -82,7 +82,7 @@ def test_postgres_balances_equal_the_fold_through_sigkills_and_a_server_restart(
     postgres_dsn: str,
     tmp_path: Path,
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     env = {**cluster.env(), "KES_POSTGRES_DSN": postgres_dsn, "KES_DATA_DIR": str(tmp_path)}
     settings = Settings.from_env(env)
     topics = settings.topics("account")
@@ -135,7 +135,7 @@ def test_postgres_balances_equal_the_fold_through_sigkills_and_a_server_restart(
         assert dead_letter_count(balances_table, settings) == 0  # no opening applied twice
 
         shown = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "projection", "status", "examples.bank",
+            [sys.executable, "-m", "kes.streams.cli", "projection", "status", "kes.examples.bank",
              balances_table.name],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip

@@ -12,27 +12,27 @@ from pathlib import Path
 import pytest
 from google.protobuf.message import Message
 
-from examples.bank.projections import balances, balances_table
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_dead_letter, encode_event
-from schemas.errors import (
+from kes.examples.bank.projections import balances, balances_table
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_dead_letter, encode_event
+from kes.schemas.errors import (
     BatchRedoError,
     ConfigurationError,
     ReadModelConflictError,
     ReadModelUnavailableError,
 )
-from stores import PostgresReadModelStore, SqlReadModel
-from streams.projection import EventRecord, SqlProjection, project
-from streams.projectionadmin import rebuild
-from streams.projector import Projector
-from streams.readmodels import open_read_model
-from streams.settings import Settings
-from streams.verify import read_topic
+from kes.stores import PostgresReadModelStore, SqlReadModel
+from kes.streams.config.settings import Settings
+from kes.streams.kafka.records import read_topic
+from kes.streams.projections.projection import EventRecord, SqlProjection, project
+from kes.streams.projections.projectionadmin import rebuild
+from kes.streams.projections.projector import Projector
+from kes.streams.projections.readmodels import open_read_model
+from kes.topology.admin import apply
+from kes.topology.localpostgres import LocalPostgres
 from tests.fixtures.standins import EventWriter, event
 from tests.fixtures.workers import ROOT, free_port
 from tests.readme import python_block
-from topology.admin import apply
-from topology.localpostgres import LocalPostgres
 
 TABLE = """CREATE TABLE IF NOT EXISTS seen (id text PRIMARY KEY, n bigint NOT NULL)"""
 
@@ -134,7 +134,7 @@ def test_an_unreachable_server_is_one_clear_line(kafka_bootstrap: str) -> None:
         open_read_model(balances_table, Settings())
     assert "secret-pw" not in repr(Settings(postgres_dsn=dsn))
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "projection", "run", "examples.bank",
+        [sys.executable, "-m", "kes.streams.cli", "projection", "run", "kes.examples.bank",
          balances_table.name],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         env={"PATH": "/usr/bin:/bin", "KES_POSTGRES_DSN": dsn,
@@ -258,7 +258,7 @@ def on_topics(
 def _ends(settings: Settings) -> dict[int, tuple[int, int]]:
     from confluent_kafka import Consumer
 
-    from streams.watermarks import watermarks
+    from kes.streams.kafka.watermarks import watermarks
 
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "ends"})
     try:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from examples.bank.transfers import transfer_process
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_command, type_name
-from streams.process import PROCESS_ID_KEY, PROCESS_KEY, STEP_KEY, command_id
-from streams.process_runner import ProcessRunner
-from streams.settings import Settings
-from streams.verify import read_topic
+from kes.examples.bank.transfers import transfer_process
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_command, type_name
+from kes.streams.config.settings import Settings
+from kes.streams.kafka.records import read_topic
+from kes.streams.processes.process import PROCESS_ID_KEY, PROCESS_KEY, STEP_KEY, command_id
+from kes.streams.processes.process_runner import ProcessRunner
+from kes.topology.admin import apply
 from tests.fixtures.standins import EventWriter, event
-from topology.admin import apply
 
 
 def _commands(settings: Settings) -> list[tuple[str, str]]:

@@ -20,21 +20,22 @@ from typing import Any
 
 import pytest
 
-from examples.bank.domain import account
-from examples.bank.transfers import transfer, transfers
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_event, unpack
-from schemas.kes.v1.processes_pb2 import (
+from kes.examples.bank.domain import account
+from kes.examples.bank.transfers import transfer, transfers
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_event, unpack
+from kes.schemas.kes.v1.processes_pb2 import (
     COMPENSATED,
     COMPLETED,
     RUNNING,
     ProcessRecord,
     ProcessStatus,
 )
-from streams.process import ProcessManager, command_id
-from streams.process_status import read_processes, summarize
-from streams.process_topics import ProcessTopics
-from streams.verify import read_topic, verify
+from kes.streams.kafka.records import read_topic
+from kes.streams.operations.verify import verify
+from kes.streams.processes.process import ProcessManager, command_id
+from kes.streams.processes.process_status import read_processes, summarize
+from kes.streams.processes.process_topics import ProcessTopics
 from tests.apps.quick_transfers import PROCESSES as QUICK
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.metrics import samples
@@ -102,7 +103,7 @@ def test_transfers_end_exactly_once_through_sigkills(
 ) -> None:
     n = int(os.environ.get("KES_TRANSFERS", "300"))
     accounts = int(os.environ.get("KES_TRANSFER_ACCOUNTS", "50"))
-    cluster = app_cluster("examples.bank.transfers", ["account", "transfer"], partitions=4)
+    cluster = app_cluster("kes.examples.bank.transfers", ["account", "transfer"], partitions=4)
     ids = [f"acc-{i:03d}" for i in range(accounts)]
     closed = ids[-3:]
     rng = random.Random(11)

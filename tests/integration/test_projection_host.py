@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from examples.bank import account
-from examples.bank.projections import LARGE_AMOUNT, BalanceRow, balances
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import unpack
-from stores.readmodels import RocksDBReadModelStore
-from streams.client import CommandClient
-from streams.projection import AnyProjection
-from streams.projectionweb import read_after
-from streams.projector import store_path
-from streams.reading import read_events
-from streams.settings import Settings
-from streams.verify import verify
+from kes.examples.bank import account
+from kes.examples.bank.projections import LARGE_AMOUNT, BalanceRow, balances
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import unpack
+from kes.stores.readmodels import RocksDBReadModelStore
+from kes.streams.client.client import CommandClient
+from kes.streams.client.reading import read_events
+from kes.streams.config.settings import Settings
+from kes.streams.operations.verify import verify
+from kes.streams.projections.projection import AnyProjection
+from kes.streams.projections.projector import store_path
+from kes.streams.web.projectionweb import read_after
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends
 from tests.fixtures.metrics import samples
@@ -58,7 +58,7 @@ class Host:
     def start(self) -> Host:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "projection", "run", APP, *self.names,
+                [sys.executable, "-m", "kes.streams.cli", "projection", "run", APP, *self.names,
                  "--web-port", str(self.port), "--loglevel", "INFO"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -122,7 +122,7 @@ def test_a_row_read_with_the_replys_offsets_from_another_process_sees_the_comman
 
     # the same from the command line: `kes send` says what to read with
     sent = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "send", APP, "account", "acc-cli", "OpenAccount",
+        [sys.executable, "-m", "kes.streams.cli", "send", APP, "account", "acc-cli", "OpenAccount",
          '{"owner": "Cy", "opening_balance": 3}'],
         cwd=ROOT, env=web.env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -14,23 +14,24 @@ import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from examples.bank import account
-from examples.bank.projections import BalanceRow, balance_of, balances
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_dead_letter, decode_event
-from schemas.errors import ProjectionTimeoutError
-from stores.readmodels import RocksDBReadModelStore
-from streams.adapters import EventAdapters
-from streams.client import CommandClient
-from streams.projectionadmin import rebuild
-from streams.projector import Projector, store_path
-from streams.settings import Settings
-from streams.verify import Verification, read_topic, verify
+from kes.examples.bank import account
+from kes.examples.bank.projections import BalanceRow, balance_of, balances
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_dead_letter, decode_event
+from kes.schemas.errors import ProjectionTimeoutError
+from kes.stores.readmodels import RocksDBReadModelStore
+from kes.streams.client.client import CommandClient
+from kes.streams.config.settings import Settings
+from kes.streams.core.adapters import EventAdapters
+from kes.streams.kafka.records import read_topic
+from kes.streams.operations.verify import Verification, verify
+from kes.streams.projections.projectionadmin import rebuild
+from kes.streams.projections.projector import Projector, store_path
+from kes.topology.admin import apply
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends as group_offsets
 from tests.fixtures.standins import EventWriter, event
 from tests.fixtures.workers import ROOT, AppCluster, ProjectionProcess
-from topology.admin import apply
 
 NAME = "account-balances"
 LEGACY = "kestest.projections.LegacyCredited"
@@ -43,7 +44,7 @@ def projection_env(tmp_path: Path) -> Callable[[AppCluster], dict[str, str]]:
 
 def kes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "projection", *args, "examples.bank", NAME],
+        [sys.executable, "-m", "kes.streams.cli", "projection", *args, "kes.examples.bank", NAME],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -99,7 +100,7 @@ def test_balances_match_the_fold_through_two_sigkills_and_a_rebuild(
     projection_env: Callable[[AppCluster], dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     settings = Settings.from_env(projection_env(cluster))
     topics = settings.topics("account")
     bootstrap = settings.bootstrap_servers
@@ -149,7 +150,7 @@ def test_wait_for_returns_once_a_reply_is_applied(
     in_process: Callable[[Projector], Projector],
     tmp_path: Path,
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     settings = Settings.from_env(cluster.env(), data_dir=str(tmp_path / "data"))
     topics = settings.topics("account")
     cluster.worker("w1").wait_ready()

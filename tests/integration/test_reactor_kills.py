@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from examples.bank.projections import LARGE_AMOUNT
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import unpack
-from streams.reading import read_events
-from streams.settings import Settings
+from kes.examples.bank.projections import LARGE_AMOUNT
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import unpack
+from kes.streams.client.reading import read_events
+from kes.streams.config.settings import Settings
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends
 from tests.fixtures.threeviews import PROJECTIONS

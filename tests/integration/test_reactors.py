@@ -13,16 +13,16 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from schemas.errors import KesError
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from stores.readmodels import RocksDBReadModelStore
-from streams.projection import Reactor
-from streams.projectionadmin import rebuild
-from streams.projector import Projector, store_path
-from streams.settings import Settings
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.errors import KesError
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.stores.readmodels import RocksDBReadModelStore
+from kes.streams.config.settings import Settings
+from kes.streams.projections.projection import Reactor
+from kes.streams.projections.projectionadmin import rebuild
+from kes.streams.projections.projector import Projector, store_path
+from kes.topology.admin import apply
 from tests.fixtures.standins import EventWriter, event
-from topology.admin import apply
 
 
 def _committed(settings: Settings, reactor: Reactor) -> int:

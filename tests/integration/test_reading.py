@@ -15,15 +15,15 @@ import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import unpack
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from streams.adapters import EventAdapters
-from streams.reading import read_events
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import unpack
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.streams.client.reading import read_events
+from kes.streams.core.adapters import EventAdapters
+from kes.topology.admin import apply
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.standins import EventWriter, event
-from topology.admin import apply
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 PARTITIONS = 4
 LEGACY = "kestest.reading.LegacyCredited"

@@ -13,7 +13,7 @@ from tests.readme import python_block
 def test_the_client_example_runs_against_a_worker(
     app_cluster: Callable[..., AppCluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     cluster.worker("w1").wait_ready()
     for name, value in cluster.env().items():
         monkeypatch.setenv(name, value)

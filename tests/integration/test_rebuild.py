@@ -10,13 +10,14 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_event
-from streams.verify import read_records, verify
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_event
+from kes.streams.kafka.records import read_records
+from kes.streams.operations.verify import verify
+from kes.topology.admin import apply
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster
-from topology.admin import apply
 
 
 def _recreate(bootstrap: str, topic: str, cluster: AppCluster) -> None:
@@ -35,7 +36,7 @@ def _recreate(bootstrap: str, topic: str, cluster: AppCluster) -> None:
 def test_a_deleted_and_recreated_changelog_is_rebuilt_and_entities_go_on(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=3)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=3)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config = {"bootstrap.servers": bootstrap}
@@ -68,9 +69,9 @@ def test_a_deleted_and_recreated_changelog_is_rebuilt_and_entities_go_on(
 
 
 def _rebuild(cluster: AppCluster, wait: float) -> subprocess.CompletedProcess[str]:
-    args = ["snapshots", "rebuild", "examples.bank", "account", "--wait", str(wait)]
+    args = ["snapshots", "rebuild", "kes.examples.bank", "account", "--wait", str(wait)]
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "kes.streams.cli", *args],
         cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -79,7 +80,7 @@ def _rebuild(cluster: AppCluster, wait: float) -> subprocess.CompletedProcess[st
 def test_kes_snapshots_rebuild_refuses_running_workers_then_refolds_every_partition(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config = {"bootstrap.servers": bootstrap}

@@ -12,19 +12,19 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_dead_letter, encode_command, new_command
-from schemas.kes.v1.envelopes_pb2 import RejectionCode
-from streams.verify import read_topic
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_dead_letter, encode_command, new_command
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
+from kes.streams.kafka.records import read_topic
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 
 def test_a_huge_command_id_is_a_dead_letter_and_the_worker_goes_on(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     cluster.worker("w1").wait_ready()
@@ -60,7 +60,7 @@ def test_records_at_and_just_past_every_limit(app_cluster: Callable[..., AppClus
     reason, no reply); an output over the record limit is dead-lettered and rejected; the worker
     never exits and every partition flows afterwards. The worker runs with a 200,000-byte record
     limit so that outputs can outgrow it from a command under the 199,000-byte command limit."""
-    cluster = app_cluster("examples.bank", ["account"], partitions=3)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=3)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     worker = cluster.worker("w1", KES_MAX_COMMAND_BYTES="199000", KES_MAX_RECORD_BYTES="200000")

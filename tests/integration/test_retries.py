@@ -17,13 +17,13 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from examples.bank import account
-from schemas.codec import encode_command, new_command
-from streams.outcomes import read_outcomes
-from streams.verify import verify
+from kes.examples.bank import account
+from kes.schemas.codec import encode_command, new_command
+from kes.streams.operations.outcomes import read_outcomes
+from kes.streams.operations.verify import verify
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies
 from tests.fixtures.workers import AppCluster
-from topology.partitioning import partition_for
 
 
 def _plan(n: int, rng: random.Random) -> list[tuple[str, bytes, list[tuple[str, bytes]], str]]:
@@ -56,7 +56,7 @@ def test_every_retry_gets_the_original_outcome_across_a_worker_kill(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
     n = int(os.environ.get("KES_RETRY_COMMANDS", "1000"))
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     first = cluster.worker("w1")

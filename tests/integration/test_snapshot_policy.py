@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from examples.bank import account
-from streams.batch import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
-from streams.snapshotpolicy import EVENTS_FROM_HEADER
-from streams.verify import read_records, verify
+from kes.examples.bank import account
+from kes.streams.cycle.batch import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
+from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
+from kes.streams.kafka.records import read_records
+from kes.streams.operations.verify import verify
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import AppCluster, WorkerProcess
 from tests.integration.test_engine import assert_invariants
@@ -34,7 +35,7 @@ def _folded(worker: WorkerProcess) -> list[int]:
 def test_an_interval_of_ten_survives_sigkill_warm_and_cold_restores(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config = {"bootstrap.servers": bootstrap}
@@ -79,7 +80,7 @@ def test_an_interval_of_ten_survives_sigkill_warm_and_cold_restores(
 def test_verify_refuses_a_low_water_past_an_unsnapshotted_event(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=1)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=1)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     config = {"bootstrap.servers": bootstrap}

@@ -14,10 +14,10 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from schemas.errors import TopologyError
-from topology.admin import apply, describe, plan, run_topics, verify_layout
-from topology.layout import AggregateTopics
-from topology.plans import ConfigDrift, TopicStatus
+from kes.schemas.errors import TopologyError
+from kes.topology.admin import apply, describe, plan, run_topics, verify_layout
+from kes.topology.layout import AggregateTopics
+from kes.topology.plans import ConfigDrift, TopicStatus
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from examples.bank.projections import balances
-from schemas.bank.v1 import bank_pb2
-from streams.client import CommandClient
-from streams.projector import Projector
-from streams.settings import Settings
+from kes.examples.bank.projections import balances
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.client.client import CommandClient
+from kes.streams.config.settings import Settings
+from kes.streams.projections.projector import Projector
 from tests.fixtures.workers import AppCluster
 
 
@@ -34,7 +34,7 @@ def test_one_trace_from_ask_to_the_projection_handler(
     provider.add_span_processor(SimpleSpanProcessor(memory))
     trace.set_tracer_provider(provider)  # once per process: no other test sets one
 
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     worker_spans = tmp_path / "worker-spans.jsonl"
     cluster.worker("w1", KES_TRACE_FILE=str(worker_spans)).wait_ready()
     settings = Settings.from_env(cluster.env(), data_dir=str(tmp_path / "data"))

@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
-from streams.verify import read_topic
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.streams.kafka.records import read_topic
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 
 def _transactional_commands(
@@ -63,7 +63,7 @@ def _outcomes(bootstrap: str, topics: AggregateTopics, ids: list[str]) -> list[s
 def test_aborted_commands_are_never_applied_and_the_partition_flows_on(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     cluster.worker("w1").wait_ready()
@@ -85,7 +85,7 @@ def test_a_producer_killed_inside_its_transaction_leaves_nothing_applied(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
     """As a worker SIGKILLed after forwarding misrouted commands, before its commit."""
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     cluster.worker("w1").wait_ready()
@@ -93,9 +93,9 @@ def test_a_producer_killed_inside_its_transaction_leaves_nothing_applied(
         f"""
         import os, signal
         from confluent_kafka import Producer
-        from schemas.bank.v1 import bank_pb2
-        from schemas.codec import encode_command, new_command
-        from topology.partitioning import partition_for
+        from kes.schemas.bank.v1 import bank_pb2
+        from kes.schemas.codec import encode_command, new_command
+        from kes.topology.partitioning import partition_for
         producer = Producer({{"bootstrap.servers": {bootstrap!r},
                              "transactional.id": {topics.prefix + "forwarder"!r},
                              "transaction.timeout.ms": 5000}})

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from streams.adapters import EventAdapters
-from streams.verify import verify
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.core.adapters import EventAdapters
+from kes.streams.operations.verify import verify
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import AppCluster
 
 
 def test_verify_applies_event_adapters(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     cluster.worker("w1").wait_ready()
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers

@@ -8,13 +8,13 @@ import pytest
 from confluent_kafka import Producer
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import event_key, pack
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
-from streams.cli import main
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import event_key, pack
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
+from kes.streams.cli import main
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.workers import AppCluster
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 
 def _event(topics: AggregateTopics, entity: str, revision: int, event: Message, cid: str) -> tuple:
@@ -45,11 +45,11 @@ def _write(bootstrap: str, records: list[tuple]) -> None:
 def test_verify_passes_a_clean_log_and_names_entities_with_a_repeat_or_a_gap(
     app_cluster: Callable[..., AppCluster], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=2)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=2)
     settings = cluster.settings
     topics = settings.topics("account")
     argv = [
-        "verify", "examples.bank", "account", "-b", settings.bootstrap_servers,
+        "verify", "kes.examples.bank", "account", "-b", settings.bootstrap_servers,
         "--partitions", "2", "--topic-prefix", settings.topic_prefix,
     ]  # fmt: skip
     opened = bank_pb2.AccountOpened(account_id="a", owner="ann", balance=100)

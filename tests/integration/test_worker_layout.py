@@ -11,8 +11,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kes.topology.admin import replication_for
 from tests.fixtures.workers import ROOT, WorkerProcess
-from topology.admin import replication_for
 
 
 def _worker(bootstrap: str, prefix: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def _worker(bootstrap: str, prefix: str) -> subprocess.CompletedProcess[str]:
         "KES_PARTITIONS": "4",
     }
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker", "examples.bank"],
+        [sys.executable, "-m", "kes.streams.cli", "worker", "kes.examples.bank"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -42,9 +42,9 @@ def test_worker_refuses_a_partition_mismatch(
 ) -> None:
     prefix = unique_name("bad") + "-"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KES_TOPIC_PREFIX": prefix}
-    apply = ["topics", "apply", "examples.bank", "--partitions", "4"]
+    apply = ["topics", "apply", "kes.examples.bank", "--partitions", "4"]
     subprocess.run(
-        [sys.executable, "-m", "streams.cli", *apply],
+        [sys.executable, "-m", "kes.streams.cli", *apply],
         cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
@@ -66,16 +66,16 @@ def test_a_replication_the_cluster_does_not_have_is_a_warning_not_a_refusal(
 ) -> None:
     prefix = unique_name("rf") + "-"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KES_TOPIC_PREFIX": prefix}
-    argv = ["topics", "apply", "examples.bank", "--partitions", "2"]
+    argv = ["topics", "apply", "kes.examples.bank", "--partitions", "2"]
     planned = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *argv],
+        [sys.executable, "-m", "kes.streams.cli", *argv],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert planned.returncode == 0, planned.stderr
     assert replication_for({"bootstrap.servers": kafka_bootstrap}) == 1  # one broker here
     assert "all 6 topics as declared" in planned.stdout  # declared RF 1: what the cluster holds
     worker = WorkerProcess(
-        "examples.bank",
+        "kes.examples.bank",
         {**env, "KES_PARTITIONS": "2", "KES_REPLICATION_FACTOR": "3", "KES_APP_ID": prefix + "a"},
         tmp_path / "w",
         tmp_path / "w.log",

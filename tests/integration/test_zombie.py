@@ -12,7 +12,7 @@ from tests.integration.test_engine import assert_invariants
 
 
 def test_a_paused_worker_is_fenced_when_it_wakes_up(app_cluster: Callable[..., AppCluster]) -> None:
-    cluster = app_cluster("examples.bank", ["account"], partitions=4)
+    cluster = app_cluster("kes.examples.bank", ["account"], partitions=4)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     commands = bank_commands(6000, accounts=80, seed=17)

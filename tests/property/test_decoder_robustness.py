@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import codec
-from schemas.bank.v1 import bank_pb2
-from schemas.errors import DecodeError
-from schemas.kes.v1 import envelopes_pb2 as kes
+from kes.schemas import codec
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.errors import DecodeError
+from kes.schemas.kes.v1 import envelopes_pb2 as kes
 
 header_values = st.one_of(
     st.none(),

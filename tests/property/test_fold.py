@@ -6,10 +6,10 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.bank import account
-from examples.bank.domain import MAX_BALANCE
-from schemas.bank.v1 import bank_pb2
-from streams.decision import Accepted, CommandContext, Failed
+from kes.examples.bank import account
+from kes.examples.bank.domain import MAX_BALANCE
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.core.decision import Accepted, CommandContext, Failed
 
 ENTITY = "acc-1"
 

@@ -1,9 +1,10 @@
-"""Hostile input through the decode-and-route path (streams.batch), without a broker.
+"""Hostile input through the decode-and-route path (kes.streams.cycle.batch), without a broker.
 
 Whatever records arrive, in any mix with valid commands: no exception escapes the batch step;
 each bad record ends as a dead letter with a reason code (and a rejection reply when one was
 wanted and the envelope could be read); every partition's next command offset moves past every
-record (the partition keeps flowing); and streams.outcomes finds exactly one outcome per record.
+record (the partition keeps flowing); and kes.streams.operations.outcomes finds exactly one outcome
+per record.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import JSON, decode_dead_letter, encode_command, new_command
-from schemas.errors import DeadLetterReason
-from schemas.kes.v1.envelopes_pb2 import CommandEnvelope
-from streams.outcomes import check_outcomes
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import JSON, decode_dead_letter, encode_command, new_command
+from kes.schemas.errors import DeadLetterReason
+from kes.schemas.kes.v1.envelopes_pb2 import CommandEnvelope
+from kes.streams.operations.outcomes import check_outcomes
+from kes.topology.layout import AggregateTopics
 from tests.apps.faulty import account
 from tests.fixtures.simulation import Simulation
-from topology.layout import AggregateTopics
 
 TOPICS = AggregateTopics("account", partitions=3)
 MAX_BYTES = 400

@@ -8,8 +8,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stores.snapshots import MemorySnapshotStore
-from streams.snapshotpolicy import SnapshotPolicy
+from kes.stores.snapshots import MemorySnapshotStore
+from kes.streams.cycle.snapshotpolicy import SnapshotPolicy
 from tests.fixtures.snapshotmodel import Partition
 
 ENTITIES = ["a", "b", "c", "d"]

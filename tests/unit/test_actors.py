@@ -1,4 +1,5 @@
-"""Faust hosts the partition actors (streams.actors): pins the faust-streaming behaviour it uses.
+"""Faust hosts the partition actors (kes.streams.runtime.actors): pins the faust-streaming behaviour
+it uses.
 
 One actor per assigned partition, each with its own queue; a batch reaches only its partition's
 actor; a failing batch sets its future's exception and the actor goes on; a revoked partition's
@@ -14,7 +15,7 @@ import pytest
 from faust.app.base import BootStrategy
 from faust.types import TP
 
-from streams.actors import PartitionActors
+from kes.streams.runtime.actors import PartitionActors
 
 TOPIC = "account.commands"
 

@@ -6,11 +6,11 @@ import pytest
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import pack, type_name, unpack, unpack_as
-from schemas.errors import ConfigurationError, DecodeError
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from streams.adapters import VERSION_KEY, EventAdapters
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import pack, type_name, unpack, unpack_as
+from kes.schemas.errors import ConfigurationError, DecodeError
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.streams.core.adapters import VERSION_KEY, EventAdapters
 
 
 def _legacy_class(name: str) -> type[Message]:

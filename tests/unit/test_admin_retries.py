@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from schemas.errors import AdminError
-from topology import admin
-from topology.layout import TopicSpec
+from kes.schemas.errors import AdminError
+from kes.topology import admin
+from kes.topology.layout import TopicSpec
 
 _SPEC = TopicSpec(name="t.commands", partitions=2, replication_factor=1, config={})
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import examples.bank
-from examples.bank import BEHAVIORS, account
-from examples.bank.domain import MAX_BALANCE
-from schemas.bank.v1.bank_pb2 import (
+import kes.examples.bank
+from kes.examples.bank import BEHAVIORS, account
+from kes.examples.bank.domain import MAX_BALANCE
+from kes.schemas.bank.v1.bank_pb2 import (
     Account,
     AccountClosed,
     AccountCredited,
@@ -16,8 +16,8 @@ from schemas.bank.v1.bank_pb2 import (
     DebitAccount,
     OpenAccount,
 )
-from streams.decision import RejectionCode
-from streams.testkit import given
+from kes.streams.core.decision import RejectionCode
+from kes.streams.core.testkit import given
 
 VALIDATION = RejectionCode.VALIDATION
 OPENED = AccountOpened(account_id="acc-1", owner="ann", balance=100)
@@ -25,7 +25,7 @@ OPENED = AccountOpened(account_id="acc-1", owner="ann", balance=100)
 
 def test_the_package_exports_its_behaviors() -> None:
     assert list(BEHAVIORS) == [account]
-    assert examples.bank.__all__ == ["BEHAVIORS", "PROJECTIONS", "account"]
+    assert kes.examples.bank.__all__ == ["BEHAVIORS", "PROJECTIONS", "account"]
     assert account.name == "account"
     assert set(account.command_types) == {OpenAccount, CreditAccount, DebitAccount, CloseAccount}
     assert set(account.event_types) == {

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_dead_letter, encode_command, new_command, unpack
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope, RejectionCode, Reply, Snapshot
-from streams.batch import BatchStep, CommandRecord, reply_records
-from streams.behavior import EventSourcedBehavior
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_dead_letter, encode_command, new_command, unpack
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, RejectionCode, Reply, Snapshot
+from kes.streams.core.behavior import EventSourcedBehavior
+from kes.streams.cycle.batch import BatchStep, CommandRecord, reply_records
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 
 TOPICS = AggregateTopics("account", partitions=4)
 

@@ -8,9 +8,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from schemas.errors import ConfigurationError, DeadLetterReason
-from streams.behavior import Behavior, DurableStateBehavior, EventSourcedBehavior
-from streams.decision import (
+from kes.schemas.errors import ConfigurationError, DeadLetterReason
+from kes.streams.core.behavior import Behavior, DurableStateBehavior, EventSourcedBehavior
+from kes.streams.core.decision import (
     Accepted,
     CommandContext,
     Failed,
@@ -19,7 +19,7 @@ from streams.decision import (
     RejectionCode,
     reject,
 )
-from streams.testkit import given
+from kes.streams.core.testkit import given
 
 
 def _messages() -> dict[str, type[Message]]:

@@ -3,10 +3,10 @@
 import pytest
 from google.protobuf import any_pb2, json_format
 
-from schemas import codec
-from schemas.bank.v1 import bank_pb2
-from schemas.errors import DeadLetterReason, DecodeError
-from schemas.kes.v1 import envelopes_pb2 as kes
+from kes.schemas import codec
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.errors import DeadLetterReason, DecodeError
+from kes.schemas.kes.v1 import envelopes_pb2 as kes
 
 PB = [(codec.CONTENT_TYPE_HEADER, codec.PROTOBUF.encode())]
 JS = [(codec.CONTENT_TYPE_HEADER, codec.JSON.encode())]

@@ -8,10 +8,10 @@ from typing import Any
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from streams.projection import SqlProjection, projection_named
-from streams.settings import DEFAULT_WEB_PORT, Settings
-from topology.localbroker import kafka_version
-from topology.localcluster import cluster_config
+from kes.streams.config.settings import DEFAULT_WEB_PORT, Settings
+from kes.streams.projections.projection import SqlProjection, projection_named
+from kes.topology.localbroker import kafka_version
+from kes.topology.localcluster import cluster_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_services_are_a_broker_a_worker_projections_and_postgres() -> None:
     assert services["projection"]["command"] == [
         "projection",
         "run",
-        "examples.bank",
+        "kes.examples.bank",
         "account-balances",
     ]
     for name in ("worker", "projection", "projection-sql"):
@@ -52,8 +52,8 @@ def test_the_sql_projection_runs_the_bank_table_in_the_compose_postgres() -> Non
     services = _compose()["services"]
     sql, postgres = services["projection-sql"], services["postgres"]
     name = sql["command"][3]
-    assert sql["command"][:3] == ["projection", "run", "examples.bank"]
-    assert isinstance(projection_named("examples.bank", name), SqlProjection)
+    assert sql["command"][:3] == ["projection", "run", "kes.examples.bank"]
+    assert isinstance(projection_named("kes.examples.bank", name), SqlProjection)
     assert sql["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert postgres["healthcheck"]["test"]
     settings = Settings.from_env({k: str(v) for k, v in sql["environment"].items()})
@@ -85,7 +85,7 @@ def test_worker_publishes_the_default_web_port_and_reaches_the_broker() -> None:
     advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert f"PLAINTEXT://{env['KAFKA_BOOTSTRAP_SERVERS']}" in advertised.split(",")
     assert worker["build"] == "."
-    assert worker["command"][:2] == ["worker", "examples.bank"]
+    assert worker["command"][:2] == ["worker", "kes.examples.bank"]
     assert (ROOT / "Dockerfile").exists()
 
 

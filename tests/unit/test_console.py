@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from schemas.errors import ConfigurationError
-from streams.console import register
+from kes.schemas.errors import ConfigurationError
+from kes.streams.cli.console import register
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,13 +40,13 @@ def test_help_explains_both_commands(capsys: pytest.CaptureFixture[str]) -> None
     [
         (["no.such.module", "account", "a", "OpenAccount"], "cannot import app module"),
         (["tests", "account", "a", "OpenAccount"], "has no BEHAVIORS"),
-        (["examples.bank", "loan", "a", "OpenAccount"], "no aggregate 'loan'; it has: account"),
-        (["examples.bank", "account", "a", "FreezeAccount"], "no command type 'FreezeAccount'"),
-        (["examples.bank", "account", "a", "OpenAccount", "{nope"], "not a valid bank.v1.Open"),
-        (["examples.bank", "account", "a", "OpenAccount", '{"amount": 1}'], "not a valid"),
-        (["examples.bank", "account", "a"], "give ENTITY-ID and COMMAND-TYPE"),
-        (["examples.bank", "account", "a", "OpenAccount", "--file", "-"], "not both"),
-        (["examples.bank", "account", "--file", "/no/such/file"], "cannot read --file"),
+        (["kes.examples.bank", "loan", "a", "OpenAccount"], "no aggregate 'loan'; it has: account"),
+        (["kes.examples.bank", "account", "a", "FreezeAccount"], "no command type 'FreezeAccount'"),
+        (["kes.examples.bank", "account", "a", "OpenAccount", "{nope"], "not a valid bank.v1.Open"),
+        (["kes.examples.bank", "account", "a", "OpenAccount", '{"amount": 1}'], "not a valid"),
+        (["kes.examples.bank", "account", "a"], "give ENTITY-ID and COMMAND-TYPE"),
+        (["kes.examples.bank", "account", "a", "OpenAccount", "--file", "-"], "not both"),
+        (["kes.examples.bank", "account", "--file", "/no/such/file"], "cannot read --file"),
     ],
 )
 def test_send_refuses_what_it_cannot_send(argv: list[str], message: str) -> None:
@@ -56,4 +56,4 @@ def test_send_refuses_what_it_cannot_send(argv: list[str], message: str) -> None
 
 def test_events_needs_a_known_aggregate() -> None:
     with pytest.raises(ConfigurationError, match="no aggregate"):
-        run("events", "examples.bank", "loan", "--bootstrap", "127.0.0.1:1")
+        run("events", "kes.examples.bank", "loan", "--bootstrap", "127.0.0.1:1")

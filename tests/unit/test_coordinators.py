@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from topology.localcluster import coordinator_partition
+from kes.topology.localcluster import coordinator_partition
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,23 @@ import subprocess
 import sys
 
 CORE = [
-    "streams.behavior",
-    "streams.decision",
-    "streams.testkit",
-    "streams.projectiontestkit",
-    "streams.process",
-    "streams.process_advance",
-    "streams.process_testkit",
-    "streams.snapshotpolicy",
-    "examples.bank.domain",
-    "examples.bank.transfers",
+    "kes.streams",
+    "kes.streams.core",
+    "kes.streams.telemetry",
+    "kes.streams.cycle",
+    "kes.streams.projections",
+    "kes.streams.processes",
+    "kes.topology",
+    "kes.streams.core.behavior",
+    "kes.streams.core.decision",
+    "kes.streams.core.testkit",
+    "kes.streams.projections.projectiontestkit",
+    "kes.streams.processes.process",
+    "kes.streams.processes.process_advance",
+    "kes.streams.processes.process_testkit",
+    "kes.streams.cycle.snapshotpolicy",
+    "kes.examples.bank.domain",
+    "kes.examples.bank.transfers",
 ]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode", "psycopg"]
 

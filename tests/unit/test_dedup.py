@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas.bank.v1 import bank_pb2
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from stores.ledger import MemoryRevisionLedger, RevisionLedger, RocksDBRevisionLedger
-from streams.dedup import once
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.stores.ledger import MemoryRevisionLedger, RevisionLedger, RocksDBRevisionLedger
+from kes.streams.projections.dedup import once
 
 
 @pytest.fixture(params=["memory", "rocksdb"])

@@ -1,15 +1,16 @@
-"""The committed generated code matches the .proto files (`python -m schemas.generate --check`)."""
+"""The committed generated code matches the .proto files (`python -m kes.schemas.generate
+--check`)."""
 
 from pathlib import Path
 
 import pytest
 
-from schemas import generate
+from kes.schemas import generate
 
 
 def test_committed_generated_code_matches_protos() -> None:
     problems = generate.check()
-    assert not problems, "run `python -m schemas.generate`:\n" + "\n".join(problems)
+    assert not problems, "run `python -m kes.schemas.generate`:\n" + "\n".join(problems)
 
 
 def test_every_proto_is_found() -> None:

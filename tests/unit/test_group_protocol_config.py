@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from schemas.errors import ConfigurationError
-from streams.engine import Engine
-from streams.settings import Settings
+from kes.schemas.errors import ConfigurationError
+from kes.streams.config.settings import Settings
+from kes.streams.runtime.engine import Engine
 
 CLASSIC_ONLY = {"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"}
 

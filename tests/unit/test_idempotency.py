@@ -9,24 +9,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
-from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
-from stores import MemorySnapshotStore
-from streams.batch import BatchResult, CommandRecord, outcome_records, reply_records
-from streams.idempotency import (
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
+from kes.stores import MemorySnapshotStore
+from kes.streams.config.settings import Settings
+from kes.streams.cycle.batch import BatchResult, CommandRecord, outcome_records, reply_records
+from kes.streams.cycle.idempotency import (
     decode_outcome,
     encode_outcome,
     is_outcome_key,
     outcome_key,
     outcome_time,
 )
-from streams.processor import PartitionProcessor
-from streams.settings import Settings
+from kes.streams.runtime.processor import PartitionProcessor
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.apps.faulty import account as faulty
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 TOPICS = AggregateTopics("account", partitions=1)
 ACC = "acc-1"

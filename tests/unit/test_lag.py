@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from streams.lag import GroupReading, LagHistory, LagTarget, PartitionReading, app_targets, figures
-from streams.lag_cli import format_report
-from streams.settings import Settings
+from kes.streams.cli.lag_cli import format_report
+from kes.streams.config.settings import Settings
+from kes.streams.operations.lag import (
+    GroupReading,
+    LagHistory,
+    LagTarget,
+    PartitionReading,
+    app_targets,
+    figures,
+)
 
 TARGET = LagTarget("g", "t.commands", dead_letters="t.dlq")
 
@@ -75,7 +82,7 @@ def test_json_and_table_show_the_same_figures() -> None:
 
 def test_app_targets_are_the_command_group_and_each_projection_group() -> None:
     settings = Settings(topic_prefix="p-", app_id="bank")
-    targets = app_targets("examples.bank", settings)
+    targets = app_targets("kes.examples.bank", settings)
     assert targets[0] == LagTarget("bank", "p-account.commands", "commands", "p-account.dlq")
     kinds = {(t.group, t.topic, t.kind) for t in targets[1:]}
     assert ("p-account-balances", "p-account.events", "projection") in kinds

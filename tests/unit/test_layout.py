@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from schemas.errors import ConfigurationError
-from topology.layout import AggregateTopics, TopicSpec
+from kes.schemas.errors import ConfigurationError
+from kes.topology.layout import AggregateTopics, TopicSpec
 
 
 def test_topic_names_follow_the_aggregate_name() -> None:

@@ -1,17 +1,18 @@
-"""The rules of a migration to another partition count (streams.migration), without a broker."""
+"""The rules of a migration to another partition count (kes.streams.operations.migration), without a
+broker."""
 
 from __future__ import annotations
 
 import pytest
 
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_snapshot, encode_snapshot, pack
-from schemas.errors import MigrationError
-from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply, Snapshot
-from schemas.kes.v1.personal_pb2 import DataKey
-from streams.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE, encode_checkpoint
-from streams.idempotency import decode_outcome, encode_outcome, outcome_key
-from streams.migration import (
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_snapshot, encode_snapshot, pack
+from kes.schemas.errors import MigrationError
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply, Snapshot
+from kes.schemas.kes.v1.personal_pb2 import DataKey
+from kes.streams.cycle.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE, encode_checkpoint
+from kes.streams.cycle.idempotency import decode_outcome, encode_outcome, outcome_key
+from kes.streams.operations.migration import (
     SourceState,
     TargetProgress,
     outcome_entity,

@@ -1,16 +1,17 @@
-"""streams.outcomes over simulated topics: a clean run passes, each kind of corruption is named."""
+"""kes.streams.operations.outcomes over simulated topics: a clean run passes, each kind of
+corruption is named."""
 
 from __future__ import annotations
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
-from schemas.kes.v1.envelopes_pb2 import Reply
-from streams.migration import MIGRATED_FROM_HEADER
-from streams.outcomes import Outcomes, check_outcomes
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.schemas.kes.v1.envelopes_pb2 import Reply
+from kes.streams.operations.migration import MIGRATED_FROM_HEADER
+from kes.streams.operations.outcomes import Outcomes, check_outcomes
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 from tests.fixtures.simulation import Simulation
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
 
 TOPICS = AggregateTopics("account", partitions=3)
 

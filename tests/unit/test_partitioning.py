@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from schemas.errors import ConfigurationError
-from topology.partitioning import murmur2, partition_for
+from kes.schemas.errors import ConfigurationError
+from kes.topology.partitioning import murmur2, partition_for
 
 # org.apache.kafka.common.utils.UtilsTest.testMurmur2
 JAVA_VECTORS = [

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from examples.bank import account
-from examples.customers import customer
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_event, decode_snapshot, encode_command, new_command, unpack
-from schemas.customers.v1 import customers_pb2 as c
-from schemas.errors import ConfigurationError, DecodeError, KeyUnavailableError
-from schemas.kes.v1.envelopes_pb2 import RejectionCode
-from schemas.kes.v1.personal_pb2 import DataKey, EraseEntity
-from schemas.personal import has_personal, open_sealed, personal_fields, seal
-from streams.batch import ERASED_EVENT_TYPE, BatchResult, BatchStep, CommandRecord
-from streams.keyring import DataKeys, Keyring, LocalMasterKey, master_key_from_env
-from topology.layout import AggregateTopics
+from kes.examples.bank import account
+from kes.examples.customers import customer
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_event, decode_snapshot, encode_command, new_command, unpack
+from kes.schemas.customers.v1 import customers_pb2 as c
+from kes.schemas.errors import ConfigurationError, DecodeError, KeyUnavailableError
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
+from kes.schemas.kes.v1.personal_pb2 import DataKey, EraseEntity
+from kes.schemas.personal import has_personal, open_sealed, personal_fields, seal
+from kes.streams.core.keyring import DataKeys, Keyring, LocalMasterKey, master_key_from_env
+from kes.streams.cycle.batch import ERASED_EVENT_TYPE, BatchResult, BatchStep, CommandRecord
+from kes.topology.layout import AggregateTopics
 
 SECRETS = (b"Ann Example", b"ann@example.com", b"ann2@example.com")
 

@@ -8,17 +8,17 @@ import os
 
 import pytest
 
-from examples.customers import customer
-from schemas.codec import decode_snapshot, encode_command, new_command
-from schemas.customers.v1 import customers_pb2 as c
-from schemas.errors import KesError
-from schemas.kes.v1.personal_pb2 import DataKey, EraseEntity
-from streams.batch import BatchResult, BatchStep, CommandRecord, Entity, encode_checkpoint
-from streams.keyring import DataKeys, LocalMasterKey
-from streams.migration import SourceState
-from streams.snapshotpolicy import EVENTS_FROM_HEADER, SnapshotPolicy, TailIndex
-from streams.tailfold import TailFold
-from topology.layout import AggregateTopics
+from kes.examples.customers import customer
+from kes.schemas.codec import decode_snapshot, encode_command, new_command
+from kes.schemas.customers.v1 import customers_pb2 as c
+from kes.schemas.errors import KesError
+from kes.schemas.kes.v1.personal_pb2 import DataKey, EraseEntity
+from kes.streams.core.keyring import DataKeys, LocalMasterKey
+from kes.streams.cycle.batch import BatchResult, BatchStep, CommandRecord, Entity, encode_checkpoint
+from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER, SnapshotPolicy, TailIndex
+from kes.streams.operations.migration import SourceState
+from kes.streams.runtime.tailfold import TailFold
+from kes.topology.layout import AggregateTopics
 
 NEVER = 1 << 40
 

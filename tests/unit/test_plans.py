@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from topology.layout import AggregateTopics, TopicSpec
-from topology.plans import ConfigDrift, Plan, TopicCheck, TopicState, TopicStatus
+from kes.topology.layout import AggregateTopics, TopicSpec
+from kes.topology.plans import ConfigDrift, Plan, TopicCheck, TopicState, TopicStatus
 
 EVENTS = TopicSpec("account.events", 12, 3, {"cleanup.policy": "compact", "retention.ms": "-1"})
 
@@ -71,8 +71,8 @@ def test_render_lists_topics_and_what_apply_did() -> None:
 
 
 def test_only_partition_counts_and_cleanup_policies_block_a_worker() -> None:
-    from topology.layout import AggregateTopics
-    from topology.plans import Plan, TopicCheck, TopicState
+    from kes.topology.layout import AggregateTopics
+    from kes.topology.plans import Plan, TopicCheck, TopicState
 
     declared = AggregateTopics("account", partitions=4, replication_factor=3, min_insync_replicas=2)
     by_name = {s.name: s for s in declared.specs()}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from examples.bank.transfers import transfer, transfer_process
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_event, encode_reply, pack
-from schemas.errors import ConfigurationError
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
-from streams.process import (
+from kes.examples.bank.transfers import transfer, transfer_process
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_event, encode_reply, pack
+from kes.schemas.errors import ConfigurationError
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
+from kes.streams.core.testkit import given
+from kes.streams.processes.process import (
     PROCESS_ID_KEY,
     PROCESS_KEY,
     STEP_KEY,
@@ -21,9 +22,8 @@ from streams.process import (
     command_id,
     parse_command_id,
 )
-from streams.process_advance import route_event, route_reply
-from streams.process_testkit import given_process
-from streams.testkit import given
+from kes.streams.processes.process_advance import route_event, route_reply
+from kes.streams.processes.process_testkit import given_process
 
 T0 = 1_000_000
 flow = transfer_process(deadline_ms=10_000, grace_ms=2_000)
@@ -216,7 +216,7 @@ def test_the_transfer_aggregate_ends_once() -> None:
 
 
 def test_a_credit_past_its_expiry_is_refused() -> None:
-    from examples.bank.domain import account
+    from kes.examples.bank.domain import account
 
     opened = [bank_pb2.AccountOpened(account_id="b", balance=0)]
     credit = bank_pb2.CreditAccount(amount=5, expires_at_ms=T0)

@@ -10,15 +10,16 @@ import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from examples.bank import PROJECTIONS
-from examples.bank.projections import BalanceRow, balance_of, balances, large_transactions
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_event, encode_event, event_key, pack, type_name
-from schemas.errors import ConfigurationError, DeadLetterReason
-from schemas.kes.v1.envelopes_pb2 import EventEnvelope, Reply
-from stores.readmodels import MemoryReadModelStore
-from streams.adapters import EventAdapters
-from streams.projection import (
+from kes.examples.bank import PROJECTIONS
+from kes.examples.bank.projections import BalanceRow, balance_of, balances, large_transactions
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_event, encode_event, event_key, pack, type_name
+from kes.schemas.errors import ConfigurationError, DeadLetterReason
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Reply
+from kes.stores.readmodels import MemoryReadModelStore
+from kes.streams.cli.projection_cli import parse_timestamp
+from kes.streams.core.adapters import EventAdapters
+from kes.streams.projections.projection import (
     EventRecord,
     Projection,
     Reactor,
@@ -29,8 +30,7 @@ from streams.projection import (
     projection_named,
     targets,
 )
-from streams.projection_cli import parse_timestamp
-from streams.rows import RowWriter
+from kes.streams.projections.rows import RowWriter
 
 TOPIC = "account.events"
 LEGACY = "kestest.projection.LegacyCredited"
@@ -180,15 +180,15 @@ def test_names_and_registrations_are_checked() -> None:
 
 
 def test_app_modules_list_their_projections() -> None:
-    assert load_projections("examples.bank") == PROJECTIONS
-    assert projection_named("examples.bank", "account-balances") is balances
-    assert isinstance(projection_named("examples.bank", "large-transactions"), Reactor)
-    sql = projection_named("examples.bank", "account-balances-sql")
+    assert load_projections("kes.examples.bank") == PROJECTIONS
+    assert projection_named("kes.examples.bank", "account-balances") is balances
+    assert isinstance(projection_named("kes.examples.bank", "large-transactions"), Reactor)
+    sql = projection_named("kes.examples.bank", "account-balances-sql")
     assert isinstance(sql, SqlProjection) and sql.tables == ("balances",)
     with pytest.raises(
         ConfigurationError, match="account-balances, account-balances-sql, large-transactions"
     ):
-        projection_named("examples.bank", "nope")
+        projection_named("kes.examples.bank", "nope")
     with pytest.raises(ConfigurationError, match="no PROJECTIONS"):
         load_projections("tests.apps.faulty")
 
@@ -230,7 +230,11 @@ def test_timestamps_for_rebuild() -> None:
 
 
 def test_projection_modules_import_no_kafka_or_rocksdb_client() -> None:
-    core = ["streams.projection", "streams.rows", "examples.bank"]
+    core = [
+        "kes.streams.projections.projection",
+        "kes.streams.projections.rows",
+        "kes.examples.bank",
+    ]
     script = (
         "import importlib, json, sys\n"
         f"for name in {core!r}: importlib.import_module(name)\n"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from examples.bank.projections import BalanceRow, balances
-from schemas.bank.v1 import bank_pb2
-from streams.projection import Projection
-from streams.projectiontestkit import given_events
+from kes.examples.bank.projections import BalanceRow, balances
+from kes.schemas.bank.v1 import bank_pb2
+from kes.streams.projections.projection import Projection
+from kes.streams.projections.projectiontestkit import given_events
 
 
 def test_balances_after_an_opening_and_two_movements() -> None:

@@ -16,11 +16,11 @@ def test_the_thirty_line_entity_example_runs() -> None:
 
 
 def test_the_projection_example_counts_owners() -> None:
-    from schemas.bank.v1.bank_pb2 import AccountOpened
-    from schemas.codec import pack
-    from schemas.kes.v1.envelopes_pb2 import EventEnvelope
-    from stores.readmodels import MemoryReadModelStore
-    from streams.rows import RowBatch
+    from kes.schemas.bank.v1.bank_pb2 import AccountOpened
+    from kes.schemas.codec import pack
+    from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+    from kes.stores.readmodels import MemoryReadModelStore
+    from kes.streams.projections.rows import RowBatch
 
     namespace: dict[str, object] = {}
     exec(compile(python_block('Projection("owner-count"'), "README.md", "exec"), namespace)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import ConfigurationError
-from stores import (
+from kes.schemas.errors import ConfigurationError
+from kes.stores import (
     MemoryReadModelStore,
     PostgresReadModelStore,
     ReadModelStore,
     RocksDBReadModelStore,
 )
-from streams.rows import RowBatch
+from kes.streams.projections.rows import RowBatch
 
 
 @pytest.fixture(params=["memory", "rocksdb", "postgres"])

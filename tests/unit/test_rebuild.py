@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import encode_command, new_command
-from schemas.errors import KesError
-from stores.snapshots import Checkpoint
-from streams.batch import BatchStep, CommandRecord
-from streams.idempotency import OutcomePolicy, decode_outcome, outcome_key
-from streams.rebuild import fold_partition, needs_rebuild
-from topology.layout import AggregateTopics
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import encode_command, new_command
+from kes.schemas.errors import KesError
+from kes.stores.snapshots import Checkpoint
+from kes.streams.cycle.batch import BatchStep, CommandRecord
+from kes.streams.cycle.idempotency import OutcomePolicy, decode_outcome, outcome_key
+from kes.streams.runtime.rebuild import fold_partition, needs_rebuild
+from kes.topology.layout import AggregateTopics
 
 TOPICS = AggregateTopics("account", partitions=1)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from google.protobuf.message import Message
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import (
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import (
     MAX_ENTITY_ID_BYTES,
     MAX_ID_BYTES,
     MAX_METADATA_BYTES,
@@ -20,14 +20,14 @@ from schemas.codec import (
     encode_command,
     new_command,
 )
-from schemas.errors import ConfigurationError
-from schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
-from streams.batch import MAX_TEXT, BatchStep, CommandRecord, record_size, reply_records
-from streams.behavior import EventSourcedBehavior
-from streams.decision import Rejection, reject
-from streams.settings import Settings
-from topology.layout import AggregateTopics
-from topology.partitioning import partition_for
+from kes.schemas.errors import ConfigurationError
+from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
+from kes.streams.config.settings import Settings
+from kes.streams.core.behavior import EventSourcedBehavior
+from kes.streams.core.decision import Rejection, reject
+from kes.streams.cycle.batch import MAX_TEXT, BatchStep, CommandRecord, record_size, reply_records
+from kes.topology.layout import AggregateTopics
+from kes.topology.partitioning import partition_for
 
 TOPICS = AggregateTopics("account", partitions=1)
 LIMIT = 20_000

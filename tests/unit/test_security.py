@@ -12,13 +12,20 @@ from typing import Any
 import faust
 import pytest
 
-from schemas.errors import ConfigurationError
-from streams import client as client_module
-from streams import engine, reading, recovery, replies, transaction, verify
-from streams.kafkaconfig import KAFKA_LOG, aiokafka_options, confluent_config, faust_credentials
-from streams.settings import Settings
-from topology import admin
-from topology.layout import AggregateTopics
+from kes.schemas.errors import ConfigurationError
+from kes.streams.client import client as client_module
+from kes.streams.client import reading, replies
+from kes.streams.config.settings import Settings
+from kes.streams.kafka import records
+from kes.streams.kafka.config import (
+    KAFKA_LOG,
+    aiokafka_options,
+    confluent_config,
+    faust_credentials,
+)
+from kes.streams.runtime import engine, recovery, transaction
+from kes.topology import admin
+from kes.topology.layout import AggregateTopics
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["streams", "topology", "stores", "schemas", "examples", "bench", "tests"]
@@ -82,8 +89,8 @@ def _passes_settings(call: ast.Call) -> bool:
 
 
 def test_the_web_views_bind_to_loopback_by_default(tmp_path: Path) -> None:
-    from examples.bank import BEHAVIORS
-    from streams.worker import Worker
+    from kes.examples.bank import BEHAVIORS
+    from kes.streams.runtime.worker import Worker
 
     assert Settings().web_host == "127.0.0.1"
     assert Settings.from_env({}).web_host == "127.0.0.1"
@@ -130,8 +137,8 @@ def test_confluent_and_aiokafka_and_faust_get_the_same_sasl_ssl_settings(tmp_pat
     assert credentials.mechanism.value == "SCRAM-SHA-512"
     assert (credentials.username, credentials.password) == ("kes", "secret")
 
-    from examples.bank import BEHAVIORS
-    from streams.worker import Worker
+    from kes.examples.bank import BEHAVIORS
+    from kes.streams.runtime.worker import Worker
 
     worker = Worker(BEHAVIORS, Settings(data_dir=tmp_path, client_config=SASL))
     try:
@@ -176,7 +183,7 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
     seen = {
         "reply consumer": _capture(monkeypatch, replies, "Consumer"),
         "event reader": _capture(monkeypatch, reading, "Consumer"),
-        "verify reader": _capture(monkeypatch, verify, "Consumer"),
+        "record reader (verify, rebuild, ...)": _capture(monkeypatch, records, "Consumer"),
         "admin": _capture(monkeypatch, admin, "AdminClient"),
         "transactional producer": _capture(monkeypatch, transaction, "Producer"),
         "committed-offsets reader": _capture(monkeypatch, recovery, "Consumer"),
@@ -187,7 +194,7 @@ def test_every_client_kes_creates_gets_the_client_settings(monkeypatch: pytest.M
     with pytest.raises(_Captured):
         next(reading.read_events(TOPICS, "b:9093", client_config=SASL))
     with pytest.raises(_Captured):
-        next(verify.read_records("t", 1, config))
+        next(records.read_records("t", 1, config))
     with pytest.raises(_Captured):
         admin.plan(TOPICS, config)
     with pytest.raises(_Captured):

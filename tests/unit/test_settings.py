@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import ConfigurationError
-from streams.settings import Settings
+from kes.schemas.errors import ConfigurationError
+from kes.streams.config.settings import Settings
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False)])

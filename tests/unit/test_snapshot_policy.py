@@ -5,16 +5,21 @@ from __future__ import annotations
 import pytest
 from google.protobuf.message import Message
 
-from examples.bank import account
-from schemas.bank.v1 import bank_pb2
-from schemas.codec import decode_snapshot
-from schemas.errors import ConfigurationError, KesError
-from schemas.kes.v1.envelopes_pb2 import Snapshot
-from streams.batch import Entity
-from streams.behavior import CommandContext, EventSourcedBehavior
-from streams.settings import Guarantee, Settings
-from streams.snapshotpolicy import EVENTS_FROM_HEADER, SnapshotPolicy, TailIndex, events_from_header
-from streams.tailfold import TailFold
+from kes.examples.bank import account
+from kes.schemas.bank.v1 import bank_pb2
+from kes.schemas.codec import decode_snapshot
+from kes.schemas.errors import ConfigurationError, KesError
+from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
+from kes.streams.config.settings import Guarantee, Settings
+from kes.streams.core.behavior import CommandContext, EventSourcedBehavior
+from kes.streams.cycle.batch import Entity
+from kes.streams.cycle.snapshotpolicy import (
+    EVENTS_FROM_HEADER,
+    SnapshotPolicy,
+    TailIndex,
+    events_from_header,
+)
+from kes.streams.runtime.tailfold import TailFold
 from tests.fixtures.snapshotmodel import Partition
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stores import Checkpoint, MemorySnapshotStore, RocksDBSnapshotStore, SnapshotStore
+from kes.stores import Checkpoint, MemorySnapshotStore, RocksDBSnapshotStore, SnapshotStore
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
@@ -83,7 +83,7 @@ def test_rocksdb_files_survive_a_reopen(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_keeps_its_owner_and_reads_the_older_sixteen_bytes() -> None:
-    from stores.snapshots import Checkpoint
+    from kes.stores.snapshots import Checkpoint
 
     checkpoint = Checkpoint(41, 7, "bank-app")
     assert Checkpoint.decode(checkpoint.encode()) == checkpoint
@@ -91,7 +91,7 @@ def test_a_checkpoint_keeps_its_owner_and_reads_the_older_sixteen_bytes() -> Non
 
 
 def test_a_checkpoint_record_names_the_group_and_reads_the_older_eight_bytes() -> None:
-    from streams.batch import decode_checkpoint, encode_checkpoint
+    from kes.streams.cycle.batch import decode_checkpoint, encode_checkpoint
 
     assert decode_checkpoint(encode_checkpoint(1234, "bank-app")) == (1234, "bank-app")
     assert decode_checkpoint((99).to_bytes(8, "big", signed=True)) == (99, "")

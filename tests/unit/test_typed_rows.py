@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from examples.bank.projections import BalanceRow
-from schemas.bank.v1 import bank_pb2
-from stores.readmodels import MemoryReadModelStore
-from streams.projection import Projection
-from streams.projectiontestkit import given_events
-from streams.rows import RowBatch
+from kes.examples.bank.projections import BalanceRow
+from kes.schemas.bank.v1 import bank_pb2
+from kes.stores.readmodels import MemoryReadModelStore
+from kes.streams.projections.projection import Projection
+from kes.streams.projections.projectiontestkit import given_events
+from kes.streams.projections.rows import RowBatch
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ def test_bytes_and_objects_read_each_other() -> None:
 
 
 def test_in_the_projectors_transaction_an_unencodable_object_asks_for_the_strict_redo() -> None:
-    from schemas.errors import BatchRedoError
-    from streams.projection import project
-    from streams.rows import RowTransaction
+    from kes.schemas.errors import BatchRedoError
+    from kes.streams.projections.projection import project
+    from kes.streams.projections.rows import RowTransaction
 
     records = given_events(counter).records(*_credits("a", 6, 7))
     store = MemoryReadModelStore()

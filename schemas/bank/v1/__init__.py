@@ -1,1 +1,1 @@
-"""bank.v1 messages: generated from bank.proto by `python -m schemas.generate`."""
+"""bank.v1 messages: generated from bank.proto by `python -m kes.schemas.generate`."""

@@ -1,1 +1,1 @@
-"""customers.v1: generated from customers.proto by `python -m schemas.generate`."""
+"""customers.v1: generated from customers.proto by `python -m kes.schemas.generate`."""

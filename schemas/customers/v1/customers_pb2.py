@@ -22,14 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from schemas.kes.v1 import personal_pb2 as schemas_dot_kes_dot_v1_dot_personal__pb2
+from kes.schemas.kes.v1 import personal_pb2 as schemas_dot_kes_dot_v1_dot_personal__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$schemas/customers/v1/customers.proto\x12\x0c\x63ustomers.v1\x1a\x1dschemas/kes/v1/personal.proto\"=\n\x10RegisterCustomer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"\x1c\n\x0b\x43hangeEmail\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"K\n\x12\x43ustomerRegistered\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe0\xe1\x18\x01\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe0\xe1\x18\x01\x12\x0c\n\x04tier\x18\x03 \x01(\t\"#\n\x0c\x45mailChanged\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe0\xe1\x18\x01\"l\n\x08\x43ustomer\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe0\xe1\x18\x01\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe0\xe1\x18\x01\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x12\n\nregistered\x18\x04 \x01(\x08\x12\x15\n\remail_changes\x18\x05 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schemas.customers.v1.customers_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kes.schemas.customers.v1.customers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CUSTOMERREGISTERED'].fields_by_name['name']._loaded_options = None

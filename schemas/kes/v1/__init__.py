@@ -1,1 +1,1 @@
-"""kes.v1 envelopes: generated from envelopes.proto by `python -m schemas.generate`."""
+"""kes.v1 envelopes: generated from envelopes.proto by `python -m kes.schemas.generate`."""

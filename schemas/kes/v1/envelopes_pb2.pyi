@@ -10,7 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-from schemas.kes.v1 import personal_pb2 as _personal_pb2
+from kes.schemas.kes.v1 import personal_pb2 as _personal_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -367,7 +367,7 @@ class Snapshot(_message.Message):
     """The entity was erased at `revision` (its EntityErased event): no state, no key."""
     pending_revisions: _builtins.int
     """Revisions newer than the entity's snapshot in the changelog (its unsnapshotted tail). Set
-    only in a worker's local store, always 0 in the changelog: see streams.snapshotpolicy.
+    only in a worker's local store, always 0 in the changelog: see kes.streams.cycle.snapshotpolicy.
     """
     @_builtins.property
     def state(self) -> _any_pb2.Any: ...
@@ -447,7 +447,7 @@ class DeadLetter(_message.Message):
     partition: _builtins.int
     offset: _builtins.int
     reason: _builtins.str
-    """One of schemas.errors.DeadLetterReason values."""
+    """One of kes.schemas.errors.DeadLetterReason values."""
     error: _builtins.str
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...

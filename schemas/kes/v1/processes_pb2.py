@@ -23,14 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
-from schemas.kes.v1 import envelopes_pb2 as schemas_dot_kes_dot_v1_dot_envelopes__pb2
+from kes.schemas.kes.v1 import envelopes_pb2 as schemas_dot_kes_dot_v1_dot_envelopes__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eschemas/kes/v1/processes.proto\x12\x06kes.v1\x1a\x19google/protobuf/any.proto\x1a\x1eschemas/kes/v1/envelopes.proto\",\n\x0cProcessTimer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64ue_ms\x18\x02 \x01(\x03\"z\n\x0bProcessStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\taggregate\x18\x02 \x01(\t\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x14\n\x0c\x63ommand_type\x18\x04 \x01(\t\x12\x10\n\x08\x61nswered\x18\x05 \x01(\x08\x12\x0f\n\x07sent_ms\x18\x06 \x01(\x03\"\xcc\x02\n\rProcessRecord\x12\x0f\n\x07process\x18\x01 \x01(\t\x12\x12\n\nprocess_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.kes.v1.ProcessStatus\x12$\n\x06timers\x18\x05 \x03(\x0b\x32\x14.kes.v1.ProcessTimer\x12\"\n\x05steps\x18\x06 \x03(\x0b\x32\x13.kes.v1.ProcessStep\x12\x12\n\nstarted_ms\x18\x07 \x01(\x03\x12\x12\n\nupdated_ms\x18\x08 \x01(\x03\x12\x10\n\x08\x65nded_ms\x18\t \x01(\x03\x12\x0e\n\x06inputs\x18\n \x01(\x04\x12\x12\n\nlast_input\x18\x0b \x01(\t\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x13\n\x0blate_inputs\x18\r \x01(\x04\"\x8a\x01\n\x0cProcessInput\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12&\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.kes.v1.EventEnvelopeH\x00\x12\"\n\trejection\x18\x03 \x01(\x0b\x32\r.kes.v1.ReplyH\x00\x12\x11\n\taggregate\x18\x04 \x01(\tB\x07\n\x05input*h\n\rProcessStatus\x12\x1e\n\x1aPROCESS_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\x0f\n\x0b\x43OMPENSATED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schemas.kes.v1.processes_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kes.schemas.kes.v1.processes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROCESSSTATUS']._serialized_start=747

@@ -1,0 +1,141 @@
+"""Gap checks: are there commands between the offset a partition expects and the one it got?
+
+Offsets on a commands topic are not contiguous: transaction markers (of forwarded commands, or of
+clients that produce transactionally) take offsets no consumer ever sees. So a batch that starts
+after the expected offset is usually fine, but it could also mean commands were skipped, which
+must never happen silently. This reads the gap itself (read_uncommitted: every data record,
+markers excluded) and counts what is in it.
+
+A gap that starts below the partition's log start was deleted by retention: those commands can
+never be applied. That is a named error (CommandsDeletedError); `skip_deleted` records an
+operator's decision to go on without them, as a checkpoint record on the snapshot changelog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as ConfluentTopicPartition
+
+from kes.schemas.errors import KesError
+from kes.streams.config.settings import Settings
+from kes.streams.cycle.batch import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
+from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
+from kes.streams.kafka.config import aiokafka_options, confluent_config
+from kes.streams.kafka.records import read_records
+from kes.topology.layout import AggregateTopics
+
+__all__ = ["SkipDecision", "log_start", "records_between", "skip_deleted"]
+
+
+async def log_start(settings: Settings, topic: str, partition: int) -> int:
+    """The partition's first offset still on the log (what retention has not deleted)."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_options(settings))
+    await consumer.start()
+    try:
+        return int((await consumer.beginning_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
+
+
+async def records_between(
+    settings: Settings, topic: str, partition: int, start: int, end: int, timeout: float = 30.0
+) -> int:
+    """How many data records (not transaction markers) lie at offsets `start` <= o < `end`."""
+    if end <= start:
+        return 0
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False,
+        isolation_level="read_uncommitted",
+        auto_offset_reset="none",  # a deleted start raises, never jumps to the end
+        **aiokafka_options(settings),
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        found = 0
+        async with asyncio.timeout(timeout):
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
+                found += sum(1 for record in batch.get(tp, ()) if start <= record.offset < end)
+        return found
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class SkipDecision:
+    """What `skip_deleted` found and did."""
+
+    next_command_offset: int
+    """The partition's next command offset before the decision (its last checkpoint)."""
+    log_start: int
+    """The first command offset still on the log: the partition goes on from here."""
+    written: bool
+    """False when there was nothing to skip (no checkpoint record was written)."""
+
+    def summary(self, topic: str, partition: int) -> str:
+        """One line for the operator."""
+        if not self.written:
+            return (
+                f"{topic}[{partition}]: nothing to skip: next command offset "
+                f"{self.next_command_offset}, log start {self.log_start}"
+            )
+        return (
+            f"{topic}[{partition}]: skipped offsets {self.next_command_offset}.."
+            f"{self.log_start - 1} (deleted by retention); the partition goes on from "
+            f"{self.log_start}"
+        )
+
+
+def skip_deleted(
+    settings: Settings, topics: AggregateTopics, partition: int, timeout: float = 30.0
+) -> SkipDecision:
+    """Record that a partition goes on without the commands retention deleted before it applied
+    them: a checkpoint record at the log start, on the snapshot changelog.
+
+    1. read the partition's last checkpoint from the changelog (committed records only);
+    2. read the commands partition's log start;
+    3. only if the checkpoint is below it (and names this group, unless take-over is set),
+       write a checkpoint record whose next command offset is the log start, with the last
+       checkpoint's events low-water (kes.streams.cycle.snapshotpolicy: no unsnapshotted event may
+       be left behind it).
+    The worker that owns the partition reads it on its next recovery (it stopped with
+    CommandsDeletedError, so it holds no newer state for that partition).
+    """
+    config = confluent_config(settings)
+    last: tuple[int, str] = (-1, "")
+    headers: list[tuple[str, str | bytes | None]] = []
+    for record in read_records(topics.snapshots, topics.partitions, config, only=[partition]):
+        if record.key == CHECKPOINT_KEY and record.value:
+            last = decode_checkpoint(record.value)
+            headers = [(k, v) for k, v in record.headers if k == EVENTS_FROM_HEADER]
+    next_offset, owner = last
+    if owner and owner != settings.group_id and not settings.take_over:
+        raise KesError(
+            f"{topics.snapshots}[{partition}]: the last checkpoint names group {owner!r}, not "
+            f"{settings.group_id!r}; pass --app-id {owner} (or --take-over)"
+        )
+    reader = Consumer({**config, "group.id": f"{settings.group_id}-skip"})
+    try:
+        low, _ = reader.get_watermark_offsets(
+            ConfluentTopicPartition(topics.commands, partition), timeout=timeout
+        )
+    finally:
+        reader.close()
+    if next_offset < 0 or next_offset >= low:
+        return SkipDecision(next_offset, low, written=False)
+    producer = Producer({**config, "enable.idempotence": True, "acks": "all"})
+    value = encode_checkpoint(low, settings.group_id)
+    producer.produce(
+        topics.snapshots, value, CHECKPOINT_KEY, partition=partition, headers=headers or None
+    )
+    if producer.flush(timeout) != 0:
+        raise KesError(f"{topics.snapshots}[{partition}]: the checkpoint was not written")
+    return SkipDecision(next_offset, low, written=True)
