@@ -89,6 +89,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_topics(args: argparse.Namespace) -> int:
     """Plan, apply or describe the topics of an app module's aggregates."""
     from streams.apps import load_behaviors
+    from streams.durablestate import layout_of
     from streams.kafkaconfig import confluent_config
     from topology.admin import replication_for, run_topics
 
@@ -104,7 +105,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     for behavior in load_behaviors(args.app):
         code = max(
             code,
-            run_topics(args.action, settings.topics(behavior.name), confluent_config(settings)),
+            run_topics(args.action, layout_of(settings, behavior), confluent_config(settings)),
         )
     return code
 
@@ -112,6 +113,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker for an app module's aggregates until Ctrl-C."""
     from streams.apps import event_adapters, load_behaviors
+    from streams.durablestate import layout_of
     from streams.kafkaconfig import confluent_config
     from streams.lag import app_targets
     from streams.worker import Worker
@@ -121,7 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     behaviors = load_behaviors(args.app)
     for behavior in behaviors:
-        _verified(settings.topics(behavior.name), confluent_config(settings))
+        _verified(layout_of(settings, behavior), confluent_config(settings))
     worker = Worker(behaviors, settings, event_adapters(args.app))
     worker.views.watch(app_targets(args.app, settings))  # projections' groups in /lag too
     worker.run(loglevel=args.loglevel)

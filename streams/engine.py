@@ -50,6 +50,8 @@ from faust.types import TP
 from schemas.errors import (
     CommandGapError,
     CommandsDeletedError,
+    ConfigurationError,
+    DurableStateError,
     KeyUnavailableError,
     OwnershipError,
     TopologyError,
@@ -60,6 +62,7 @@ from streams.actors import PartitionActors
 from streams.adapters import EventAdapters
 from streams.batch import BatchResult, CommandRecord
 from streams.behavior import Behavior
+from streams.durablestate import layout_of
 from streams.idempotency import OutcomePolicy
 from streams.kafkaconfig import confluent_config
 from streams.keyreader import keyring_for
@@ -68,7 +71,7 @@ from streams.processor import PartitionProcessor
 from streams.rebuild import needs_rebuild, rebuild_partition
 from streams.recovery import RecoveryRequest, recover
 from streams.settings import Guarantee, Settings
-from streams.snapshotpolicy import TailIndex
+from streams.snapshotpolicy import TailIndex, interval_for
 from streams.tailfold import fold_tail
 from streams.tracing import transaction_span
 from streams.transaction import (
@@ -146,9 +149,8 @@ class Engine:
         self.settings = settings
         self.adapters = adapters
         """The app's event adapters: a rebuild from the events folds old shapes through them."""
-        self._by_topic = {
-            settings.topics(n).commands: (b, settings.topics(n)) for n, b in behaviors.items()
-        }
+        layouts = {n: layout_of(settings, b) for n, b in behaviors.items()}
+        self._by_topic = {layouts[n].commands: (b, layouts[n]) for n, b in behaviors.items()}
         self.actors = actors
         self.store = store
         master = settings.master()
@@ -159,6 +161,13 @@ class Engine:
                 raise KeyUnavailableError(
                     f"aggregate {behavior.name!r} has personal fields and no master key is "
                     "configured: set KES_MASTER_KEY or KES_MASTER_KEY_FILE (docs/security.md)"
+                )
+            every = interval_for(behavior, settings.snapshot_every)
+            if every > 1 and settings.guarantee is not Guarantee.EXACTLY_ONCE:
+                raise ConfigurationError(
+                    f"aggregate {behavior.name!r} snapshots every {every} events, which needs the "
+                    "exactly_once guarantee (recovery folds events only up to the checkpoint "
+                    "written in the same transaction)"
                 )
         self.instance = instance_id(settings.data_dir)
         self.transactional_id = f"{settings.group_id}-{self.instance}"
@@ -548,6 +557,9 @@ class Engine:
                 outcomes=OutcomePolicy(settings.outcome_horizon_s * 1000, settings.max_outcomes),
                 keys=keyring_for(topics, confluent_config(settings), settings.master()),
             )
+        except DurableStateError as exc:
+            behind = f"{tp}: its changelog is behind the group's offset"
+            stop_now(f"{behind}: {exc}", None, EXIT_CONFIGURATION)
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
 
@@ -581,6 +593,8 @@ class Engine:
                     stop_now(f"folding the events of {tp} failed: {exc!r}", exc)
                 log.warning("%s: folding its events failed (%s); trying again", tp, exc)
                 await asyncio.sleep(1.0)
+            except DurableStateError as exc:
+                stop_now(f"{tp}: {exc}", None, EXIT_CONFIGURATION)
             except Exception as exc:
                 stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
 

@@ -22,7 +22,7 @@ from streams.gaps import log_start, records_between
 from streams.idempotency import OutcomePolicy
 from streams.keyring import DataKeys
 from streams.settings import Settings
-from streams.snapshotpolicy import SnapshotPolicy, TailIndex
+from streams.snapshotpolicy import SnapshotPolicy, TailIndex, interval_for
 from topology.layout import AggregateTopics
 
 __all__ = ["PartitionProcessor", "PartitionStats"]
@@ -82,7 +82,9 @@ class PartitionProcessor:
             keys=keys,
         )
         self.settings = settings
-        self.policy = SnapshotPolicy(settings.snapshot_every, settings.snapshot_max_tail)
+        self.policy = SnapshotPolicy(
+            interval_for(behavior, settings.snapshot_every), settings.snapshot_max_tail
+        )
         self.tails = TailIndex()
         """Entities whose latest revisions are not in the changelog yet (streams.snapshotpolicy)."""
         self.next_offset = -1

@@ -39,6 +39,7 @@ from streams.batch import (
     encode_checkpoint,
 )
 from streams.behavior import Behavior
+from streams.durablestate import refuse_fold
 from streams.idempotency import OutcomePolicy, encode_outcome, outcome_key
 from streams.keyring import Keyring
 from streams.transaction import produce_waiting
@@ -161,7 +162,9 @@ def rebuild_partition(
        changelog, and wait until all are written (a crash before the checkpoint record leaves
        the changelog behind again: the next recovery rebuilds again, idempotently);
     3. write the same to the local store, with that checkpoint, in one write.
+    A durable-state aggregate is refused (DurableStateError): its change records expire.
     """
+    refuse_fold(behavior, "rebuilding its snapshots from the events topic")
     began = time.monotonic()
     records = read_records(topics.events, topics.partitions, client_config, only=[partition])
     rebuilt = fold_partition(

@@ -51,6 +51,7 @@ from stores.snapshots import Checkpoint, PartitionSnapshots
 from streams.adapters import EventAdapters
 from streams.batch import ERASED_EVENT_TYPE, Entity
 from streams.behavior import Behavior
+from streams.durablestate import refuse_fold
 from streams.keyreader import KeysTopic
 from streams.keyring import DataKeys
 from streams.snapshotpolicy import TailIndex
@@ -244,6 +245,7 @@ def fold_tail(
     """
     if checkpoint.events_from < 0:
         return TailIndex()
+    refuse_fold(behavior, "folding the events after its snapshots")
     began = time.monotonic()
     personal = has_personal([behavior.state_type, *behavior.event_types])
     if personal and keys is None:

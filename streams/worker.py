@@ -22,6 +22,7 @@ from stores.snapshots import RocksDBSnapshotStore
 from streams.actors import PartitionActors
 from streams.adapters import EventAdapters
 from streams.behavior import Behavior
+from streams.durablestate import layout_of
 from streams.engine import EXIT_BATCH_FAILED, EXIT_CONFIGURATION, Engine
 from streams.kafkaconfig import faust_credentials
 from streams.processor import PartitionProcessor
@@ -56,7 +57,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.behaviors = {b.name: b for b in behaviors}
-        self.topics = {name: settings.topics(name) for name in self.behaviors}
+        self.topics = {name: layout_of(settings, b) for name, b in self.behaviors.items()}
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self.store = RocksDBSnapshotStore(settings.data_dir / "snapshots")
         self.app = _HostApp(
