@@ -18,6 +18,7 @@ __all__ = [
     "ConfigurationError",
     "DeadLetterReason",
     "DecodeError",
+    "DurableStateError",
     "KesError",
     "MigrationError",
     "OwnershipError",
@@ -55,6 +56,11 @@ class KesError(Exception):
 
 class ConfigurationError(KesError):
     """A setting is missing or invalid; the message names it and what to set."""
+
+
+class DurableStateError(KesError):
+    """Something would fold a durable-state aggregate from its change records, which expire: its
+    snapshot changelog is the state of record; the message names the aggregate and what to do."""
 
 
 class BrokerStartError(KesError):

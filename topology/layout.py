@@ -3,7 +3,9 @@
 An aggregate named `account` owns six topics:
 
 - `account.commands`: commands, keyed by entity id.
-- `account.events`: the event log, the source of truth; compacted and kept forever.
+- `account.events`: the event log, the source of truth; compacted and kept forever. For a
+  durable-state aggregate (`durable_state`), its state changes instead: one record per change,
+  deleted after `state_changes_retention_ms`, as the snapshot changelog holds the state.
 - `account.snapshots`: the snapshot changelog behind the worker's store; compacted.
 - `account.replies`: command outcomes for waiting clients; short-lived.
 - `account.dlq`: dead letters; kept until someone looks.
@@ -62,6 +64,12 @@ class AggregateTopics:
     command_retention_ms: int = _WEEK_MS
     """How long commands stay on the commands topic (-1: forever); a worker stopped longer than
     this loses commands before they apply (its partition stops and names them)."""
+    durable_state: bool = False
+    """A durable-state aggregate: the snapshot changelog is its state of record, and its events
+    topic holds each change for `state_changes_retention_ms` (cleanup.policy=delete)."""
+    state_changes_retention_ms: int = _WEEK_MS
+    """How long a durable-state aggregate's change records stay on its events topic (-1:
+    forever); unused for an event-sourced aggregate, whose events are kept forever."""
     prefix: str = ""
     """Prepended to every topic name (environments, tenants, tests): `<prefix><name>.events`."""
 
@@ -95,6 +103,11 @@ class AggregateTopics:
             raise ConfigurationError(
                 f"reply_retention_ms must be positive, got {self.reply_retention_ms}"
             )
+        if self.state_changes_retention_ms < 1 and self.state_changes_retention_ms != -1:
+            raise ConfigurationError(
+                "state_changes_retention_ms must be positive or -1, got "
+                f"{self.state_changes_retention_ms}"
+            )
         if self.command_retention_ms < 1 and self.command_retention_ms != -1:
             raise ConfigurationError(
                 f"command_retention_ms must be positive or -1, got {self.command_retention_ms}"
@@ -110,7 +123,8 @@ class AggregateTopics:
         """The event log: compacted, never expired.
 
         Each event's key is unique (entity id + revision), so compaction keeps every event and
-        drops only exact re-writes of a key and tombstones.
+        drops only exact re-writes of a key and tombstones. A durable-state aggregate's changes
+        (same keys) are deleted after `state_changes_retention_ms` instead.
         """
         return f"{self.prefix}{self.name}.events"
 
@@ -145,7 +159,7 @@ class AggregateTopics:
                 self.commands,
                 {"cleanup.policy": "delete", "retention.ms": str(self.command_retention_ms), **isr},
             ),
-            (self.events, compacted),
+            (self.events, self._events_config(compacted, isr)),
             (self.snapshots, compacted),
             (
                 self.replies,
@@ -158,3 +172,11 @@ class AggregateTopics:
             TopicSpec(name, self.partitions, self.replication_factor, dict(config))
             for name, config in configs
         ]
+
+    def _events_config(self, compacted: dict[str, str], isr: dict[str, str]) -> dict[str, str]:
+        """Compacted and kept forever (event sourcing), or deleted after the retention (durable
+        state: the changelog holds the state, the changes are for readers)."""
+        if not self.durable_state:
+            return compacted
+        retention = str(self.state_changes_retention_ms)
+        return {"cleanup.policy": "delete", "retention.ms": retention, **isr}

@@ -94,7 +94,9 @@ class TopicCheck:
     @property
     def blocking(self) -> list[str]:
         """The mismatches a worker must not run with: the partition count (entities would move
-        between partitions) and the cleanup policy (events must never be deleted)."""
+        between partitions) and the cleanup policy (an event-sourced aggregate's events must
+        never be deleted; a durable-state one's are declared `delete`, so that is what is
+        checked for them)."""
         return [
             line
             for line in self.problems

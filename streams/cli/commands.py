@@ -89,6 +89,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_topics(args: argparse.Namespace) -> int:
     """Plan, apply or describe the topics of an app module's aggregates."""
     from kes.streams.config.apps import load_behaviors
+    from kes.streams.config.durablestate import layout_of
     from kes.streams.kafka.config import confluent_config
     from kes.topology.admin import replication_for, run_topics
 
@@ -104,7 +105,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     for behavior in load_behaviors(args.app):
         code = max(
             code,
-            run_topics(args.action, settings.topics(behavior.name), confluent_config(settings)),
+            run_topics(args.action, layout_of(settings, behavior), confluent_config(settings)),
         )
     return code
 
@@ -112,6 +113,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker for an app module's aggregates until Ctrl-C."""
     from kes.streams.config.apps import event_adapters, load_behaviors
+    from kes.streams.config.durablestate import layout_of
     from kes.streams.kafka.config import confluent_config
     from kes.streams.operations.lag import app_targets
     from kes.streams.runtime.worker import Worker
@@ -122,7 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     behaviors = load_behaviors(args.app)
     for behavior in behaviors:
-        _verified(settings.topics(behavior.name), confluent_config(settings))
+        _verified(layout_of(settings, behavior), confluent_config(settings))
     worker = Worker(behaviors, settings, event_adapters(args.app))
     views = install_views(worker)  # the operator's views: /, /lag, /entities, /metrics
     views.watch(app_targets(args.app, settings))  # projections' groups in /lag too

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from kes.streams.cli.cliargs import settings_from
 from kes.streams.config.apps import behavior_named
+from kes.streams.config.durablestate import layout_of
 from kes.streams.kafka.config import confluent_config
 from kes.streams.operations.migrator import Migration, migrate
 from kes.topology.admin import plan, replication_for
@@ -50,7 +51,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not settings.replication_factor:
         settings = replace(settings, replication_factor=replication_for(config))
     behavior = behavior_named(args.app, args.aggregate)
-    layout = settings.topics(behavior.name)
+    layout = layout_of(settings, behavior)
     target = replace(layout, prefix=args.to_prefix)
     found = plan(replace(layout, partitions=1), config)
     old = next((c.actual.partitions for c in found.checks if c.actual is not None), 0)

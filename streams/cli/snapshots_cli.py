@@ -14,10 +14,11 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from kes.schemas.errors import KesError
+from kes.schemas.errors import DurableStateError, KesError
 from kes.stores.snapshots import MemorySnapshotStore
 from kes.streams.cli.cliargs import add_cluster_args, settings_from
 from kes.streams.config.apps import behavior_named, event_adapters
+from kes.streams.config.durablestate import refuse_fold
 from kes.streams.cycle.idempotency import OutcomePolicy
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for
@@ -58,6 +59,11 @@ def cmd_snapshots_rebuild(args: argparse.Namespace) -> int:
     """Rebuild; 0 when done, 1 when refused (workers running, a damaged log)."""
     settings = settings_from(args, app_id=args.app_id)
     behavior = behavior_named(args.app, args.aggregate)
+    try:
+        refuse_fold(behavior, "`kes snapshots rebuild`")
+    except DurableStateError as exc:
+        print(f"refused: {exc}")
+        return 1
     topics = settings.topics(behavior.name)
     config = confluent_config(settings)
     group = settings.group_id

@@ -58,6 +58,7 @@ _ENV = {
     "max_outcomes": "KES_MAX_OUTCOMES",
     "commands_retention_ms": "KES_COMMANDS_RETENTION_MS",
     "replies_retention_ms": "KES_REPLIES_RETENTION_MS",
+    "state_changes_retention_ms": "KES_STATE_CHANGES_RETENTION_MS",
     "master_key": MASTER_KEY_ENV,
     "master_key_file": MASTER_KEY_FILE_ENV,
     "postgres_dsn": "KES_POSTGRES_DSN",
@@ -117,6 +118,9 @@ class Settings:
     """`retention.ms` of the commands topic (-1: forever); see `retention_warnings`."""
     replies_retention_ms: int = 3600 * 1000
     """`retention.ms` of the replies topic: a client that asks reads its reply within seconds."""
+    state_changes_retention_ms: int = 7 * 24 * 3600 * 1000
+    """`retention.ms` of a durable-state aggregate's events topic (its change records; -1:
+    forever): readers (projections, process managers) must read a change within it."""
     snapshot_every: int = 1
     """An entity's snapshot goes to the snapshot changelog once every this many events (1: with
     every change). Between two, recovery folds the entity's newer events from the events topic;
@@ -204,8 +208,9 @@ class Settings:
         """The consumer group that owns the command partitions."""
         return self.app_id
 
-    def topics(self, aggregate: str) -> AggregateTopics:
-        """The topic layout of one aggregate under these settings.
+    def topics(self, aggregate: str, *, durable_state: bool = False) -> AggregateTopics:
+        """The topic layout of one aggregate under these settings (`durable_state`: its events
+        topic keeps changes for `state_changes_retention_ms`; see kes.streams.config.durablestate).
 
         A replication setting left at 0 declares 1 here; `kes topics` resolves it from the
         cluster first (`kes.topology.admin.replication_for`), and a worker does not refuse topics
@@ -220,6 +225,8 @@ class Settings:
             min_insync_replicas=self.min_insync_replicas or (2 if factor >= 3 else 1),
             reply_retention_ms=self.replies_retention_ms,
             command_retention_ms=self.commands_retention_ms,
+            durable_state=durable_state,
+            state_changes_retention_ms=self.state_changes_retention_ms,
         )
 
     def retention_warnings(self) -> list[str]:
@@ -271,6 +278,7 @@ class Settings:
                 "max_outcomes",
                 "commands_retention_ms",
                 "replies_retention_ms",
+                "state_changes_retention_ms",
                 "snapshot_every",
                 "snapshot_max_tail",
             ):

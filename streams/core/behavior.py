@@ -216,6 +216,8 @@ class EventSourcedBehavior(_BaseBehavior[S]):
 
     Register handlers by protobuf type with the `command` and `event` decorators. An event
     handler receives a private copy of the state, so it may mutate it and return it.
+    `snapshot_every` overrides the worker's `KES_SNAPSHOT_EVERY` for this aggregate (None: the
+    worker's setting; see kes.streams.cycle.snapshotpolicy).
     """
 
     def __init__(
@@ -223,9 +225,21 @@ class EventSourcedBehavior(_BaseBehavior[S]):
         name: str,
         state_type: type[S],
         initial_state: Callable[[str], S] | None = None,
+        *,
+        snapshot_every: int | None = None,
     ) -> None:
         super().__init__(name, state_type, initial_state)
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ConfigurationError(
+                f"behavior {name!r}: snapshot_every must be >= 1, got {snapshot_every}"
+            )
+        self._snapshot_every = snapshot_every
         self._events: dict[str, tuple[type[Message], Callable[..., Any]]] = {}
+
+    @property
+    def snapshot_every(self) -> int | None:
+        """This aggregate's snapshot interval, or None for the worker's `KES_SNAPSHOT_EVERY`."""
+        return self._snapshot_every
 
     @property
     def event_types(self) -> tuple[type[Message], ...]:
@@ -306,8 +320,15 @@ class DurableStateBehavior(_BaseBehavior[S]):
     """An entity that keeps only its latest state: command handlers return the new state.
 
     Each accepted command emits exactly one event, the new state message itself, so the log
-    still records every change; `evolve` replaces the state with that event.
+    still records every change; `evolve` replaces the state with that event. The worker writes
+    the entity's snapshot with every change: the snapshot changelog is the state of record, and
+    the change records expire (see kes.streams.config.durablestate).
     """
+
+    @property
+    def snapshot_every(self) -> int:
+        """Always 1: every change is snapshotted, whatever `KES_SNAPSHOT_EVERY` says."""
+        return 1
 
     @property
     def event_types(self) -> tuple[type[Message], ...]:

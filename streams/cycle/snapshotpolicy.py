@@ -38,12 +38,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kes.streams.core.behavior import Behavior
     from kes.streams.cycle.batch import BatchResult, Entity
 
-__all__ = ["EVENTS_FROM_HEADER", "SnapshotPolicy", "TailIndex", "events_from_header"]
+__all__ = [
+    "EVENTS_FROM_HEADER",
+    "SnapshotPolicy",
+    "TailIndex",
+    "events_from_header",
+    "interval_for",
+]
 
 EVENTS_FROM_HEADER = "kes-events-from"
 """Header of a checkpoint record: the events low-water (decimal), absent when there is none."""
@@ -56,6 +63,13 @@ def events_from_header(headers: Iterable[tuple[str, bytes | str | None]] | None)
             text = value.decode() if isinstance(value, bytes) else value
             return int(text)
     return -1
+
+
+def interval_for(behavior: Behavior[Any], default: int) -> int:
+    """The snapshot interval of one aggregate: its behavior's own `snapshot_every` when it
+    declares one (a durable-state behavior always 1), else `default` (`KES_SNAPSHOT_EVERY`)."""
+    own = getattr(behavior, "snapshot_every", None)
+    return own if isinstance(own, int) and own >= 1 else default
 
 
 class TailIndex:

@@ -147,9 +147,17 @@ def migrate(
        (a re-run writes them again, equal).
     10. Last, one transaction: a checkpoint record on every new changelog partition, next
         command offset 0 and the owning group. From here a worker may run on the new set.
+    A durable-state aggregate is refused: its expiring change records are not a history that
+    step 6 can check snapshots against (kes.streams.config.durablestate).
     """
     began = time.monotonic()
     source, target = migration.source, migration.target
+    if source.durable_state:
+        raise MigrationError(
+            f"aggregate {source.name!r} keeps durable state: `kes topics migrate` copies each "
+            "entity's history, and its change records expire (the snapshot changelog is its "
+            "state of record); migrating durable state is not supported yet"
+        )
     config = dict(client_config)
     has_keys = _check_layouts(source, target, config, migration.timeout)
     report = MigrationReport()

@@ -13,6 +13,11 @@ tombstone after them (or are compacted away), its last event is EntityErased at 
 snapshot is the erasure marker, whatever the low-water (an erasure is snapshotted at once: its
 tombstoned events cannot be folded on recovery). With a keyring, sealed personal fields are
 opened first (without one, the public parts are folded and compared).
+
+A durable-state aggregate (kes.streams.config.durablestate) is not folded: its snapshot is the state
+of record and its change records expire. Each entity's retained changes must be contiguous
+revisions, no command applied twice, and the latest of them must equal its snapshot, revision
+and state; an entity whose changes have all expired is known by its snapshot alone.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from google.protobuf.message import Message
 from kes.schemas.codec import decode_event, decode_snapshot, parse_event_key, unpack
 from kes.schemas.errors import DecodeError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
+from kes.streams.config.durablestate import is_durable_state
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import Keyring
@@ -84,20 +90,13 @@ def verify(
     """(entity, revision) -> (partition, offset) of the event."""
     events = _read_events(topics, client_config, adapters, keys, offsets)
     result.events = sum(len(h) for h in events.values())
-    snapshots: dict[str, Snapshot] = {}
     low_water: dict[int, int] = {}
     """Partition -> the events low-water of its last checkpoint record (-1: none)."""
-    for record in read_records(topics.snapshots, topics.partitions, client_config):
-        key, value = record.key, record.value
-        if key == CHECKPOINT_KEY and value:
-            low_water[record.partition] = events_from_header(record.headers)
-        if key is None or key == CHECKPOINT_KEY or value is None or key.startswith(_OUTCOME):
-            continue  # the checkpoint, removed outcomes, outcomes
-        snap = decode_snapshot(value)
-        if keys is not None:
-            keys.open_snapshot(snap)
-        snapshots[snap.entity_id] = snap
+    snapshots = _read_snapshots(topics, client_config, keys, low_water)
     result.snapshots = len(snapshots)
+    if is_durable_state(behavior):
+        _check_durable(events, snapshots, result)
+        return result
     result.entities = len(events)
     for entity_id, history in events.items():
         history.sort(key=lambda e: e.revision)
@@ -141,6 +140,70 @@ def verify(
                 f"log (revision {max(unique)})"
             )
     return result
+
+
+def _read_snapshots(
+    topics: AggregateTopics,
+    client_config: Mapping[str, Any],
+    keys: Keyring | None,
+    low_water: dict[int, int],
+) -> dict[str, Snapshot]:
+    """Each entity's latest snapshot on the changelog; `low_water` gets each partition's events
+    low-water from its last checkpoint record."""
+    snapshots: dict[str, Snapshot] = {}
+    for record in read_records(topics.snapshots, topics.partitions, client_config):
+        key, value = record.key, record.value
+        if key == CHECKPOINT_KEY and value:
+            low_water[record.partition] = events_from_header(record.headers)
+        if key is None or key == CHECKPOINT_KEY or value is None or key.startswith(_OUTCOME):
+            continue  # the checkpoint, removed outcomes, outcomes
+        snap = decode_snapshot(value)
+        if keys is not None:
+            keys.open_snapshot(snap)
+        snapshots[snap.entity_id] = snap
+    return snapshots
+
+
+def _check_durable(
+    events: Mapping[str, list[EventEnvelope]],
+    snapshots: Mapping[str, Snapshot],
+    result: Verification,
+) -> None:
+    """A durable-state aggregate: the snapshot is the state, each retained change is checked
+    against it (see the module docstring); nothing is folded."""
+    result.entities = len(events.keys() | snapshots.keys())
+    for entity_id in sorted(events.keys() | snapshots.keys()):
+        history = sorted(events.get(entity_id, []), key=lambda e: e.revision)
+        stored = snapshots.get(entity_id)
+        if any(e.event_type == ERASED_EVENT_TYPE for e in history):
+            result.erased += 1
+            _check_erased(entity_id, history, stored, result)
+            continue
+        if stored is not None and stored.erased:
+            result.erased += 1  # its EntityErased expired with its other changes
+            continue
+        revisions = [e.revision for e in history]
+        if revisions and revisions != list(range(revisions[0], revisions[0] + len(history))):
+            result.violations.append(
+                f"{entity_id}: retained change revisions are not contiguous: {_gaps(revisions)}"
+            )
+        commands = [e.command_id for e in history]
+        for command_id in sorted({c for c in commands if commands.count(c) > 1}):
+            result.violations.append(f"{entity_id}: command {command_id} applied twice")
+        if stored is None:
+            result.violations.append(f"{entity_id}: no snapshot for {len(history)} changes")
+            continue
+        state = unpack(stored.state)
+        result.states[entity_id] = state
+        result.revisions[entity_id] = stored.revision
+        if not history:
+            continue  # every change expired: the snapshot is all there is
+        latest = history[-1]
+        if stored.revision != latest.revision or unpack(latest.payload) != state:
+            result.violations.append(
+                f"{entity_id}: snapshot (revision {stored.revision}) is not its latest change "
+                f"(revision {latest.revision})"
+            )
 
 
 def _read_events(

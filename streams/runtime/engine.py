@@ -51,19 +51,22 @@ from faust.types import TP
 from kes.schemas.errors import (
     CommandGapError,
     CommandsDeletedError,
+    ConfigurationError,
+    DurableStateError,
     KeyUnavailableError,
     OwnershipError,
     TopologyError,
 )
 from kes.schemas.personal import has_personal
 from kes.stores.snapshots import Checkpoint, RocksDBSnapshotStore
+from kes.streams.config.durablestate import layout_of
 from kes.streams.config.settings import Guarantee, Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import DataKeys
 from kes.streams.cycle.batch import BatchResult, CommandRecord
 from kes.streams.cycle.idempotency import OutcomePolicy
-from kes.streams.cycle.snapshotpolicy import TailIndex
+from kes.streams.cycle.snapshotpolicy import TailIndex, interval_for
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for
 from kes.streams.runtime.actors import PartitionActors
@@ -147,9 +150,8 @@ class Engine:
         self.settings = settings
         self.adapters = adapters
         """The app's event adapters: a rebuild from the events folds old shapes through them."""
-        self._by_topic = {
-            settings.topics(n).commands: (b, settings.topics(n)) for n, b in behaviors.items()
-        }
+        layouts = {n: layout_of(settings, b) for n, b in behaviors.items()}
+        self._by_topic = {layouts[n].commands: (b, layouts[n]) for n, b in behaviors.items()}
         self.actors = actors
         self.store = store
         master = settings.master()
@@ -160,6 +162,13 @@ class Engine:
                 raise KeyUnavailableError(
                     f"aggregate {behavior.name!r} has personal fields and no master key is "
                     "configured: set KES_MASTER_KEY or KES_MASTER_KEY_FILE (docs/security.md)"
+                )
+            every = interval_for(behavior, settings.snapshot_every)
+            if every > 1 and settings.guarantee is not Guarantee.EXACTLY_ONCE:
+                raise ConfigurationError(
+                    f"aggregate {behavior.name!r} snapshots every {every} events, which needs the "
+                    "exactly_once guarantee (recovery folds events only up to the checkpoint "
+                    "written in the same transaction)"
                 )
         self.instance = instance_id(settings.data_dir)
         self.transactional_id = f"{settings.group_id}-{self.instance}"
@@ -549,6 +558,9 @@ class Engine:
                 outcomes=OutcomePolicy(settings.outcome_horizon_s * 1000, settings.max_outcomes),
                 keys=keyring_for(topics, confluent_config(settings), settings.master()),
             )
+        except DurableStateError as exc:
+            behind = f"{tp}: its changelog is behind the group's offset"
+            stop_now(f"{behind}: {exc}", None, EXIT_CONFIGURATION)
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
 
@@ -582,6 +594,8 @@ class Engine:
                     stop_now(f"folding the events of {tp} failed: {exc!r}", exc)
                 log.warning("%s: folding its events failed (%s); trying again", tp, exc)
                 await asyncio.sleep(1.0)
+            except DurableStateError as exc:
+                stop_now(f"{tp}: {exc}", None, EXIT_CONFIGURATION)
             except Exception as exc:
                 stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
 

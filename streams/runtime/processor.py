@@ -21,7 +21,7 @@ from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import DataKeys
 from kes.streams.cycle.batch import BatchResult, BatchStep, CommandRecord
 from kes.streams.cycle.idempotency import OutcomePolicy
-from kes.streams.cycle.snapshotpolicy import SnapshotPolicy, TailIndex
+from kes.streams.cycle.snapshotpolicy import SnapshotPolicy, TailIndex, interval_for
 from kes.streams.runtime.gaps import log_start, records_between
 from kes.topology.layout import AggregateTopics
 
@@ -82,7 +82,9 @@ class PartitionProcessor:
             keys=keys,
         )
         self.settings = settings
-        self.policy = SnapshotPolicy(settings.snapshot_every, settings.snapshot_max_tail)
+        self.policy = SnapshotPolicy(
+            interval_for(behavior, settings.snapshot_every), settings.snapshot_max_tail
+        )
         self.tails = TailIndex()
         """Entities whose latest revisions are not in the changelog yet
         (kes.streams.cycle.snapshotpolicy)."""

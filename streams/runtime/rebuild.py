@@ -30,6 +30,7 @@ from kes.schemas.errors import KesError, KeyUnavailableError
 from kes.schemas.kes.v1.envelopes_pb2 import Reply
 from kes.schemas.personal import has_personal
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots
+from kes.streams.config.durablestate import refuse_fold
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import Keyring
@@ -161,7 +162,9 @@ def rebuild_partition(
        changelog, and wait until all are written (a crash before the checkpoint record leaves
        the changelog behind again: the next recovery rebuilds again, idempotently);
     3. write the same to the local store, with that checkpoint, in one write.
+    A durable-state aggregate is refused (DurableStateError): its change records expire.
     """
+    refuse_fold(behavior, "rebuilding its snapshots from the events topic")
     began = time.monotonic()
     records = read_records(topics.events, topics.partitions, client_config, only=[partition])
     rebuilt = fold_partition(

@@ -48,6 +48,7 @@ from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from kes.schemas.kes.v1.personal_pb2 import DataKey
 from kes.schemas.personal import has_personal, open_sealed
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots
+from kes.streams.config.durablestate import refuse_fold
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import DataKeys
@@ -244,6 +245,7 @@ def fold_tail(
     """
     if checkpoint.events_from < 0:
         return TailIndex()
+    refuse_fold(behavior, "folding the events after its snapshots")
     began = time.monotonic()
     personal = has_personal([behavior.state_type, *behavior.event_types])
     if personal and keys is None:

@@ -19,6 +19,10 @@ from faust.app.base import BootStrategy
 from faust.types import TP
 
 from kes.stores.snapshots import RocksDBSnapshotStore
+
+# The operator's views (/, /lag, /entities, /metrics) live a layer up, in kes.streams.web:
+# `kes worker` installs them with kes.streams.web.install_views(worker) before it runs.
+from kes.streams.config.durablestate import layout_of
 from kes.streams.config.settings import Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
@@ -27,9 +31,6 @@ from kes.streams.runtime.actors import PartitionActors
 from kes.streams.runtime.engine import EXIT_BATCH_FAILED, EXIT_CONFIGURATION, Engine
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.topology.layout import AggregateTopics
-
-# The operator's views (/, /lag, /entities, /metrics) live a layer up, in kes.streams.web:
-# `kes worker` installs them with kes.streams.web.install_views(worker) before it runs.
 
 __all__ = ["EXIT_BATCH_FAILED", "EXIT_CONFIGURATION", "Worker"]
 
@@ -59,7 +60,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.behaviors = {b.name: b for b in behaviors}
-        self.topics = {name: settings.topics(name) for name in self.behaviors}
+        self.topics = {name: layout_of(settings, b) for name, b in self.behaviors.items()}
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self.store = RocksDBSnapshotStore(settings.data_dir / "snapshots")
         self.app = _HostApp(

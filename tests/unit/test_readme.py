@@ -39,3 +39,9 @@ def test_the_process_manager_example_runs() -> None:
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert "flow" in namespace
+
+
+def test_the_durable_state_example_runs() -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(python_block('DurableStateBehavior("card"'), "README.md", "exec"), namespace)
+    assert "card" in namespace
