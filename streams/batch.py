@@ -17,6 +17,9 @@ Per command, in order:
 An erased entity takes no command (ERASED), and `kes.v1.EraseEntity` erases one (see `_erase`).
 In an aggregate with personal fields (schemas.personal), events, snapshots and replies leave
 sealed with the entity's data key, made with its first accepted command (streams.keyring).
+An event's envelope carries its command's metadata, except `schema-version`
+(streams.adapters.VERSION_KEY): that is the version the behavior declares for the event's type,
+or absent, so a command cannot forge it.
 Every routed command decided in steps 4-5 leaves its outcome (streams.idempotency), written in
 the same transaction as its events, except a dead-lettered one (a handler error, a payload this
 deployment cannot read, output too large): nothing was decided, so a retry or a redrive of the
@@ -58,6 +61,7 @@ from schemas.kes.v1.envelopes_pb2 import (
 )
 from schemas.kes.v1.personal_pb2 import DataKey, EntityErased, EraseEntity, Sealed
 from schemas.personal import has_personal, open_sealed, seal
+from streams.adapters import VERSION_KEY
 from streams.behavior import Behavior
 from streams.decision import Accepted, CommandContext, Decision, Failed
 from streams.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
@@ -162,6 +166,8 @@ class Entity:
     """The state sealed once for its reply and its snapshot (public part, sealed part)."""
     pending: int = 0
     """Revisions above the entity's snapshot in the changelog (streams.snapshotpolicy)."""
+    state_version: int = 1
+    """The schema version of `state` (the behavior's; streams.statemigration), as snapshotted."""
 
     def snapshot(self) -> Snapshot:
         """The Snapshot message stored in the changelog (`pending` is 0 there) and the local
@@ -184,6 +190,7 @@ class Entity:
                 source_offset=self.source_offset,
                 first_event_offset=self.first_event_offset,
                 pending_revisions=self.pending,
+                state_version=self._recorded_version,
             )
         public, sealed = self.sealed_state or seal(self.state, key.aead, self.entity_id)
         return Snapshot(
@@ -197,7 +204,14 @@ class Entity:
             wrapped_key=key.wrapped,
             master_key_id=key.master_key_id,
             pending_revisions=self.pending,
+            state_version=self._recorded_version,
         )
+
+    @property
+    def _recorded_version(self) -> int:
+        """`state_version` as a snapshot records it: version 1 as 0 (unset), so a behavior that
+        never declared a version writes the bytes it wrote before versions existed."""
+        return self.state_version if self.state_version > 1 else 0
 
     def apply(
         self, behavior: Behavior[Any], env: EventEnvelope, offset: int, recent_command_ids: int
@@ -212,6 +226,7 @@ class Entity:
             )
         self.revision = env.revision
         self.source_offset = env.source_offset
+        self.state_version = behavior.state_version
         if env.event_type == ERASED_EVENT_TYPE:
             self.state = behavior.initial_state(self.entity_id)
             self.erased, self.key, self.sealed_state = True, None, None
@@ -228,7 +243,8 @@ class Entity:
     @classmethod
     def restore(cls, snap: Snapshot, behavior: Behavior[Any], keys: DataKeys | None) -> Entity:
         """The entity a stored snapshot holds: an erasure marker, or its state with its personal
-        fields opened by its data key (raises KeyUnavailableError without `keys`)."""
+        fields opened by its data key (raises KeyUnavailableError without `keys`), migrated from
+        the snapshot's state version to the behavior's (raises SchemaVersionError if newer)."""
         entity_id = snap.entity_id
         if snap.erased:
             state = behavior.initial_state(entity_id)
@@ -254,12 +270,13 @@ class Entity:
         return cls(
             entity_id,
             snap.revision,
-            unpack(snap.state),
+            behavior.load_state(snap.state, snap.state_version, entity_id),
             list(snap.recent_command_ids),
             snap.source_offset,
             snap.first_event_offset,
             key,
             pending=snap.pending_revisions,
+            state_version=behavior.state_version,
         )
 
 
@@ -436,7 +453,7 @@ class BatchStep:
         snap = self._load(entity_id)
         if snap is None:
             state = self.behavior.initial_state(entity_id)
-            return Entity(entity_id, 0, state, [])
+            return Entity(entity_id, 0, state, [], state_version=self.behavior.state_version)
         return Entity.restore(snap, self.behavior, self._keys)
 
     @property
@@ -647,6 +664,7 @@ class BatchStep:
             current.first_event_offset,
             entity_key,
             pending=current.pending + len(events),
+            state_version=self.behavior.state_version,
         )
         if entity_key is not None:  # sealed once, for the reply and the snapshot
             updated.sealed_state = seal(decision.new_state, entity_key.aead, current.entity_id)
@@ -707,6 +725,10 @@ class BatchStep:
             envelope.sealed.CopyFrom(sealed)
         if env.metadata:
             envelope.metadata.update(env.metadata)
+            envelope.metadata.pop(VERSION_KEY, None)  # a command cannot forge an event's version
+        version = self.behavior.event_version(event_type)
+        if version is not None:
+            envelope.metadata[VERSION_KEY] = str(version)
         headers = [
             ("entity-id", entity_id.encode()),
             ("revision", str(revision).encode()),

@@ -50,8 +50,10 @@ from faust.types import TP
 from schemas.errors import (
     CommandGapError,
     CommandsDeletedError,
+    ConfigurationError,
     KeyUnavailableError,
     OwnershipError,
+    SchemaVersionError,
     TopologyError,
 )
 from schemas.personal import has_personal
@@ -109,6 +111,11 @@ def stop_now(message: str, exc: BaseException | None, code: int = EXIT_BATCH_FAI
     log.critical("%s; stopping the worker (exit %d)", message, code, exc_info=exc)
     logging.shutdown()
     os._exit(code)
+
+
+def _refusal(tp: TP, exc: BaseException) -> str:
+    """Why a partition cannot run with this code (a stored state it cannot load)."""
+    return f"refusing to run {tp.topic}[{tp.partition}]: {exc}"
 
 
 def instance_id(data_dir: Path) -> str:
@@ -459,6 +466,8 @@ class Engine:
                 stop_now(str(exc), exc)
             except CommandsDeletedError as exc:  # an operator decides: kes skip-deleted
                 stop_now(str(exc), None, EXIT_CONFIGURATION)
+            except (SchemaVersionError, ConfigurationError) as exc:  # a snapshot this code
+                stop_now(_refusal(tp, exc), None, EXIT_CONFIGURATION)  # cannot read: no retry
             if result is not None:
                 processor = self._ready[tp]
                 work.append(PartitionWork(processor.topics, tp.partition, result))
@@ -581,6 +590,8 @@ class Engine:
                     stop_now(f"folding the events of {tp} failed: {exc!r}", exc)
                 log.warning("%s: folding its events failed (%s); trying again", tp, exc)
                 await asyncio.sleep(1.0)
+            except (SchemaVersionError, ConfigurationError) as exc:
+                stop_now(_refusal(tp, exc), None, EXIT_CONFIGURATION)
             except Exception as exc:
                 stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
 

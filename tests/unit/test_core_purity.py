@@ -16,6 +16,8 @@ CORE = [
     "streams.process_advance",
     "streams.process_testkit",
     "streams.snapshotpolicy",
+    "streams.statemigration",
+    "streams.adapters",
     "examples.bank.domain",
     "examples.bank.transfers",
 ]
