@@ -13,7 +13,7 @@ from types import FrameType
 from typing import Any
 
 from schemas.errors import ConfigurationError
-from streams.apps import import_app
+from streams.apps import event_adapters, import_app
 from streams.cliargs import add_cluster_args, add_web_args, settings_from
 from streams.kafkaconfig import confluent_config
 from streams.process import ProcessManager
@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    runner = ProcessRunner(process, settings)
+    runner = ProcessRunner(process, settings, adapters=event_adapters(args.app))
     web = None
     if args.web_port:
         web = ProcessWeb(runner, args.web_host, args.web_port, stuck_after=args.stuck_after)

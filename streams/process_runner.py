@@ -41,6 +41,7 @@ from schemas.codec import REPLY_PARTITION_HEADER, encode_command, new_command
 from schemas.errors import TopologyError
 from schemas.kes.v1.processes_pb2 import RUNNING, ProcessInput, ProcessRecord
 from stores.snapshots import Checkpoint, PartitionSnapshots, RocksDBSnapshotStore
+from streams.adapters import EventAdapters
 from streams.batch import CHECKPOINT_KEY, OutRecord, encode_checkpoint
 from streams.engine import instance_id
 from streams.kafkaconfig import confluent_config
@@ -129,8 +130,11 @@ class ProcessRunner:
         *,
         clock: Callable[[], int] = wall_clock_ms,
         max_batch: int = 2_000,
+        adapters: EventAdapters | None = None,
     ) -> None:
         self.process = process
+        self.adapters = adapters
+        """The app's event adapters: old event types are routed and handled as current ones."""
         self.topics = ProcessTopics.of(process, settings)
         self.settings = replace(settings, app_id=self.topics.group)
         """Settings under the process's group: recovery reads its offsets and checkpoints."""
@@ -251,7 +255,7 @@ class ProcessRunner:
     def _route(self, work: _Work, topic: str, value: bytes | None) -> None:
         kind, aggregate = self._sources[topic]
         if kind == "event":
-            item = route_event(self.process, value)
+            item = route_event(self.process, value, self.adapters)
         else:
             item = route_reply(self.process, aggregate, value)
         if item is None:

@@ -4,10 +4,10 @@ Snapshots outlive the code that wrote them (the changelog, a worker's local stor
 message can change under them. A behavior declares its `state_version` (1 unless it says
 otherwise) and one migration per older version, `from_version` -> `from_version + 1`; a snapshot
 records the version it was written at (`Snapshot.state_version`; 0 means 1: version 1 is left
-unset, so snapshots of unversioned behaviors keep the bytes they had before versions existed). Loading a snapshot runs the migrations from its version up to the current one,
-in order, before anything else sees the state; its next write stores the current version. A
-snapshot newer than the code is refused (SchemaVersionError), never dropped or misread. Pure: no
-Kafka here.
+unset, so snapshots of unversioned behaviors keep the bytes they had before versions existed).
+Loading a snapshot runs the migrations from its version up to the current one, in order, before
+anything else sees the state; its next write stores the current version. A snapshot newer than
+the code is refused (SchemaVersionError), never dropped or misread. Pure: no Kafka here.
 """
 
 from __future__ import annotations
