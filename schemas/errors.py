@@ -25,6 +25,7 @@ __all__ = [
     "ProjectionTimeoutError",
     "ReadModelConflictError",
     "ReadModelUnavailableError",
+    "SchemaVersionError",
     "TopologyError",
     "TransactionError",
     "UnreachableError",
@@ -181,6 +182,11 @@ class CommandTimeoutError(KesError):
 class MigrationError(KesError):
     """A topic set cannot be migrated (or migrated to) as it is; the message says why and what
     to do first."""
+
+
+class SchemaVersionError(KesError):
+    """Stored data is of a newer schema version than this deployment's code knows (a rollback,
+    or an older worker during a rolling upgrade); run the newer code, never drop the data."""
 
 
 class ProjectionTimeoutError(KesError):

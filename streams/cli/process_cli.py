@@ -14,7 +14,7 @@ from typing import Any
 
 from kes.schemas.errors import ConfigurationError
 from kes.streams.cli.cliargs import add_cluster_args, add_web_args, settings_from
-from kes.streams.config.apps import import_app
+from kes.streams.config.apps import event_adapters, import_app
 from kes.streams.config.settings import Settings
 from kes.streams.kafka.config import confluent_config
 from kes.streams.processes.process import ProcessManager
@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    runner = ProcessRunner(process, settings)
+    runner = ProcessRunner(process, settings, adapters=event_adapters(args.app))
     web = None
     if args.web_port:
         web = ProcessWeb(runner, args.web_host, args.web_port, stuck_after=args.stuck_after)

@@ -3,8 +3,13 @@
 The events topic keeps every event forever, so an event type that changed shape stays on the log
 in its old form. An adapter turns one old type (optionally one schema version of it, taken from
 the envelope's metadata) into a newer message; adapters chain, old → newer → newest, so each
-schema change needs only one adapter. Readers and the worker's replay both call `adapt`, so
-downstream code sees only current types. Pure: no Kafka here.
+schema change needs only one adapter. The worker writes an event's version under `VERSION_KEY`
+when its behavior declares one (`@behavior.event(Type, version=2)`); an event written without
+the key is version "1". The app module's `EVENT_ADAPTERS` (kes.streams.config.apps) reach every
+place kes folds or reads events: the worker's recovery (the snapshot interval's tail fold, a rebuild
+of a lost changelog), `kes snapshots rebuild`, `kes verify`, `kes events` and the console,
+`read_events` / history when given them, and projections; so behaviors and handlers see only current
+types. Snapshots' states evolve separately (kes.streams.core.statemigration). Pure: no Kafka here.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from kes.schemas.codec import pack, type_name, unpack
 from kes.schemas.errors import ConfigurationError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
 
-__all__ = ["VERSION_KEY", "EventAdapter", "EventAdapters"]
+__all__ = ["UNVERSIONED", "VERSION_KEY", "EventAdapter", "EventAdapters"]
 
 VERSION_KEY = "schema-version"
-"""The default event metadata key that holds an event's schema version."""
+"""The event metadata key that holds an event's schema version (written by the worker)."""
+
+UNVERSIONED = "1"
+"""The version of an event stored without the version key."""
 
 EventAdapter = Callable[[Message], Message]
 """Old event (decoded, or the packed `Any` when registered with `packed=True`) → newer event."""
@@ -97,7 +105,8 @@ class EventAdapters:
     def adapt(self, env: EventEnvelope) -> EventEnvelope:
         """The envelope with its payload adapted to the newest type; `env` itself if none applies.
 
-        The input is never modified. Raises `DecodeError(UNKNOWN_TYPE)` when an adapter wants the
+        An event stored without the version key matches adapters of version "1". The input is
+        never modified. Raises `DecodeError(UNKNOWN_TYPE)` when an adapter wants the
         decoded old message but its type is not registered, and ConfigurationError on a cycle.
         """
         current = env
@@ -105,6 +114,8 @@ class EventAdapters:
         while True:
             name = current.event_type or current.payload.TypeName()
             version = current.metadata.get(self._version_key)
+            if version is None and current is env:  # as stored: written before any version
+                version = UNVERSIONED
             entry = self._entries.get((name, version))
             matched_version = version if entry is not None else None
             if entry is None:
@@ -136,7 +147,7 @@ class EventAdapters:
         if entry.to_version is not None:
             adapted.metadata[self._version_key] = entry.to_version
         elif matched_version is not None:
-            del adapted.metadata[self._version_key]
+            adapted.metadata.pop(self._version_key, None)
         return adapted
 
 

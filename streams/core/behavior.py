@@ -19,8 +19,9 @@ Invariants the engine may rely on:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, cast
 
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from kes.schemas.errors import ConfigurationError
@@ -34,6 +35,7 @@ from kes.streams.core.decision import (
     RejectionCode,
     reject,
 )
+from kes.streams.core.statemigration import StateMigration, StateMigrations, stored_version
 
 __all__ = [
     "Accepted",
@@ -89,6 +91,20 @@ class Behavior(Protocol[S]):
         """The event message classes `evolve` accepts (and `decide` may emit)."""
         ...
 
+    @property
+    def state_version(self) -> int:
+        """The schema version of the state this code writes (1 unless declared)."""
+        ...
+
+    def event_version(self, event_type: str) -> int | None:
+        """The declared schema version of an event type (full name); None when undeclared."""
+        ...
+
+    def load_state(self, state: any_pb2.Any, version: int, entity_id: str = "") -> S:
+        """A stored state of schema `version` (0: unrecorded, read as 1) as a current state;
+        raises SchemaVersionError for a version newer than `state_version`."""
+        ...
+
     def initial_state(self, entity_id: str) -> S:
         """The state of an entity with no history."""
         ...
@@ -135,6 +151,8 @@ class _BaseBehavior(Generic[S]):
         name: str,
         state_type: type[S],
         initial_state: Callable[[str], S] | None = None,
+        *,
+        state_version: int = 1,
     ) -> None:
         if not name:
             raise ConfigurationError("a behavior needs a non-empty name (the aggregate name)")
@@ -142,6 +160,8 @@ class _BaseBehavior(Generic[S]):
         self._state_type = state_type
         self._initial_state = initial_state
         self._commands: dict[str, tuple[type[Message], Callable[..., Any]]] = {}
+        self._migrations = StateMigrations(name, state_version)
+        self._event_versions: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._name!r}, {_type_name(self._state_type)})"
@@ -170,6 +190,34 @@ class _BaseBehavior(Generic[S]):
     def handles(self, command: Message) -> bool:
         """Whether a handler is registered for the command's protobuf type."""
         return command.DESCRIPTOR.full_name in self._commands
+
+    @property
+    def state_version(self) -> int:
+        """The schema version of the state this code writes (kes.streams.core.statemigration)."""
+        return self._migrations.current
+
+    def event_version(self, event_type: str) -> int | None:
+        """The schema version declared with the event type's handler; None when undeclared."""
+        return self._event_versions.get(event_type)
+
+    def migrate_state(
+        self, from_version: int, *, packed: bool = False
+    ) -> Callable[[StateMigration], StateMigration]:
+        """Register the decorated function as the migration of states of `from_version` to
+        `from_version + 1`; with `packed=True` it gets the stored `Any` (for a gone type)."""
+
+        def register(migration: StateMigration) -> StateMigration:
+            self._migrations.register(from_version, migration, packed=packed)
+            return migration
+
+        return register
+
+    def load_state(self, state: any_pb2.Any, version: int, entity_id: str = "") -> S:
+        """A stored state of schema `version` (0 reads as 1), migrated to `state_version`."""
+        loaded = self._migrations.migrate(state, version, entity_id)
+        if stored_version(version) == self.state_version:
+            return cast(S, loaded)  # as stored, unchecked as before versions
+        return self._check_state(loaded, "state migration")
 
     def fold(self, state: S, events: Iterable[Message]) -> S:
         """Apply events in order to a copy of `state`; `state` itself is left untouched."""
@@ -227,8 +275,9 @@ class EventSourcedBehavior(_BaseBehavior[S]):
         initial_state: Callable[[str], S] | None = None,
         *,
         snapshot_every: int | None = None,
+        state_version: int = 1,
     ) -> None:
-        super().__init__(name, state_type, initial_state)
+        super().__init__(name, state_type, initial_state, state_version=state_version)
         if snapshot_every is not None and snapshot_every < 1:
             raise ConfigurationError(
                 f"behavior {name!r}: snapshot_every must be >= 1, got {snapshot_every}"
@@ -257,8 +306,17 @@ class EventSourcedBehavior(_BaseBehavior[S]):
 
         return register
 
-    def event(self, event_type: type[E]) -> Callable[[EventHandler[S, E]], EventHandler[S, E]]:
-        """Register the decorated function as the handler of `event_type`."""
+    def event(
+        self, event_type: type[E], *, version: int | None = None
+    ) -> Callable[[EventHandler[S, E]], EventHandler[S, E]]:
+        """Register the decorated function as the handler of `event_type`.
+
+        With `version`, each event of this type the behavior emits carries it in its envelope's
+        metadata (`schema-version`, kes.streams.core.adapters.VERSION_KEY), for version-keyed
+        adapters; without, the key is absent, which readers take as version 1.
+        """
+        if version is not None and version < 1:
+            raise ConfigurationError(f"event schema versions start at 1, not {version}")
 
         def register(handler: EventHandler[S, E]) -> EventHandler[S, E]:
             key = _type_name(event_type)
@@ -267,6 +325,8 @@ class EventSourcedBehavior(_BaseBehavior[S]):
                     f"behavior {self._name!r} already has an event handler for {key}"
                 )
             self._events[key] = (event_type, handler)
+            if version is not None:
+                self._event_versions[key] = version
             return handler
 
         return register

@@ -18,6 +18,9 @@ Per command, in order:
 An erased entity takes no command (ERASED), and `kes.v1.EraseEntity` erases one (see `_erase`).
 In an aggregate with personal fields (kes.schemas.personal), events, snapshots and replies leave
 sealed with the entity's data key, made with its first accepted command (kes.streams.core.keyring).
+An event's envelope carries its command's metadata, except `schema-version`
+(kes.streams.core.adapters.VERSION_KEY): that is the version the behavior declares for the event's
+type, or absent, so a command cannot forge it.
 Every routed command decided in steps 4-5 leaves its outcome (kes.streams.cycle.idempotency),
 written in the same transaction as its events, except a dead-lettered one (a handler error, a
 payload this deployment cannot read, output too large): nothing was decided, so a retry or a redrive
@@ -59,6 +62,7 @@ from kes.schemas.kes.v1.envelopes_pb2 import (
 )
 from kes.schemas.kes.v1.personal_pb2 import DataKey, EntityErased, EraseEntity, Sealed
 from kes.schemas.personal import has_personal, open_sealed, seal
+from kes.streams.core.adapters import VERSION_KEY
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.decision import Accepted, CommandContext, Decision, Failed
 from kes.streams.core.keyring import DataKeys, EntityKey
@@ -163,6 +167,9 @@ class Entity:
     """The state sealed once for its reply and its snapshot (public part, sealed part)."""
     pending: int = 0
     """Revisions above the entity's snapshot in the changelog (kes.streams.cycle.snapshotpolicy)."""
+    state_version: int = 1
+    """The schema version of `state` (the behavior's; kes.streams.core.statemigration), as
+    snapshotted."""
 
     def snapshot(self) -> Snapshot:
         """The Snapshot message stored in the changelog (`pending` is 0 there) and the local
@@ -185,6 +192,7 @@ class Entity:
                 source_offset=self.source_offset,
                 first_event_offset=self.first_event_offset,
                 pending_revisions=self.pending,
+                state_version=self._recorded_version,
             )
         public, sealed = self.sealed_state or seal(self.state, key.aead, self.entity_id)
         return Snapshot(
@@ -198,7 +206,14 @@ class Entity:
             wrapped_key=key.wrapped,
             master_key_id=key.master_key_id,
             pending_revisions=self.pending,
+            state_version=self._recorded_version,
         )
+
+    @property
+    def _recorded_version(self) -> int:
+        """`state_version` as a snapshot records it: version 1 as 0 (unset), so a behavior that
+        never declared a version writes the bytes it wrote before versions existed."""
+        return self.state_version if self.state_version > 1 else 0
 
     def apply(
         self, behavior: Behavior[Any], env: EventEnvelope, offset: int, recent_command_ids: int
@@ -213,6 +228,7 @@ class Entity:
             )
         self.revision = env.revision
         self.source_offset = env.source_offset
+        self.state_version = behavior.state_version
         if env.event_type == ERASED_EVENT_TYPE:
             self.state = behavior.initial_state(self.entity_id)
             self.erased, self.key, self.sealed_state = True, None, None
@@ -229,7 +245,8 @@ class Entity:
     @classmethod
     def restore(cls, snap: Snapshot, behavior: Behavior[Any], keys: DataKeys | None) -> Entity:
         """The entity a stored snapshot holds: an erasure marker, or its state with its personal
-        fields opened by its data key (raises KeyUnavailableError without `keys`)."""
+        fields opened by its data key (raises KeyUnavailableError without `keys`), migrated from
+        the snapshot's state version to the behavior's (raises SchemaVersionError if newer)."""
         entity_id = snap.entity_id
         if snap.erased:
             state = behavior.initial_state(entity_id)
@@ -255,12 +272,13 @@ class Entity:
         return cls(
             entity_id,
             snap.revision,
-            unpack(snap.state),
+            behavior.load_state(snap.state, snap.state_version, entity_id),
             list(snap.recent_command_ids),
             snap.source_offset,
             snap.first_event_offset,
             key,
             pending=snap.pending_revisions,
+            state_version=behavior.state_version,
         )
 
 
@@ -438,7 +456,7 @@ class BatchStep:
         snap = self._load(entity_id)
         if snap is None:
             state = self.behavior.initial_state(entity_id)
-            return Entity(entity_id, 0, state, [])
+            return Entity(entity_id, 0, state, [], state_version=self.behavior.state_version)
         return Entity.restore(snap, self.behavior, self._keys)
 
     @property
@@ -649,6 +667,7 @@ class BatchStep:
             current.first_event_offset,
             entity_key,
             pending=current.pending + len(events),
+            state_version=self.behavior.state_version,
         )
         if entity_key is not None:  # sealed once, for the reply and the snapshot
             updated.sealed_state = seal(decision.new_state, entity_key.aead, current.entity_id)
@@ -709,6 +728,10 @@ class BatchStep:
             envelope.sealed.CopyFrom(sealed)
         if env.metadata:
             envelope.metadata.update(env.metadata)
+            envelope.metadata.pop(VERSION_KEY, None)  # a command cannot forge an event's version
+        version = self.behavior.event_version(event_type)
+        if version is not None:
+            envelope.metadata[VERSION_KEY] = str(version)
         headers = [
             ("entity-id", entity_id.encode()),
             ("revision", str(revision).encode()),

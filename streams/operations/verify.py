@@ -12,7 +12,9 @@ An erased entity (`kes erase`) is checked for what erasure leaves: its events 1.
 tombstone after them (or are compacted away), its last event is EntityErased at n + 1, and its
 snapshot is the erasure marker, whatever the low-water (an erasure is snapshotted at once: its
 tombstoned events cannot be folded on recovery). With a keyring, sealed personal fields are
-opened first (without one, the public parts are folded and compared).
+opened first (without one, the public parts are folded and compared). Old event shapes are folded
+through the app's event adapters and snapshots of an older state version are migrated
+(kes.streams.core.statemigration) before the comparison, as the worker would.
 
 A durable-state aggregate (kes.streams.config.durablestate) is not folded: its snapshot is the state
 of record and its change records expire. Each entity's retained changes must be contiguous
@@ -127,14 +129,14 @@ def verify(
                 behavior.initial_state(entity_id),
                 (unpack(unique[r].payload) for r in sorted(unique) if r <= stored_revision),
             )
-            if stored is not None and unpack(stored.state) != prefix:
+            if stored is not None and _stored_state(behavior, stored, result) != prefix:
                 result.violations.append(
                     f"{entity_id}: snapshot (revision {stored.revision}) differs from the fold "
                     f"of its first {stored.revision} events"
                 )
         elif stored is None:
             result.violations.append(f"{entity_id}: no snapshot for {len(history)} events")
-        elif stored.revision != max(unique) or unpack(stored.state) != state:
+        elif stored.revision != max(unique) or _stored_state(behavior, stored, result) != state:
             result.violations.append(
                 f"{entity_id}: snapshot (revision {stored.revision}) differs from the fold of the "
                 f"log (revision {max(unique)})"
@@ -235,6 +237,17 @@ def _read_events(
                 kept.setdefault(entity_id, []).append(env)
                 offsets.setdefault((entity_id, env.revision), (partition, offset))
     return kept
+
+
+def _stored_state(behavior: Behavior[Any], snap: Snapshot, result: Verification) -> Message | None:
+    """The snapshot's state migrated to the behavior's state version; None (and a violation)
+    when it cannot be (newer than this code, or a migration missing or failing)."""
+    try:
+        state: Message = behavior.load_state(snap.state, snap.state_version, snap.entity_id)
+    except Exception as exc:
+        result.violations.append(f"{snap.entity_id}: its snapshot's state does not load: {exc}")
+        return None
+    return state
 
 
 def _check_erased(

@@ -25,6 +25,7 @@ from kes.schemas.kes.v1.processes_pb2 import (
     ProcessStep,
     ProcessTimer,
 )
+from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.decision import Rejection, RejectionCode
 from kes.streams.processes.process import (
     NAME_PATTERN,
@@ -293,8 +294,12 @@ def _check(process: ProcessManager[Any], record: ProcessRecord, result: object) 
     return sends
 
 
-def route_event(process: ProcessManager[Any], value: bytes | None) -> ProcessInput | None:
+def route_event(
+    process: ProcessManager[Any], value: bytes | None, adapters: EventAdapters | None = None
+) -> ProcessInput | None:
     """The inbox record of an event read from an events topic, or None if it is not for us.
+
+    The app's event `adapters` run first, so routing and handlers see current event types.
 
     An event is for the process when its command was the process's (metadata names it, and an
     event handler exists for its type: the process id is in the metadata), or when its type
@@ -303,6 +308,8 @@ def route_event(process: ProcessManager[Any], value: bytes | None) -> ProcessInp
     """
     try:
         event = decode_event(value)
+        if adapters is not None:
+            event = adapters.adapt(event)
         kind = event.event_type or event.payload.TypeName()
         if event.metadata.get(PROCESS_KEY) == process.name:
             if not process.reacts_to(kind):

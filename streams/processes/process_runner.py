@@ -43,6 +43,7 @@ from kes.schemas.errors import TopologyError
 from kes.schemas.kes.v1.processes_pb2 import RUNNING, ProcessInput, ProcessRecord
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots, RocksDBSnapshotStore
 from kes.streams.config.settings import Settings
+from kes.streams.core.adapters import EventAdapters
 from kes.streams.cycle.batch import CHECKPOINT_KEY, OutRecord, encode_checkpoint
 from kes.streams.kafka.config import confluent_config
 from kes.streams.processes.process import (
@@ -136,8 +137,11 @@ class ProcessRunner:
         *,
         clock: Callable[[], int] = wall_clock_ms,
         max_batch: int = 2_000,
+        adapters: EventAdapters | None = None,
     ) -> None:
         self.process = process
+        self.adapters = adapters
+        """The app's event adapters: old event types are routed and handled as current ones."""
         self.topics = ProcessTopics.of(process, settings)
         self.settings = replace(settings, app_id=self.topics.group)
         """Settings under the process's group: recovery reads its offsets and checkpoints."""
@@ -258,7 +262,7 @@ class ProcessRunner:
     def _route(self, work: _Work, topic: str, value: bytes | None) -> None:
         kind, aggregate = self._sources[topic]
         if kind == "event":
-            item = route_event(self.process, value)
+            item = route_event(self.process, value, self.adapters)
         else:
             item = route_reply(self.process, aggregate, value)
         if item is None:

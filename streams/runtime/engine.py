@@ -55,6 +55,7 @@ from kes.schemas.errors import (
     DurableStateError,
     KeyUnavailableError,
     OwnershipError,
+    SchemaVersionError,
     TopologyError,
 )
 from kes.schemas.personal import has_personal
@@ -113,6 +114,11 @@ def stop_now(message: str, exc: BaseException | None, code: int = EXIT_BATCH_FAI
     log.critical("%s; stopping the worker (exit %d)", message, code, exc_info=exc)
     logging.shutdown()
     os._exit(code)
+
+
+def _refusal(tp: TP, exc: BaseException) -> str:
+    """Why a partition cannot run with this code (a stored state it cannot load)."""
+    return f"refusing to run {tp.topic}[{tp.partition}]: {exc}"
 
 
 def instance_id(data_dir: Path) -> str:
@@ -469,6 +475,8 @@ class Engine:
                 stop_now(str(exc), exc)
             except CommandsDeletedError as exc:  # an operator decides: kes skip-deleted
                 stop_now(str(exc), None, EXIT_CONFIGURATION)
+            except (SchemaVersionError, ConfigurationError) as exc:  # a snapshot this code
+                stop_now(_refusal(tp, exc), None, EXIT_CONFIGURATION)  # cannot read: no retry
             if result is not None:
                 processor = self._ready[tp]
                 work.append(PartitionWork(processor.topics, tp.partition, result))
@@ -596,6 +604,8 @@ class Engine:
                 await asyncio.sleep(1.0)
             except DurableStateError as exc:
                 stop_now(f"{tp}: {exc}", None, EXIT_CONFIGURATION)
+            except (SchemaVersionError, ConfigurationError) as exc:
+                stop_now(_refusal(tp, exc), None, EXIT_CONFIGURATION)
             except Exception as exc:
                 stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
 

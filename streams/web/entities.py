@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 import aiohttp
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from kes.schemas.codec import decode_snapshot, type_name, unpack
-from kes.schemas.errors import DecodeError
+from kes.schemas.errors import KesError
 from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
+from kes.streams.core.behavior import Behavior
 from kes.streams.operations.groupoffsets import IsolatedOffsetsReader, OffsetsReader
 from kes.topology.partitioning import partition_for
 
@@ -32,9 +34,16 @@ FORWARDED_HEADER = "X-Kes-Forwarded-By"
 """Set on a request one worker forwards to another; its value is the forwarding worker's URL."""
 
 
-def entity_json(aggregate: str, entity_id: str, snapshot: Snapshot) -> dict[str, Any]:
-    """The JSON body for an entity: its revision and its state as protobuf JSON."""
-    state = unpack(snapshot.state)
+def entity_json(
+    aggregate: str, entity_id: str, snapshot: Snapshot, behavior: Behavior[Any] | None = None
+) -> dict[str, Any]:
+    """The JSON body for an entity: its revision and its state as protobuf JSON (migrated to
+    the behavior's state version when given)."""
+    state: Message = (
+        unpack(snapshot.state)
+        if behavior is None
+        else behavior.load_state(snapshot.state, snapshot.state_version, entity_id)
+    )
     return {
         "aggregate": aggregate,
         "entity_id": entity_id,
@@ -87,8 +96,9 @@ async def entity_response(
                 status=404,
             )  # fmt: skip
         try:
-            body = entity_json(aggregate, entity_id, decode_snapshot(raw))
-        except DecodeError as exc:
+            behavior = task.result().step.behavior
+            body = entity_json(aggregate, entity_id, decode_snapshot(raw), behavior)
+        except KesError as exc:
             return _error(web, 500, f"snapshot of {entity_id!r} does not decode: {exc}", me)
         return web.json({**body, **where})
     if request.headers.get(FORWARDED_HEADER):

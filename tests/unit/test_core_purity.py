@@ -25,6 +25,8 @@ CORE = [
     "kes.streams.cycle.snapshotpolicy",
     "kes.examples.bank.domain",
     "kes.examples.bank.transfers",
+    "kes.streams.core.statemigration",
+    "kes.streams.core.adapters",
 ]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode", "psycopg"]
 

@@ -45,3 +45,24 @@ def test_the_durable_state_example_runs() -> None:
     namespace: dict[str, object] = {}
     exec(compile(python_block('DurableStateBehavior("card"'), "README.md", "exec"), namespace)
     assert "card" in namespace
+
+
+def test_the_schema_evolution_example_migrates_states_and_adapts_events() -> None:
+    from kes.schemas.codec import pack, unpack
+    from kes.schemas.evolution.v1.evolution_pb2 import Deposit, Deposited, DepositedV2, WalletV1
+    from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+    from kes.streams.core.adapters import VERSION_KEY
+    from kes.streams.core.testkit import given
+
+    namespace: dict[str, object] = {}
+    exec(compile(python_block("migrate_state"), "README.md", "exec"), namespace)
+    wallet, adapters = namespace["wallet"], namespace["EVENT_ADAPTERS"]
+    migrated = wallet.load_state(pack(WalletV1(balance=3, deposits=1)), 1)  # type: ignore[attr-defined]
+    assert (migrated.balance_cents, migrated.currency, migrated.deposits) == (300, "EUR", 1)
+    old = adapters.adapt(EventEnvelope(payload=pack(Deposited(amount=2))))  # type: ignore[attr-defined]
+    assert unpack(old.payload) == DepositedV2(amount_cents=200, currency="EUR")
+    assert wallet.event_version(DepositedV2.DESCRIPTOR.full_name) == 2  # type: ignore[attr-defined]
+    assert VERSION_KEY == "schema-version"
+    given(wallet, "w-1", [DepositedV2(amount_cents=1, currency="EUR")]).when(  # type: ignore[arg-type]
+        Deposit(amount=5)
+    ).then(DepositedV2(amount_cents=5, currency="EUR"))

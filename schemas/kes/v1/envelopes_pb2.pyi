@@ -352,6 +352,7 @@ class Snapshot(_message.Message):
     MASTER_KEY_ID_FIELD_NUMBER: _builtins.int
     ERASED_FIELD_NUMBER: _builtins.int
     PENDING_REVISIONS_FIELD_NUMBER: _builtins.int
+    STATE_VERSION_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     revision: _builtins.int
     source_offset: _builtins.int
@@ -368,6 +369,10 @@ class Snapshot(_message.Message):
     pending_revisions: _builtins.int
     """Revisions newer than the entity's snapshot in the changelog (its unsnapshotted tail). Set
     only in a worker's local store, always 0 in the changelog: see kes.streams.cycle.snapshotpolicy.
+    """
+    state_version: _builtins.int
+    """The schema version of `state`: the behavior's `state_version` when written, 0 for version 1
+    (as before versions were recorded). An older one is migrated on load (kes.streams.core.statemigration).
     """
     @_builtins.property
     def state(self) -> _any_pb2.Any: ...
@@ -393,10 +398,11 @@ class Snapshot(_message.Message):
         master_key_id: _builtins.str = ...,
         erased: _builtins.bool = ...,
         pending_revisions: _builtins.int = ...,
+        state_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sealed", b"sealed", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "erased", b"erased", "first_event_offset", b"first_event_offset", "master_key_id", b"master_key_id", "pending_revisions", b"pending_revisions", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "sealed", b"sealed", "source_offset", b"source_offset", "state", b"state", "wrapped_key", b"wrapped_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "erased", b"erased", "first_event_offset", b"first_event_offset", "master_key_id", b"master_key_id", "pending_revisions", b"pending_revisions", "recent_command_ids", b"recent_command_ids", "revision", b"revision", "sealed", b"sealed", "source_offset", b"source_offset", "state", b"state", "state_version", b"state_version", "wrapped_key", b"wrapped_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The schema-evolution example (a wallet at two schema versions); generated code only."""
