@@ -27,7 +27,9 @@ from kes.schemas.codec import encode_command, new_command
 from kes.schemas.customers.v1 import customers_pb2
 from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
 from kes.streams.core.keyring import DataKeys, LocalMasterKey
-from kes.streams.cycle.batch import BatchStep, CommandRecord, reply_records
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.records import CommandRecord
+from kes.streams.cycle.result import reply_records
 from kes.topology.layout import AggregateTopics
 
 _BATCH = 2_000

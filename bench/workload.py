@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import encode_command, new_command, pack
 from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
-from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.topology.partitioning import partition_for
 
 __all__ = [

@@ -3,8 +3,11 @@ out (events, snapshots, outcomes, replies, dead letters), the snapshot policy an
 store's records. Pure: the runtime writes what it decides.
 """
 
-from kes.streams.cycle.batch import BatchResult, BatchStep, CommandRecord, Entity, OutRecord
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.entity import Entity
 from kes.streams.cycle.idempotency import OutcomePolicy
+from kes.streams.cycle.records import CommandRecord, OutRecord
+from kes.streams.cycle.result import BatchResult
 from kes.streams.cycle.snapshotpolicy import SnapshotPolicy, TailIndex
 
 __all__ = [

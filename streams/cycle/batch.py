@@ -32,8 +32,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -48,10 +47,8 @@ from kes.schemas.codec import (
     type_name,
     unpack,
 )
-from kes.schemas.errors import DeadLetterReason, DecodeError, KesError, KeyUnavailableError
-from kes.schemas.kes.v1.envelopes_pb2 import (
-    Accepted as AcceptedReply,
-)
+from kes.schemas.errors import DeadLetterReason, DecodeError, KeyUnavailableError
+from kes.schemas.kes.v1.envelopes_pb2 import Accepted as AcceptedReply
 from kes.schemas.kes.v1.envelopes_pb2 import (
     CommandEnvelope,
     EventEnvelope,
@@ -60,335 +57,31 @@ from kes.schemas.kes.v1.envelopes_pb2 import (
     Reply,
     Snapshot,
 )
-from kes.schemas.kes.v1.personal_pb2 import DataKey, EntityErased, EraseEntity, Sealed
-from kes.schemas.personal import has_personal, open_sealed, seal
+from kes.schemas.kes.v1.personal_pb2 import DataKey, EntityErased
+from kes.schemas.personal import has_personal, seal
 from kes.streams.core.adapters import VERSION_KEY
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.decision import Accepted, CommandContext, Decision, Failed
 from kes.streams.core.keyring import DataKeys, EntityKey
-from kes.streams.cycle.idempotency import OutcomePolicy, decode_outcome, encode_outcome, outcome_key
+from kes.streams.cycle.entity import Entity
+from kes.streams.cycle.idempotency import OutcomePolicy, decode_outcome, outcome_key
+from kes.streams.cycle.records import (
+    ERASE_TYPE_URL,
+    CommandRecord,
+    Headers,
+    OutRecord,
+    bounded,
+    record_size,
+)
+from kes.streams.cycle.result import BatchResult, PendingReply
 from kes.streams.telemetry.tracing import TRACEPARENT, command_span
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 
-__all__ = [
-    "CHECKPOINT_KEY",
-    "ERASED_EVENT_TYPE",
-    "ERASE_TYPE_URL",
-    "REPLY_PARTITION_HEADER",
-    "BatchResult",
-    "BatchStep",
-    "CommandRecord",
-    "Entity",
-    "OutRecord",
-    "decode_checkpoint",
-    "encode_checkpoint",
-    "record_size",
-]
-
-CHECKPOINT_KEY = b""
-"""Snapshot-changelog key of a partition's checkpoint record (value: next command offset, 8 bytes).
-
-No entity has an empty id (such commands are dead-lettered), so the key cannot collide."""
-
-Headers = list[tuple[str, bytes]]
-
-ERASE_TYPE_URL = pack(EraseEntity()).type_url
-"""The type URL of the command that erases an entity (`kes erase`)."""
-ERASED_EVENT_TYPE = EntityErased.DESCRIPTOR.full_name
-"""The event type of an erased entity's last event."""
-
+__all__ = ["BatchStep"]
 
 _REPLY_ROOM = 4096
 """Bytes kept free under the record limit for a record's other fields and headers."""
-
-MAX_TEXT = 4096
-"""Characters kept of a rejection's message or a handler's error (a behavior decides their
-length: a huge one must not make the reply, outcome or dead letter unwritable)."""
-
-
-def _bounded(text: str) -> str:
-    if len(text) <= MAX_TEXT:
-        return text
-    return f"{text[:MAX_TEXT]}... ({len(text)} characters, truncated)"
-
-
-def record_size(record: OutRecord) -> int:
-    """What a record weighs against the record limit: key, value and headers."""
-    return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers)
-
-
-def encode_checkpoint(next_command_offset: int, owner: str) -> bytes:
-    """A checkpoint record's value: the next command offset (8 bytes) and the owning group."""
-    return next_command_offset.to_bytes(8, "big", signed=True) + owner.encode()
-
-
-def decode_checkpoint(value: bytes) -> tuple[int, str]:
-    """`(next command offset, owning group)`; the group is "" in records written before it was."""
-    return int.from_bytes(value[:8], "big", signed=True), value[8:].decode("utf-8", "replace")
-
-
-class CommandRecord(NamedTuple):
-    """A command record as read from the commands topic."""
-
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-    timestamp: int = 0
-    """When the record was produced (ms since the epoch; 0 when unknown)."""
-
-
-class OutRecord(NamedTuple):
-    """A record to write, to an explicit partition."""
-
-    topic: str
-    partition: int
-    key: bytes
-    value: bytes
-    headers: Headers
-
-
-@dataclass
-class Entity:
-    """An entity as the worker holds it between commands: decoded state, revision, recent ids."""
-
-    entity_id: str
-    revision: int
-    state: Message
-    recent_command_ids: list[str]
-    source_offset: int = -1
-    first_event_offset: int = -1
-    key: EntityKey | None = None
-    """The entity's data key (aggregates with personal fields), sealing its snapshot."""
-    erased: bool = False
-    """Erased at `revision`: the snapshot is a marker without state, key or history."""
-    sealed_state: tuple[Message, Sealed | None] | None = None
-    """The state sealed once for its reply and its snapshot (public part, sealed part)."""
-    pending: int = 0
-    """Revisions above the entity's snapshot in the changelog (kes.streams.cycle.snapshotpolicy)."""
-    state_version: int = 1
-    """The schema version of `state` (the behavior's; kes.streams.core.statemigration), as
-    snapshotted."""
-
-    def snapshot(self) -> Snapshot:
-        """The Snapshot message stored in the changelog (`pending` is 0 there) and the local
-        store."""
-        if self.erased:
-            return Snapshot(
-                entity_id=self.entity_id,
-                revision=self.revision,
-                source_offset=self.source_offset,
-                erased=True,
-                pending_revisions=self.pending,
-            )
-        key = self.key
-        if key is None:
-            return Snapshot(
-                entity_id=self.entity_id,
-                revision=self.revision,
-                state=pack(self.state),
-                recent_command_ids=self.recent_command_ids,
-                source_offset=self.source_offset,
-                first_event_offset=self.first_event_offset,
-                pending_revisions=self.pending,
-                state_version=self._recorded_version,
-            )
-        public, sealed = self.sealed_state or seal(self.state, key.aead, self.entity_id)
-        return Snapshot(
-            entity_id=self.entity_id,
-            revision=self.revision,
-            state=pack(public),
-            recent_command_ids=self.recent_command_ids,
-            source_offset=self.source_offset,
-            first_event_offset=self.first_event_offset,
-            sealed=sealed,
-            wrapped_key=key.wrapped,
-            master_key_id=key.master_key_id,
-            pending_revisions=self.pending,
-            state_version=self._recorded_version,
-        )
-
-    @property
-    def _recorded_version(self) -> int:
-        """`state_version` as a snapshot records it: version 1 as 0 (unset), so a behavior that
-        never declared a version writes the bytes it wrote before versions existed."""
-        return self.state_version if self.state_version > 1 else 0
-
-    def apply(
-        self, behavior: Behavior[Any], env: EventEnvelope, offset: int, recent_command_ids: int
-    ) -> None:
-        """Fold one event of the log into the entity (recovery and rebuilds); its personal
-        fields must be opened already. Raises KesError unless it is the entity's next revision.
-        An EntityErased event makes the entity its erasure marker (no state, key or history)."""
-        if env.revision != self.revision + 1:
-            raise KesError(
-                f"{self.entity_id}: event revision {env.revision} at offset {offset} follows "
-                f"revision {self.revision}: the events log is not contiguous"
-            )
-        self.revision = env.revision
-        self.source_offset = env.source_offset
-        self.state_version = behavior.state_version
-        if env.event_type == ERASED_EVENT_TYPE:
-            self.state = behavior.initial_state(self.entity_id)
-            self.erased, self.key, self.sealed_state = True, None, None
-            self.recent_command_ids, self.first_event_offset = [], -1
-            return
-        self.state = behavior.evolve(self.state, unpack(env.payload))
-        self.sealed_state = None
-        if env.revision == 1:
-            self.first_event_offset = offset
-        if self.recent_command_ids[-1:] != [env.command_id]:  # a command's next event
-            recent = [*self.recent_command_ids, env.command_id]
-            self.recent_command_ids = recent[-recent_command_ids:]
-
-    @classmethod
-    def restore(cls, snap: Snapshot, behavior: Behavior[Any], keys: DataKeys | None) -> Entity:
-        """The entity a stored snapshot holds: an erasure marker, or its state with its personal
-        fields opened by its data key (raises KeyUnavailableError without `keys`), migrated from
-        the snapshot's state version to the behavior's (raises SchemaVersionError if newer)."""
-        entity_id = snap.entity_id
-        if snap.erased:
-            state = behavior.initial_state(entity_id)
-            return cls(
-                entity_id,
-                snap.revision,
-                state,
-                [],
-                snap.source_offset,
-                erased=True,
-                pending=snap.pending_revisions,
-            )
-        key = None
-        if snap.wrapped_key:
-            if keys is None:
-                raise KeyUnavailableError(f"{entity_id}: a sealed snapshot and no master key")
-            key = keys.open(entity_id, snap.wrapped_key, snap.master_key_id)
-            if snap.HasField("sealed"):
-                packed = snap.state
-                packed.value = open_sealed(
-                    packed.value, snap.sealed, key.aead, entity_id, packed.TypeName()
-                )
-        return cls(
-            entity_id,
-            snap.revision,
-            behavior.load_state(snap.state, snap.state_version, entity_id),
-            list(snap.recent_command_ids),
-            snap.source_offset,
-            snap.first_event_offset,
-            key,
-            pending=snap.pending_revisions,
-            state_version=behavior.state_version,
-        )
-
-
-@dataclass
-class PendingReply:
-    """A command's outcome as a reply, whose accepted event offsets are known only once the
-    events are written; sent when the command wanted a reply, stored when `outcome` is set."""
-
-    reply: Reply
-    event_indexes: list[int]
-    send: bool = True
-    outcome: str = ""
-    """The outcome-store key this reply is kept under ("" when it is not kept)."""
-    partition: int = -1
-    """The replies partition the client reads (-1: the command's partition)."""
-
-
-@dataclass
-class BatchResult:
-    """What one batch writes, in one transaction."""
-
-    events: list[OutRecord] = field(default_factory=list)
-    replies: list[PendingReply] = field(default_factory=list)
-    """Every outcome of the batch (sent, kept, or both), in command order."""
-    expired: list[str] = field(default_factory=list)
-    """Outcome keys to remove (tombstones): past the horizon or beyond the count."""
-    dead_letters: list[OutRecord] = field(default_factory=list)
-    forwards: list[OutRecord] = field(default_factory=list)
-    keys: list[OutRecord] = field(default_factory=list)
-    """Records for the keys topic: new entities' data keys, erased entities' markers."""
-    tombstones: list[OutRecord] = field(default_factory=list)
-    """Tombstones of erased entities' event keys (written after every event of the batch)."""
-    erased: list[str] = field(default_factory=list)
-    """Entities erased by this batch (their outcomes are removed too)."""
-    changed: dict[str, Entity] = field(default_factory=dict)
-    first_events: dict[str, int] = field(default_factory=dict)
-    """Entities whose first event this batch writes: entity id -> index in `events`."""
-    starts: dict[str, int] = field(default_factory=dict)
-    """Entities with no pending revision before the batch -> index of their first event in it."""
-    must_log: set[str] = field(default_factory=set)
-    """Entities changed by an accepted command without events: snapshotted whatever the policy."""
-    unlogged: set[str] = field(default_factory=set)
-    """Changed entities whose snapshot goes to the local store only
-    (kes.streams.cycle.snapshotpolicy); every other changed entity's goes to the changelog too."""
-    tail_starts: dict[str, int] = field(default_factory=dict)
-    """Unlogged entities whose tail starts in this batch -> index of its first event."""
-    old_low: int = -1
-    """The oldest tail from before the batch that the batch leaves (-1: none)."""
-    track_offsets: bool = False
-    """The events' offsets are wanted even when nothing else needs them (the tail bound)."""
-    tail_offsets: dict[str, int] = field(default_factory=dict)
-    """`settle`: offsets of the new tails' first events."""
-    last_event_offset: int = -1
-    """`settle`: the offset of the batch's last event (-1: unknown)."""
-    events_from: int = -1
-    """`settle`: the partition's events low-water after this batch, for its checkpoint."""
-    next_command_offset: int = -1
-    now: Timestamp = field(default_factory=Timestamp)
-    """The time the batch was decided: every event of it carries this timestamp."""
-    timestamps: list[int] = field(default_factory=list)
-    """The commands' record timestamps (ms), for the age metric: one per command of the batch."""
-    accepted: int = 0
-    rejected: int = 0
-    replayed: int = 0
-    outcomes: dict[str, PendingReply] = field(default_factory=dict)
-    """The outcomes this batch keeps, by key: a retry later in the batch is answered from here."""
-    traces: list[Headers] = field(default_factory=list)
-    """The trace headers of the batch's traced decisions: its transaction's span links them."""
-    stale: set[str] = field(default_factory=set)
-    """Outcome keys the store still holds though expired: the batch's new outcome replaces them
-    (every other key in `outcomes` is new to the store)."""
-
-    @property
-    def needs_offsets(self) -> bool:
-        """True when the events' offsets must be known before the checkpoint: a new entity's
-        snapshot, replies, kept outcomes and the snapshot policy's tails record them."""
-        return bool(
-            self.first_events
-            or self.replies
-            or self.tail_starts
-            or (self.track_offsets and self.events)
-        )
-
-    def settle(self, event_offsets: Sequence[int]) -> None:
-        """Record the events' offsets where the snapshot policy needs them (call once they are
-        delivered, or with none when `needs_offsets` was False): the new tails' starts, the
-        last event's offset, and the low-water for the checkpoint
-        (kes.streams.cycle.snapshotpolicy)."""
-        for entity_id, index in self.tail_starts.items():
-            self.tail_offsets[entity_id] = event_offsets[index]
-        if event_offsets:
-            self.last_event_offset = event_offsets[-1]
-        if self.old_low >= 0:
-            self.events_from = self.old_low
-        else:
-            self.events_from = min(self.tail_offsets.values(), default=-1)
-
-    def new_outcomes(self) -> set[str]:
-        """Keys of this batch's outcomes that the store does not hold yet."""
-        return set(self.outcomes) - self.stale
-
-    @property
-    def decided_ms(self) -> int:
-        """The decision time in ms since the epoch (what outcomes are stamped with)."""
-        return self.now.seconds * 1000 + self.now.nanos // 1_000_000
-
-    @property
-    def commands(self) -> int:
-        """Commands in the batch."""
-        return len(self.timestamps)
 
 
 class BatchStep:
@@ -869,7 +562,7 @@ class BatchStep:
     ) -> None:
         """A rejection: replied when wanted, kept as the command's outcome under `key` if set."""
         result.rejected += 1
-        rejected = Rejected(code=code, message=_bounded(message), current_revision=revision)  # type: ignore[arg-type]
+        rejected = Rejected(code=code, message=bounded(message), current_revision=revision)  # type: ignore[arg-type]
         self._answer(env, entity_id, result, key, [], rejected=rejected)
 
     @staticmethod
@@ -889,7 +582,7 @@ class BatchStep:
             partition=self.partition,
             offset=record.offset,
             reason=reason,
-            error=_bounded(error),
+            error=bounded(error),
         )
         excess = letter.ByteSize() + len(record.key or b"") + _REPLY_ROOM - self._max_record
         if excess > 0:  # keep the head of the value: the dead letter itself must be writable
@@ -901,36 +594,3 @@ class BatchStep:
         result.dead_letters.append(
             OutRecord(self.topics.dlq, self.partition, key, letter.SerializeToString(), headers)
         )
-
-
-def reply_records(
-    result: BatchResult, event_offsets: Sequence[int], replies_topic: str, partition: int
-) -> list[OutRecord]:
-    """The reply records of a batch; fills every outcome's accepted event offsets first (call
-    once, before `outcome_records`)."""
-    out = []
-    for pending in result.replies:
-        reply = pending.reply
-        if pending.event_indexes:
-            reply.accepted.event_offsets.extend(event_offsets[i] for i in pending.event_indexes)
-        if pending.send:
-            value = reply.SerializeToString()
-            to = pending.partition if pending.partition >= 0 else partition
-            out.append(OutRecord(replies_topic, to, reply.command_id.encode(), value, []))
-    return out
-
-
-def outcome_records(result: BatchResult, snapshots_topic: str, partition: int) -> list[OutRecord]:
-    """The outcome-store records of a batch (after `reply_records` filled the event offsets)."""
-    decided = result.decided_ms
-    return [
-        OutRecord(
-            snapshots_topic,
-            partition,
-            pending.outcome.encode(),
-            encode_outcome(decided, pending.reply),
-            [],
-        )
-        for pending in result.replies
-        if pending.outcome
-    ]

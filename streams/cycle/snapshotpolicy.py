@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kes.streams.core.behavior import Behavior
-    from kes.streams.cycle.batch import BatchResult, Entity
+    from kes.streams.cycle.entity import Entity
+    from kes.streams.cycle.result import BatchResult
 
 __all__ = [
     "EVENTS_FROM_HEADER",

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from kes.schemas.codec import decode_snapshot, encode_snapshot
 from kes.schemas.errors import MigrationError
 from kes.schemas.kes.v1.personal_pb2 import DataKey
-from kes.streams.cycle.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE, decode_checkpoint
 from kes.streams.cycle.idempotency import (
     OUTCOME_PREFIX,
     decode_outcome,
     encode_outcome,
     is_outcome_key,
 )
+from kes.streams.cycle.records import CHECKPOINT_KEY, ERASED_EVENT_TYPE, decode_checkpoint
 from kes.streams.cycle.snapshotpolicy import events_from_header
 
 __all__ = [

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from kes.schemas.errors import MigrationError
-from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.streams.kafka.records import read_records
 from kes.streams.kafka.watermarks import watermarks
 from kes.streams.operations.migration import SourceState

@@ -39,8 +39,8 @@ from kes.streams.config.durablestate import is_durable_state
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import Keyring
-from kes.streams.cycle.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE
 from kes.streams.cycle.idempotency import OUTCOME_PREFIX
+from kes.streams.cycle.records import CHECKPOINT_KEY, ERASED_EVENT_TYPE
 from kes.streams.cycle.snapshotpolicy import events_from_header
 from kes.streams.kafka.records import read_records
 from kes.topology.layout import AggregateTopics

@@ -44,7 +44,7 @@ from kes.schemas.kes.v1.processes_pb2 import RUNNING, ProcessInput, ProcessRecor
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots, RocksDBSnapshotStore
 from kes.streams.config.settings import Settings
 from kes.streams.core.adapters import EventAdapters
-from kes.streams.cycle.batch import CHECKPOINT_KEY, OutRecord, encode_checkpoint
+from kes.streams.cycle.records import CHECKPOINT_KEY, OutRecord, encode_checkpoint
 from kes.streams.kafka.config import confluent_config
 from kes.streams.processes.process import (
     PROCESS_ID_KEY,

@@ -18,7 +18,7 @@ from google.protobuf import text_format
 
 from kes.schemas.codec import unpack
 from kes.schemas.kes.v1.processes_pb2 import FAILED, RUNNING, ProcessRecord, ProcessStatus
-from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.streams.kafka.records import read_topic
 from kes.streams.processes.process_topics import ProcessTopics
 

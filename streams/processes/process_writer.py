@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from kes.streams.cycle.batch import OutRecord
+from kes.streams.cycle.records import OutRecord
 from kes.streams.runtime.transaction import TransactionalWriter, _Delivery, _raise_failed
 
 __all__ = ["ProcessWriter"]

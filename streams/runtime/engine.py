@@ -65,8 +65,9 @@ from kes.streams.config.settings import Guarantee, Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import DataKeys
-from kes.streams.cycle.batch import BatchResult, CommandRecord
 from kes.streams.cycle.idempotency import OutcomePolicy
+from kes.streams.cycle.records import CommandRecord
+from kes.streams.cycle.result import BatchResult
 from kes.streams.cycle.snapshotpolicy import TailIndex, interval_for
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for

@@ -22,7 +22,7 @@ from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from kes.schemas.errors import KesError
 from kes.streams.config.settings import Settings
-from kes.streams.cycle.batch import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
+from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
 from kes.streams.kafka.config import aiokafka_options, confluent_config
 from kes.streams.kafka.records import read_records

@@ -19,8 +19,10 @@ from kes.stores.snapshots import Checkpoint, PartitionSnapshots
 from kes.streams.config.settings import Settings
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import DataKeys
-from kes.streams.cycle.batch import BatchResult, BatchStep, CommandRecord
+from kes.streams.cycle.batch import BatchStep
 from kes.streams.cycle.idempotency import OutcomePolicy
+from kes.streams.cycle.records import CommandRecord
+from kes.streams.cycle.result import BatchResult
 from kes.streams.cycle.snapshotpolicy import SnapshotPolicy, TailIndex, interval_for
 from kes.streams.runtime.gaps import log_start, records_between
 from kes.topology.layout import AggregateTopics

@@ -34,14 +34,14 @@ from kes.streams.config.durablestate import refuse_fold
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import Keyring
-from kes.streams.cycle.batch import (
+from kes.streams.cycle.entity import Entity
+from kes.streams.cycle.idempotency import OutcomePolicy, encode_outcome, outcome_key
+from kes.streams.cycle.records import (
     CHECKPOINT_KEY,
     ERASED_EVENT_TYPE,
-    Entity,
     OutRecord,
     encode_checkpoint,
 )
-from kes.streams.cycle.idempotency import OutcomePolicy, encode_outcome, outcome_key
 from kes.streams.kafka.records import read_records
 from kes.streams.runtime.transaction import produce_waiting
 from kes.topology.layout import AggregateTopics

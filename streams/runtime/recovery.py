@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from kes.schemas.errors import OwnershipError
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots
 from kes.streams.config.settings import Settings
-from kes.streams.cycle.batch import CHECKPOINT_KEY, decode_checkpoint
+from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint
 from kes.streams.cycle.snapshotpolicy import events_from_header
 from kes.streams.kafka.config import aiokafka_options, confluent_config
 

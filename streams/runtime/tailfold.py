@@ -52,7 +52,8 @@ from kes.streams.config.durablestate import refuse_fold
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.keyring import DataKeys
-from kes.streams.cycle.batch import ERASED_EVENT_TYPE, Entity
+from kes.streams.cycle.entity import Entity
+from kes.streams.cycle.records import ERASED_EVENT_TYPE
 from kes.streams.cycle.snapshotpolicy import TailIndex
 from kes.streams.kafka.keyreader import KeysTopic
 from kes.streams.kafka.records import read_records

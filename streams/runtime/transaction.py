@@ -20,15 +20,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from kes.schemas.errors import KesError
 from kes.streams.config.settings import Guarantee, Settings
-from kes.streams.cycle.batch import (
-    CHECKPOINT_KEY,
-    BatchResult,
-    Entity,
-    OutRecord,
-    encode_checkpoint,
-    outcome_records,
-    reply_records,
-)
+from kes.streams.cycle.entity import Entity
+from kes.streams.cycle.records import CHECKPOINT_KEY, OutRecord, encode_checkpoint
+from kes.streams.cycle.result import BatchResult, outcome_records, reply_records
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
 from kes.streams.kafka.config import confluent_config
 from kes.topology.layout import AggregateTopics

@@ -28,7 +28,7 @@ from kes.streams.client.client import state_of
 from kes.streams.config.durablestate import layout_of
 from kes.streams.config.settings import Settings
 from kes.streams.core.decision import Accepted, CommandContext
-from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
 from kes.streams.kafka.records import read_records
 from kes.streams.projections.projector import Projector

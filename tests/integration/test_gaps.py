@@ -13,7 +13,7 @@ from kes.schemas.codec import encode_command, new_command
 from kes.schemas.errors import CommandGapError
 from kes.stores.snapshots import MemorySnapshotStore
 from kes.streams.config.settings import Settings
-from kes.streams.cycle.batch import CommandRecord
+from kes.streams.cycle.records import CommandRecord
 from kes.streams.kafka.records import read_records
 from kes.streams.runtime.gaps import records_between
 from kes.streams.runtime.processor import PartitionProcessor

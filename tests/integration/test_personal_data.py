@@ -27,7 +27,7 @@ from kes.schemas.kes.v1.personal_pb2 import DataKey
 from kes.streams.cli import main
 from kes.streams.client.client import CommandClient, state_of
 from kes.streams.config.settings import Settings
-from kes.streams.cycle.batch import ERASED_EVENT_TYPE
+from kes.streams.cycle.records import ERASED_EVENT_TYPE
 from kes.streams.kafka.keyreader import keyring_for
 from kes.streams.kafka.records import read_records
 from kes.streams.operations.verify import verify

@@ -21,7 +21,7 @@ from kes.schemas.evolution.v1.evolution_pb2 import Deposit, Wallet
 from kes.streams.cli import main
 from kes.streams.client.client import state_of
 from kes.streams.core.adapters import VERSION_KEY
-from kes.streams.cycle.batch import CHECKPOINT_KEY
+from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.streams.kafka.records import read_records
 from kes.streams.operations.verify import verify
 from kes.topology.layout import AggregateTopics

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 
 from kes.examples.bank import account
-from kes.streams.cycle.batch import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
+from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
 from kes.streams.kafka.records import read_records
 from kes.streams.operations.verify import verify

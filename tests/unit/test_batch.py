@@ -9,7 +9,9 @@ from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_dead_letter, encode_command, new_command, unpack
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, RejectionCode, Reply, Snapshot
 from kes.streams.core.behavior import EventSourcedBehavior
-from kes.streams.cycle.batch import BatchStep, CommandRecord, reply_records
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.records import CommandRecord
+from kes.streams.cycle.result import reply_records
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 

@@ -15,7 +15,6 @@ from kes.schemas.codec import encode_command, new_command
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
 from kes.stores import MemorySnapshotStore
 from kes.streams.config.settings import Settings
-from kes.streams.cycle.batch import BatchResult, CommandRecord, outcome_records, reply_records
 from kes.streams.cycle.idempotency import (
     decode_outcome,
     encode_outcome,
@@ -23,6 +22,8 @@ from kes.streams.cycle.idempotency import (
     outcome_key,
     outcome_time,
 )
+from kes.streams.cycle.records import CommandRecord
+from kes.streams.cycle.result import BatchResult, outcome_records, reply_records
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for

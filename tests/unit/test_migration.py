@@ -10,8 +10,8 @@ from kes.schemas.codec import decode_snapshot, encode_snapshot, pack
 from kes.schemas.errors import MigrationError
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply, Snapshot
 from kes.schemas.kes.v1.personal_pb2 import DataKey
-from kes.streams.cycle.batch import CHECKPOINT_KEY, ERASED_EVENT_TYPE, encode_checkpoint
 from kes.streams.cycle.idempotency import decode_outcome, encode_outcome, outcome_key
+from kes.streams.cycle.records import CHECKPOINT_KEY, ERASED_EVENT_TYPE, encode_checkpoint
 from kes.streams.operations.migration import (
     SourceState,
     TargetProgress,

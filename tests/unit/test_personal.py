@@ -19,7 +19,9 @@ from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
 from kes.schemas.kes.v1.personal_pb2 import DataKey, EraseEntity
 from kes.schemas.personal import has_personal, open_sealed, personal_fields, seal
 from kes.streams.core.keyring import DataKeys, Keyring, LocalMasterKey, master_key_from_env
-from kes.streams.cycle.batch import ERASED_EVENT_TYPE, BatchResult, BatchStep, CommandRecord
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.records import ERASED_EVENT_TYPE, CommandRecord
+from kes.streams.cycle.result import BatchResult
 from kes.topology.layout import AggregateTopics
 
 SECRETS = (b"Ann Example", b"ann@example.com", b"ann2@example.com")

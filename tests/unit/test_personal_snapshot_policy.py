@@ -14,7 +14,10 @@ from kes.schemas.customers.v1 import customers_pb2 as c
 from kes.schemas.errors import KesError
 from kes.schemas.kes.v1.personal_pb2 import DataKey, EraseEntity
 from kes.streams.core.keyring import DataKeys, LocalMasterKey
-from kes.streams.cycle.batch import BatchResult, BatchStep, CommandRecord, Entity, encode_checkpoint
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.entity import Entity
+from kes.streams.cycle.records import CommandRecord, encode_checkpoint
+from kes.streams.cycle.result import BatchResult
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER, SnapshotPolicy, TailIndex
 from kes.streams.operations.migration import SourceState
 from kes.streams.runtime.tailfold import TailFold

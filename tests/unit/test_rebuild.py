@@ -9,8 +9,9 @@ from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import encode_command, new_command
 from kes.schemas.errors import KesError
 from kes.stores.snapshots import Checkpoint
-from kes.streams.cycle.batch import BatchStep, CommandRecord
+from kes.streams.cycle.batch import BatchStep
 from kes.streams.cycle.idempotency import OutcomePolicy, decode_outcome, outcome_key
+from kes.streams.cycle.records import CommandRecord
 from kes.streams.runtime.rebuild import fold_partition, needs_rebuild
 from kes.topology.layout import AggregateTopics
 

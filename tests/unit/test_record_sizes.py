@@ -25,7 +25,9 @@ from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
 from kes.streams.config.settings import Settings
 from kes.streams.core.behavior import EventSourcedBehavior
 from kes.streams.core.decision import Rejection, reject
-from kes.streams.cycle.batch import MAX_TEXT, BatchStep, CommandRecord, record_size, reply_records
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.records import MAX_TEXT, CommandRecord, record_size
+from kes.streams.cycle.result import reply_records
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 

@@ -14,7 +14,9 @@ from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from kes.streams.core.adapters import VERSION_KEY, EventAdapters
 from kes.streams.core.behavior import EventSourcedBehavior
 from kes.streams.core.statemigration import StateMigrations
-from kes.streams.cycle.batch import BatchStep, CommandRecord, Entity
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.entity import Entity
+from kes.streams.cycle.records import CommandRecord
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 from tests.apps import wallet_v1, wallet_v2

@@ -12,7 +12,7 @@ from kes.schemas.errors import ConfigurationError, KesError
 from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
 from kes.streams.config.settings import Guarantee, Settings
 from kes.streams.core.behavior import CommandContext, EventSourcedBehavior
-from kes.streams.cycle.batch import Entity
+from kes.streams.cycle.entity import Entity
 from kes.streams.cycle.snapshotpolicy import (
     EVENTS_FROM_HEADER,
     SnapshotPolicy,

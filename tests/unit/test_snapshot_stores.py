@@ -91,7 +91,7 @@ def test_a_checkpoint_keeps_its_owner_and_reads_the_older_sixteen_bytes() -> Non
 
 
 def test_a_checkpoint_record_names_the_group_and_reads_the_older_eight_bytes() -> None:
-    from kes.streams.cycle.batch import decode_checkpoint, encode_checkpoint
+    from kes.streams.cycle.records import decode_checkpoint, encode_checkpoint
 
     assert decode_checkpoint(encode_checkpoint(1234, "bank-app")) == (1234, "bank-app")
     assert decode_checkpoint((99).to_bytes(8, "big", signed=True)) == (99, "")
