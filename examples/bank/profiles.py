@@ -23,10 +23,8 @@ from typing import Any
 
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from kes.streams.core.behavior import Behavior, DurableStateBehavior
-from kes.streams.core.decision import CommandContext, Rejection, reject
-from kes.streams.projections.projection import AnyProjection, Projection
-from kes.streams.projections.rows import RowWriter
+from kes.streams.core import Behavior, CommandContext, DurableStateBehavior, Rejection, reject
+from kes.streams.projections import AnyProjection, Projection, RowWriter
 
 __all__ = [
     "BEHAVIORS",
