@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from kes.schemas.errors import AdminError, KesError
-from kes.streams.cli import migrate_cli
+from kes.streams.cli import migrate as migrate_cli
 from kes.streams.cli.cliargs import add_cluster_args, settings_from
 from kes.streams.config.settings import Guarantee, Settings
 from kes.streams.kafka.config import KAFKA_LOG
@@ -267,25 +267,25 @@ def _parser() -> argparse.ArgumentParser:
     from kes.streams.cli.console import register
 
     register(sub)
-    from kes.streams.cli import verify_cli
+    from kes.streams.cli import verify as verify_cli
 
     verify_cli.register(sub)
-    from kes.streams.cli import projection_cli
+    from kes.streams.cli import projection as projection_cli
 
     projection_cli.register(sub)
-    from kes.streams.cli import process_cli
+    from kes.streams.cli import process as process_cli
 
     process_cli.register(sub)
-    from kes.streams.cli import lag_cli
+    from kes.streams.cli import lag as lag_cli
 
     lag_cli.register(sub)
-    from kes.streams.cli import gaps_cli
+    from kes.streams.cli import gaps as gaps_cli
 
     gaps_cli.register(sub)
-    from kes.streams.cli import snapshots_cli
+    from kes.streams.cli import snapshots as snapshots_cli
 
     snapshots_cli.register(sub)
-    from kes.streams.cli import dlq_cli
+    from kes.streams.cli import dlq as dlq_cli
 
     dlq_cli.register(sub)
     from kes.streams.cli import erasure

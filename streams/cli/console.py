@@ -32,7 +32,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.core.behavior import Behavior
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for
-from kes.streams.web.projectionweb import read_after
+from kes.streams.web.projection import read_after
 
 __all__ = ["EXIT_REJECTED", "cmd_events", "cmd_send", "register"]
 

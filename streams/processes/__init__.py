@@ -1,5 +1,5 @@
 """Process managers (sagas): events in, commands out. The pure definitions and their test kit here;
-the runner (kes.streams.processes.process_runner) reads events and replies and writes commands,
+the runner (kes.streams.processes.runner) reads events and replies and writes commands,
 process state and offsets in one transaction.
 """
 
@@ -15,7 +15,7 @@ from kes.streams.processes.process import (
     by_entity,
     by_metadata,
 )
-from kes.streams.processes.process_testkit import ProcessScenario, given_process
+from kes.streams.processes.testkit import ProcessScenario, given_process
 
 __all__ = [
     "CancelTimer",

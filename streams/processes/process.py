@@ -18,8 +18,8 @@ to set or cancel, and maybe an end):
 Each command a process sends is named by a *step*, unique within the process: its command id is
 `<process>/<process id>/<step>`, so a replay of an input can never send a different command, and
 the target's outcome store answers a re-sent step with its original outcome. The runner
-(kes.streams.processes.process_runner) routes events and rejections to the process they belong to,
-calls `advance` (kes.streams.processes.process_advance) per input, and writes the new record, the
+(kes.streams.processes.runner) routes events and rejections to the process they belong to,
+calls `advance` (kes.streams.processes.advance) per input, and writes the new record, the
 commands and the input offsets in one Kafka transaction. Nothing here does I/O or imports a Kafka or
 RocksDB client.
 """

@@ -12,8 +12,8 @@ from kes.streams.projections.projection import (
     Reactor,
     SqlProjection,
 )
-from kes.streams.projections.projectiontestkit import ProjectionScenario, given_events
 from kes.streams.projections.rows import RowReader, RowWriter, Sql
+from kes.streams.projections.testkit import ProjectionScenario, given_events
 
 __all__ = [
     "AnyProjection",

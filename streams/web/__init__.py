@@ -4,8 +4,8 @@
 
 from kes.streams.web.httpviews import ViewServer, WebViews
 from kes.streams.web.metrics import WorkerMetrics
-from kes.streams.web.process_web import ProcessWeb
-from kes.streams.web.projectionweb import ProjectionWeb, read_after
+from kes.streams.web.process import ProcessWeb
+from kes.streams.web.projection import ProjectionWeb, read_after
 from kes.streams.web.views import OperatorViews, install_views
 
 __all__ = [

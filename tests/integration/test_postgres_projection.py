@@ -22,7 +22,7 @@ from kes.schemas.bank.v1 import bank_pb2
 from kes.streams.config.settings import Settings
 from kes.streams.kafka.watermarks import watermarks
 from kes.streams.operations.verify import verify
-from kes.streams.projections.projectionadmin import dead_letter_count
+from kes.streams.projections.admin import dead_letter_count
 from kes.topology.localpostgres import LocalPostgres
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import ROOT, AppCluster, ProjectionProcess

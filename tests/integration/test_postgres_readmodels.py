@@ -24,8 +24,8 @@ from kes.schemas.errors import (
 from kes.stores import PostgresReadModelStore, SqlReadModel
 from kes.streams.config.settings import Settings
 from kes.streams.kafka.records import read_topic
+from kes.streams.projections.admin import rebuild
 from kes.streams.projections.projection import EventRecord, SqlProjection, project
-from kes.streams.projections.projectionadmin import rebuild
 from kes.streams.projections.projector import Projector
 from kes.streams.projections.readmodels import open_read_model
 from kes.topology.admin import apply

@@ -16,7 +16,7 @@ from kes.schemas.codec import decode_command, type_name
 from kes.streams.config.settings import Settings
 from kes.streams.kafka.records import read_topic
 from kes.streams.processes.process import PROCESS_ID_KEY, PROCESS_KEY, STEP_KEY, command_id
-from kes.streams.processes.process_runner import ProcessRunner
+from kes.streams.processes.runner import ProcessRunner
 from kes.topology.admin import apply
 from tests.fixtures.standins import EventWriter, event
 

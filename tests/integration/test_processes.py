@@ -34,8 +34,8 @@ from kes.schemas.kes.v1.processes_pb2 import (
 from kes.streams.kafka.records import read_topic
 from kes.streams.operations.verify import verify
 from kes.streams.processes.process import ProcessManager, command_id
-from kes.streams.processes.process_status import read_processes, summarize
-from kes.streams.processes.process_topics import ProcessTopics
+from kes.streams.processes.status import read_processes, summarize
+from kes.streams.processes.topics import ProcessTopics
 from tests.apps.quick_transfers import PROCESSES as QUICK
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.metrics import samples

@@ -30,7 +30,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.operations.verify import verify
 from kes.streams.projections.projection import AnyProjection
 from kes.streams.projections.projector import store_path
-from kes.streams.web.projectionweb import read_after
+from kes.streams.web.projection import read_after
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends
 from tests.fixtures.metrics import samples

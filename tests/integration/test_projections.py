@@ -25,7 +25,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.kafka.records import read_topic
 from kes.streams.operations.verify import Verification, verify
-from kes.streams.projections.projectionadmin import rebuild
+from kes.streams.projections.admin import rebuild
 from kes.streams.projections.projector import Projector, store_path
 from kes.topology.admin import apply
 from tests.fixtures.commands import bank_commands, collect_replies, produce

@@ -18,8 +18,8 @@ from kes.schemas.errors import KesError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from kes.stores.readmodels import RocksDBReadModelStore
 from kes.streams.config.settings import Settings
+from kes.streams.projections.admin import rebuild
 from kes.streams.projections.projection import Reactor
-from kes.streams.projections.projectionadmin import rebuild
 from kes.streams.projections.projector import Projector, store_path
 from kes.topology.admin import apply
 from tests.fixtures.standins import EventWriter, event

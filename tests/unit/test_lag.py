@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kes.streams.cli.lag_cli import format_report
+from kes.streams.cli.lag import format_report
 from kes.streams.config.settings import Settings
 from kes.streams.operations.lag import (
     GroupReading,

@@ -11,6 +11,7 @@ from kes.schemas.errors import ConfigurationError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.testkit import given
+from kes.streams.processes.advance import route_event, route_reply
 from kes.streams.processes.process import (
     PROCESS_ID_KEY,
     PROCESS_KEY,
@@ -23,8 +24,7 @@ from kes.streams.processes.process import (
     command_id,
     parse_command_id,
 )
-from kes.streams.processes.process_advance import route_event, route_reply
-from kes.streams.processes.process_testkit import given_process
+from kes.streams.processes.testkit import given_process
 
 T0 = 1_000_000
 flow = transfer_process(deadline_ms=10_000, grace_ms=2_000)

@@ -17,7 +17,7 @@ from kes.schemas.codec import decode_event, encode_event, event_key, pack, type_
 from kes.schemas.errors import ConfigurationError, DeadLetterReason
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Reply
 from kes.stores.readmodels import MemoryReadModelStore
-from kes.streams.cli.projection_cli import parse_timestamp
+from kes.streams.cli.projection import parse_timestamp
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.projections.projection import (
     EventRecord,

@@ -7,7 +7,7 @@ import pytest
 from kes.examples.bank.projections import BalanceRow, balances
 from kes.schemas.bank.v1 import bank_pb2
 from kes.streams.projections.projection import Projection
-from kes.streams.projections.projectiontestkit import given_events
+from kes.streams.projections.testkit import given_events
 
 
 def test_balances_after_an_opening_and_two_movements() -> None:

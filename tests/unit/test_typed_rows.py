@@ -11,8 +11,8 @@ from kes.examples.bank.projections import BalanceRow
 from kes.schemas.bank.v1 import bank_pb2
 from kes.stores.readmodels import MemoryReadModelStore
 from kes.streams.projections.projection import Projection
-from kes.streams.projections.projectiontestkit import given_events
 from kes.streams.projections.rows import RowBatch
+from kes.streams.projections.testkit import given_events
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode as WireRejectionCode
 from kes.schemas.kes.v1.processes_pb2 import RUNNING, ProcessInput, ProcessRecord, ProcessStatus
 from kes.streams.core.decision import RejectionCode
+from kes.streams.processes.advance import Advanced, Fired, advance
 from kes.streams.processes.process import (
     PROCESS_ID_KEY,
     PROCESS_KEY,
@@ -36,7 +37,6 @@ from kes.streams.processes.process import (
     SetTimer,
     command_id,
 )
-from kes.streams.processes.process_advance import Advanced, Fired, advance
 
 __all__ = ["ProcessScenario", "given_process"]
 

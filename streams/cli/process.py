@@ -18,8 +18,8 @@ from kes.streams.config.apps import event_adapters, import_app
 from kes.streams.config.settings import Settings
 from kes.streams.kafka.config import confluent_config
 from kes.streams.processes.process import ProcessManager
-from kes.streams.processes.process_status import describe, read_processes, summarize
-from kes.streams.processes.process_topics import ProcessTopics
+from kes.streams.processes.status import describe, read_processes, summarize
+from kes.streams.processes.topics import ProcessTopics
 
 __all__ = ["DEFAULT_PROCESS_WEB_PORT", "cmd_run", "cmd_status", "process_named", "register"]
 
@@ -106,9 +106,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a process manager until Ctrl-C or SIGTERM."""
-    from kes.streams.processes.process_runner import ProcessRunner
+    from kes.streams.processes.runner import ProcessRunner
     from kes.streams.runtime.transaction import FatalKafkaError
-    from kes.streams.web.process_web import ProcessWeb
+    from kes.streams.web.process import ProcessWeb
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
     process = process_named(args.app, args.name)

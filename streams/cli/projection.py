@@ -17,12 +17,12 @@ from kes.schemas.errors import ConfigurationError
 from kes.streams.cli.cliargs import add_cluster_args, add_web_args, settings_from
 from kes.streams.config.apps import event_adapters
 from kes.streams.config.settings import Settings
+from kes.streams.projections.admin import dead_letter_count, rebuild, status
+from kes.streams.projections.host import ProjectionHost
 from kes.streams.projections.projection import AnyProjection, load_projections, projection_named
-from kes.streams.projections.projectionadmin import dead_letter_count, rebuild, status
-from kes.streams.projections.projectionhost import ProjectionHost
 from kes.streams.projections.projector import Projector
 from kes.streams.projections.readmodels import describe, exists, open_read_model
-from kes.streams.web.projectionweb import ProjectionWeb
+from kes.streams.web.projection import ProjectionWeb
 
 __all__ = [
     "DEFAULT_PROJECTION_WEB_PORT",

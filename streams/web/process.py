@@ -24,8 +24,8 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kes.streams.processes.process_runner import ProcessRunner
-from kes.streams.processes.process_status import STATUSES, ProcessSummary, describe, summarize
+from kes.streams.processes.runner import ProcessRunner
+from kes.streams.processes.status import STATUSES, ProcessSummary, describe, summarize
 from kes.streams.web.httpviews import Answer, Request, WebViews, json_answer, metrics_answer
 
 __all__ = ["ProcessWeb"]

@@ -46,6 +46,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.cycle.records import CHECKPOINT_KEY, OutRecord, encode_checkpoint
 from kes.streams.kafka.config import confluent_config
+from kes.streams.processes.advance import Advanced, Fired, advance, route_event, route_reply
 from kes.streams.processes.process import (
     PROCESS_ID_KEY,
     PROCESS_KEY,
@@ -53,9 +54,8 @@ from kes.streams.processes.process import (
     ProcessManager,
     command_id,
 )
-from kes.streams.processes.process_advance import Advanced, Fired, advance, route_event, route_reply
-from kes.streams.processes.process_topics import ProcessTopics
-from kes.streams.processes.process_writer import ProcessWriter
+from kes.streams.processes.topics import ProcessTopics
+from kes.streams.processes.writer import ProcessWriter
 from kes.streams.runtime.engine import instance_id
 from kes.streams.runtime.recovery import RecoveryRequest, recover
 from kes.streams.runtime.transaction import CycleAbortedError

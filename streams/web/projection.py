@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from kes.schemas.errors import ConfigurationError, ProjectionTimeoutError
 from kes.schemas.kes.v1.envelopes_pb2 import Reply
 from kes.stores.sqlmodel import SqlReadModel
-from kes.streams.projections.projectionhost import ProjectionHost
+from kes.streams.projections.host import ProjectionHost
 from kes.streams.web.httpviews import Answer, Request, WebViews, json_answer, metrics_answer
 
 __all__ = ["ProjectionWeb", "parse_after", "read_after"]
