@@ -11,14 +11,17 @@ import pytest
 from kes.examples.bank.domain import account
 from kes.examples.bank.profiles import profile
 from kes.schemas.bank.v1.bank_pb2 import Account, ChangeEmail, Profile, SetProfile
-from kes.schemas.codec import pack
+from kes.schemas.codec import encode_command, new_command, pack
 from kes.schemas.errors import ConfigurationError, DurableStateError, MigrationError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from kes.stores.snapshots import Checkpoint, MemorySnapshotStore
 from kes.streams.config.durablestate import is_durable_state, layout_of
 from kes.streams.config.settings import Guarantee, Settings
-from kes.streams.core.behavior import EventSourcedBehavior
+from kes.streams.core.adapters import VERSION_KEY
+from kes.streams.core.behavior import DurableStateBehavior, EventSourcedBehavior
 from kes.streams.core.testkit import given
+from kes.streams.cycle.batch import BatchStep
+from kes.streams.cycle.records import CommandRecord
 from kes.streams.cycle.snapshotpolicy import interval_for
 from kes.streams.operations.migrator import Migration, migrate
 from kes.streams.operations.verify import Verification, _check_durable
@@ -196,3 +199,23 @@ def test_verify_names_a_stale_snapshot_a_gap_a_repeat_and_a_missing_snapshot() -
         "c-4: command x applied twice",
         "c-5: no snapshot for 1 changes",
     ]
+
+
+def _changes(behavior: DurableStateBehavior[Profile], metadata: dict[str, str]) -> EventEnvelope:
+    step = BatchStep(behavior, layout_of(Settings(partitions=1), behavior), 0, {}.get)
+    env = new_command("c-1", SetProfile(name="Ann", email="ann@example.com"), aggregate="profile",
+                      reply_wanted=True, metadata=metadata)  # fmt: skip
+    value, headers = encode_command(env)
+    [change] = step.run([CommandRecord(0, b"c-1", value, headers)]).events
+    return EventEnvelope.FromString(change.value)
+
+
+def test_a_change_record_carries_a_declared_state_version() -> None:
+    """Version 2 of the state is written as such, so a version-keyed adapter can tell the older
+    change records (no key: version 1) from the newer; a command cannot claim one."""
+    v2 = DurableStateBehavior("profile", Profile, state_version=2)
+    v2.command(SetProfile)(lambda state, cmd, ctx: Profile(name=cmd.name, email=cmd.email))
+    assert v2.event_version("bank.v1.Profile") == 2 and v2.event_version("bank.v1.Other") is None
+    forged = {VERSION_KEY: "7", "tenant": "t"}
+    assert dict(_changes(v2, forged).metadata) == {VERSION_KEY: "2", "tenant": "t"}
+    assert dict(_changes(profile, forged).metadata) == {"tenant": "t"}  # version 1: no key
