@@ -12,7 +12,8 @@ partition gets a fresh checkpoint (next command offset 0, the owning group), so 
 the new set recovers those snapshots and takes commands from the first one. Commands are not copied
 (every command of the old set is applied before the migration may run), nor are replies (read
 within seconds) or dead letters (they name records of the old commands topic: redrive or read
-them on the old set).
+them on the old set). A durable-state aggregate's events are its retained change records,
+copied the same way; its snapshots are its state of record (see `migrate`).
 
 Restartable: the writes are Kafka transactions of a producer whose transactional id belongs to
 the target, so a re-run fences an earlier run and aborts what it left open, reads what it
