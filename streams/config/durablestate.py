@@ -11,9 +11,10 @@ published for readers, not kept forever.
 So nothing may fold such an entity from its change records (the oldest may be gone): recovery
 loads the changelog as for any aggregate (its checkpoints never name an events low-water), and
 what would refold the events refuses instead, raising DurableStateError: a worker whose
-changelog is behind its group's offset, `kes snapshots rebuild`, a tail fold, `kes topics
-migrate`. `kes verify` checks each entity's snapshot against its latest retained change and
-the retained revisions for gaps (kes.streams.operations.verify).
+changelog is behind its group's offset, `kes snapshots rebuild`, a tail fold. `kes topics
+migrate` moves the snapshots as they are and copies the retained changes
+(kes.streams.operations.migration). `kes verify` checks each entity's snapshot against its
+latest retained change and the retained revisions for gaps (kes.streams.operations.verify).
 """
 
 from __future__ import annotations

@@ -420,6 +420,14 @@ class DurableStateBehavior(_BaseBehavior[S]):
             return Failed(_error_text(exc))
         return Accepted((new_state,), _copy(new_state), ctx.revision + 1)
 
+    def event_version(self, event_type: str) -> int | None:
+        """The state's schema version for the one event type, the state message, when declared
+        above 1: a change record holds a state, so it is written with that state's version
+        (`schema-version`), for version-keyed adapters to read older change records."""
+        if event_type == _type_name(self._state_type) and self.state_version > 1:
+            return self.state_version
+        return None
+
     def _apply(self, owned: S, event: Message) -> S:
         if not isinstance(event, self._state_type):
             raise ConfigurationError(

@@ -26,15 +26,24 @@ tombstones, whether or not compaction removed them from the old log yet; its key
 copied as an erasure marker; its outcomes that name erased events are left behind. So the new
 set holds exactly what an erasure followed by compaction leaves, and nothing of the entity's
 personal data, sealed or not.
+
+A durable-state aggregate (kes.streams.config.durablestate) has no history to check snapshots
+against: its events are change records deleted by time. Its snapshots are its state of record,
+moved as they are; of its changes those retained are copied, each entity's a run r, r + 1, ...
+whose last must be its snapshot, revision and state (`same_state`), as `kes verify` checks;
+an entity whose changes all expired moves as its snapshot alone (`first_event_offset` -1), and
+an outcome whose change expired names no offsets on the new set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kes.schemas.codec import decode_snapshot, encode_snapshot
-from kes.schemas.errors import MigrationError
+from google.protobuf import any_pb2
+
+from kes.schemas.codec import decode_snapshot, encode_snapshot, unpack
+from kes.schemas.errors import DecodeError, MigrationError
 from kes.schemas.kes.v1.personal_pb2 import DataKey
 from kes.streams.cycle.idempotency import (
     OUTCOME_PREFIX,
@@ -52,6 +61,7 @@ __all__ = [
     "outcome_entity",
     "rewrite_outcome",
     "rewrite_snapshot",
+    "same_state",
 ]
 
 MIGRATED_FROM_HEADER = "kes-migrated-from"
@@ -89,6 +99,13 @@ class SourceState:
     """Events to copy."""
     left_behind: int = 0
     """Records of erased entities' events not copied: erased events and their tombstones."""
+    durable: bool = False
+    """A durable-state aggregate's set (kes.streams.config.durablestate): its events are change
+    records deleted by time, so an entity's retained revisions may start past 1, or be gone."""
+    firsts: dict[str, int] = field(default_factory=dict)
+    """Durable state: entity id -> its first retained change revision (where not erased)."""
+    latest: dict[str, bytes] = field(default_factory=dict)
+    """Durable state: entity id -> its latest retained change's payload (an encoded `Any`)."""
     _erased: dict[str, int] | None = field(default=None, repr=False)
 
     def changelog(
@@ -153,8 +170,9 @@ class SourceState:
     ) -> None:
         """Take one event (from its key; `event_type` from its header; a tombstone has no
         value), read in its partition's offset order; raises MigrationError when a live
-        entity's revisions on the log are not 1, 2, 3, ..., when one of its events has a
-        tombstone, or when an erased entity's last event is not its EntityErased."""
+        entity's revisions on the log are not 1, 2, 3, ... (durable state: r, r + 1, ... from
+        its first retained r), when one of its events has a tombstone, or when an erased
+        entity's last event is not its EntityErased."""
         at = self.erased().get(entity_id)
         if at is not None:
             if revision > at or (revision == at and (tombstone or event_type != ERASED_EVENT_TYPE)):
@@ -171,7 +189,15 @@ class SourceState:
                 f"{where}: a tombstone for {entity_id!r} revision {revision}, an entity that "
                 "is not erased: run `kes verify`; nothing can be migrated from this log"
             )
-        last = self.revisions.get(entity_id, 0 if at is None else at - 1)
+        if entity_id in self.revisions:
+            last = self.revisions[entity_id]
+        elif at is not None:
+            last = at - 1
+        elif self.durable:  # its older changes may have been deleted by retention
+            last = revision - 1
+            self.firsts[entity_id] = revision
+        else:
+            last = 0
         if revision != last + 1:
             raise MigrationError(
                 f"{where}: {entity_id!r} revision {revision} follows revision {last}: the old "
@@ -180,26 +206,40 @@ class SourceState:
         self.revisions[entity_id] = revision
         self.events += 1
 
+    def change(self, entity_id: str, payload: bytes) -> None:
+        """Durable state: take the payload of the change `event` just took (the entity's latest
+        so far), to be checked against its snapshot (`problems`)."""
+        self.latest[entity_id] = payload
+
     def starts(self) -> dict[str, int]:
         """Entity id -> the first revision the new set holds, for entities not starting at 1
-        (the erased: their EntityErased)."""
-        return dict(self.erased())
+        (the erased: their EntityErased; durable state: their first retained change)."""
+        return {**self.firsts, **self.erased()}
 
     def problems(self) -> list[str]:
         """Why the old set cannot be migrated as it is (empty when it can): every entity with
         events needs a snapshot at its last revision, no snapshot may lack its events, and a
-        sealed snapshot's data key must be its entity's record on the keys topic."""
+        sealed snapshot's data key must be its entity's record on the keys topic. Durable
+        state: the latest retained change must be the snapshot, revision and state (as `kes
+        verify` checks it), and a snapshot whose changes all expired is the entity alone."""
         found = []
         for entity_id, revision in self.revisions.items():
             raw = self.snapshots.get(entity_id)
+            what = "changes" if self.durable else "events"
             if raw is None:
-                found.append(f"{entity_id!r}: {revision} events, no snapshot")
+                found.append(f"{entity_id!r}: {revision} {what}, no snapshot")
                 continue
             snapshot = decode_snapshot(raw)
             if snapshot.revision != revision:
                 found.append(
-                    f"{entity_id!r}: snapshot at revision {snapshot.revision}, events up to "
+                    f"{entity_id!r}: snapshot at revision {snapshot.revision}, {what} up to "
                     f"{revision}"
+                )
+            elif entity_id in self.latest and not same_state(
+                self.latest[entity_id], snapshot.state
+            ):
+                found.append(
+                    f"{entity_id!r}: snapshot (revision {revision}) is not its latest change"
                 )
             elif snapshot.wrapped_key and not snapshot.erased:
                 found += self._key_problems(entity_id, snapshot.wrapped_key)
@@ -212,7 +252,33 @@ class SourceState:
                 "`kes snapshots rebuild` (every entity's latest snapshot), then migrate again",
             )
         for entity_id in self.snapshots.keys() - self.revisions.keys():
-            found.append(f"{entity_id!r}: a snapshot and no events")
+            if not self.durable:
+                found.append(f"{entity_id!r}: a snapshot and no events")
+                continue
+            snapshot = decode_snapshot(self.snapshots[entity_id])
+            if snapshot.wrapped_key and not snapshot.erased:
+                found += self._key_problems(entity_id, snapshot.wrapped_key)
+        return found
+
+    def resume_problems(self, present: Mapping[str, int]) -> list[str]:
+        """Durable state, resuming: entities whose changes on the new set (`present`: entity ->
+        last revision there) the old set can no longer continue, because retention deleted
+        the changes that follow them since the earlier run."""
+        found = []
+        for entity_id, there in present.items() if self.durable else ():
+            last = self.revisions.get(entity_id)
+            if last is None:
+                raw = self.snapshots.get(entity_id)
+                last = there if raw is None else decode_snapshot(raw).revision
+                first = last + 1
+            else:
+                first = self.starts().get(entity_id, 1)
+            if there < last and first > there + 1:
+                found.append(
+                    f"{entity_id!r}: the new set holds its changes to revision {there}, the old "
+                    f"set's now start at {first} (retention deleted changes since the earlier "
+                    "run)"
+                )
         return found
 
     def _key_problems(self, entity_id: str, wrapped: bytes) -> list[str]:
@@ -280,12 +346,22 @@ class TargetProgress:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """(entity, revision) -> new offset, for the events in `wanted`."""
     events: int = 0
+    durable: bool = False
+    """Durable state: an entity's first change there may precede its `start` (retention
+    deleted it on the old set after an earlier run copied it; `SourceState.resume_problems`)."""
+    first_revision: dict[str, int] = field(default_factory=dict)
+    """Entity id -> the revision of its first event there."""
 
     def landed(self, entity_id: str, revision: int, offset: int, where: str) -> None:
         """An event is on the new events topic at `offset` (read back, or a delivery report, in
         the partition's offset order); raises MigrationError if it does not continue the
         entity's revisions there."""
-        first = self.start.get(entity_id, 1)
+        first = self.first_revision.setdefault(
+            entity_id,
+            min(revision, self.start.get(entity_id, 1))
+            if self.durable
+            else self.start.get(entity_id, 1),
+        )
         last = self.present.get(entity_id, first - 1)
         if revision != last + 1:
             raise MigrationError(
@@ -299,6 +375,18 @@ class TargetProgress:
             self.first[entity_id] = offset
         if (entity_id, revision) in self.wanted:
             self.offsets[(entity_id, revision)] = offset
+
+
+def same_state(payload: bytes, state: any_pb2.Any) -> bool:
+    """Whether a change record's payload (an encoded `Any`) holds the snapshot's state: equal
+    bytes (kes packs deterministically), else equal messages once decoded."""
+    change = any_pb2.Any.FromString(payload)
+    if change.type_url == state.type_url and change.value == state.value:
+        return True
+    try:
+        return unpack(change) == unpack(state)
+    except DecodeError:
+        return False
 
 
 def rewrite_snapshot(value: bytes, first_event_offset: int) -> bytes:
@@ -316,20 +404,22 @@ def rewrite_snapshot(value: bytes, first_event_offset: int) -> bytes:
 
 
 def rewrite_outcome(
-    key: str, value: bytes, partition: int, offset_of: Callable[[str, int], int]
+    key: str, value: bytes, partition: int, offset_of: Callable[[str, int], int | None]
 ) -> bytes:
     """An old outcome as the new set's: an accepted outcome names its events' partition and
     offsets (a replayed reply carries them, and `read_after` waits for them), so both are
-    recomputed; `offset_of(entity, revision)` is an event's new offset. The decision time is
-    kept, so the outcome expires when it would have."""
+    recomputed; `offset_of(entity, revision)` is an event's new offset, None for a durable-state
+    change deleted by retention before the migration: then the outcome names no offsets (as a
+    reply without events; nothing is left to wait for) and still answers a retry. The decision
+    time is kept, so the outcome expires when it would have."""
     decided, reply = decode_outcome(value)
     if reply.WhichOneof("outcome") == "accepted":
         accepted = reply.accepted
         last, count = accepted.revision, len(accepted.event_offsets)
         entity_id = outcome_entity(key)
+        offsets = [offset_of(entity_id, r) for r in range(last - count + 1, last + 1)]
         accepted.partition = partition
         del accepted.event_offsets[:]
-        accepted.event_offsets.extend(
-            offset_of(entity_id, r) for r in range(last - count + 1, last + 1)
-        )
+        if None not in offsets:
+            accepted.event_offsets.extend(o for o in offsets if o is not None)
     return encode_outcome(decided, reply)

@@ -12,7 +12,8 @@ partition gets a fresh checkpoint (next command offset 0, the owning group), so 
 the new set recovers those snapshots and takes commands from the first one. Commands are not copied
 (every command of the old set is applied before the migration may run), nor are replies (read
 within seconds) or dead letters (they name records of the old commands topic: redrive or read
-them on the old set).
+them on the old set). A durable-state aggregate's events are its retained change records,
+copied the same way; its snapshots are its state of record (see `migrate`).
 
 Restartable: the writes are Kafka transactions of a producer whose transactional id belongs to
 the target, so a re-run fences an earlier run and aborts what it left open, reads what it
@@ -29,7 +30,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from kes.schemas.codec import parse_event_key
+from kes.schemas.codec import decode_event, parse_event_key
 from kes.schemas.errors import MigrationError
 from kes.streams.cycle.records import CHECKPOINT_KEY, OutRecord, encode_checkpoint
 from kes.streams.kafka.records import read_records
@@ -94,6 +95,8 @@ class MigrationReport:
     already_done: bool = False
     """The new set held its checkpoints already: nothing was written."""
     seconds: float = 0.0
+    durable: bool = False
+    """A durable-state aggregate: its events are change records, `events` those retained."""
 
     def summary(self) -> str:
         """One line for a person."""
@@ -102,6 +105,7 @@ class MigrationReport:
         earlier = self.events - self.copied
         resumed = f" ({earlier} copied by an earlier run)" if earlier else ""
         keys = f", {self.keys} data keys" if self.keys else ""
+        what = "retained changes" if self.durable else "events"
         erased = (
             f" ({self.erased} erased: {self.left_behind} records of their erased events left "
             "behind)"
@@ -109,7 +113,7 @@ class MigrationReport:
             else ""
         )
         return (
-            f"{self.entities} entities{erased}: {self.events} events{resumed}, {self.snapshots} "
+            f"{self.entities} entities{erased}: {self.events} {what}{resumed}, {self.snapshots} "
             f"snapshots, {self.outcomes} outcomes{keys} in {self.seconds:.1f}s; checkpoints name "
             f"group {self.owner!r}"
         )
@@ -147,20 +151,23 @@ def migrate(
        (a re-run writes them again, equal).
     10. Last, one transaction: a checkpoint record on every new changelog partition, next
         command offset 0 and the owning group. From here a worker may run on the new set.
-    A durable-state aggregate is refused: its expiring change records are not a history that
-    step 6 can check snapshots against (kes.streams.config.durablestate).
+    A durable-state aggregate (kes.streams.config.durablestate) moves the same way, its
+    snapshots being its state of record and its events the change records retention left: in
+    step 6 an entity's retained changes are r, r + 1, ... from any first r and the latest is its
+    snapshot (revision and state), and an entity whose changes all expired is its snapshot
+    alone; in step 8 the retained changes are copied (each key once, in revision order), an
+    outcome whose change expired is copied naming no offsets; the new events topic is created
+    with the old one's kind (delete, `KES_STATE_CHANGES_RETENTION_MS`: `target.durable_state`).
     """
     began = time.monotonic()
     source, target = migration.source, migration.target
-    if source.durable_state:
+    if source.durable_state != target.durable_state:
         raise MigrationError(
-            f"aggregate {source.name!r} keeps durable state: `kes topics migrate` copies each "
-            "entity's history, and its change records expire (the snapshot changelog is its "
-            "state of record); migrating durable state is not supported yet"
+            f"aggregate {source.name!r}: the old and new topic sets differ in durable_state"
         )
     config = dict(client_config)
     has_keys = _check_layouts(source, target, config, migration.timeout)
-    report = MigrationReport()
+    report = MigrationReport(durable=source.durable_state)
     if _completed(target, config):
         report.already_done = True
         return report
@@ -184,15 +191,25 @@ def migrate(
     if problems and state.unsnapshotted():
         raise MigrationError(f"{problems[0]} (e.g. " + "; ".join(problems[1:4]) + ")")
     if problems:
+        fix = "run `kes verify`" + (
+            "" if source.durable_state else ", and `kes snapshots rebuild` if the events are right"
+        )
         raise MigrationError(
             f"the old set's snapshots do not match its events ({len(problems)} entities, e.g. "
             + "; ".join(problems[:5])
-            + "): run `kes verify`, and `kes snapshots rebuild` if the events are right"
+            + f"): {fix}"
         )
-    done = TargetProgress(state.wanted(), start=state.starts())
+    done = TargetProgress(state.wanted(), start=state.starts(), durable=source.durable_state)
     for record in read_records(target.events, target.partitions, config):
         entity_id, revision = parse_event_key(record.key or b"")
         done.landed(entity_id, revision, record.offset, f"{target.events}[{record.partition}]")
+    stale = state.resume_problems(done.present)
+    if stale:
+        raise MigrationError(
+            f"the new set cannot be completed ({len(stale)} entities, e.g. "
+            + "; ".join(stale[:3])
+            + "): delete the new topic set (or choose another prefix) and migrate again"
+        )
     if done.events:
         progress(f"{done.events} events were copied by an earlier run; going on from there")
     report.copied = _copy_events(migration, writer, state, done, config, progress)
@@ -202,7 +219,8 @@ def migrate(
         value = encode_checkpoint(0, owner)
         writer.send(OutRecord(target.snapshots, partition, CHECKPOINT_KEY, value, []))
     writer.commit()
-    report.entities, report.events = len(state.revisions), done.events
+    report.entities = len(state.revisions.keys() | state.snapshots.keys())
+    report.events = done.events
     report.erased, report.left_behind = len(state.erased()), state.left_behind
     report.seconds = time.monotonic() - began
     return report
@@ -276,7 +294,7 @@ def _read_source(
 ) -> SourceState:
     """Step 6: the old changelog's and keys topic's latest records, then each entity's
     revisions checked (the snapshots first: they say which entities are erased)."""
-    state = SourceState()
+    state = SourceState(durable=source.durable_state)
     for record in read_records(source.snapshots, source.partitions, config):
         state.changelog(record.partition, record.key, record.value, record.headers)
     if has_keys:
@@ -287,6 +305,8 @@ def _read_source(
         where = f"{source.events}[{record.partition}]@{record.offset}"
         event_type = _header(record.headers, "event-type")
         state.event(entity_id, revision, where, event_type, tombstone=record.value is None)
+        if state.durable and record.value is not None and entity_id not in state.erased():
+            state.change(entity_id, decode_event(record.value).payload.SerializeToString())
     erased = len(state.erased())
     progress(
         f"old set: {len(state.revisions)} entities ({erased} erased), {state.events} events to "
@@ -405,7 +425,9 @@ def _write_state(
     """Step 9: snapshots and outcomes on their entities' new changelog partitions."""
     target = migration.target
 
-    def offset_of(entity_id: str, revision: int) -> int:
+    def offset_of(entity_id: str, revision: int) -> int | None:
+        if state.durable and revision < done.first_revision.get(entity_id, revision + 1):
+            return None  # a change deleted by retention: the outcome names no offsets
         try:
             return done.offsets[(entity_id, revision)]
         except KeyError:
@@ -415,7 +437,7 @@ def _write_state(
             ) from None
 
     for entity_id, value in state.snapshots.items():
-        first = done.first[entity_id]  # every snapshot has its events (state.problems)
+        first = done.first.get(entity_id, -1)  # only durable state's may have none left
         partition = partition_for(entity_id, target.partitions)
         record_value = rewrite_snapshot(value, first)
         writer.send(OutRecord(target.snapshots, partition, entity_id.encode(), record_value, []))

@@ -175,8 +175,3 @@ def test_what_would_fold_durable_state_refuses(app_cluster: Callable[..., AppClu
     cli += ["--topic-prefix", settings.topic_prefix]
     assert main(["topics", "plan", APP, *cli]) == 0  # the declared delete policy is no problem
     assert main(["snapshots", "rebuild", APP, "profile", *cli]) == 1
-    migrate = ["topics", "migrate", APP, "profile", "--partitions", "4", "--to-prefix", "x-"]
-    assert (
-        main([*migrate, "-b", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix])
-        == 1
-    )

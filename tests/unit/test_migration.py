@@ -4,6 +4,7 @@ broker."""
 from __future__ import annotations
 
 import pytest
+from google.protobuf import any_pb2
 
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_snapshot, encode_snapshot, pack
@@ -18,6 +19,7 @@ from kes.streams.operations.migration import (
     outcome_entity,
     rewrite_outcome,
     rewrite_snapshot,
+    same_state,
 )
 
 
@@ -252,3 +254,92 @@ def test_a_sealed_snapshot_needs_its_data_key_on_the_keys_topic() -> None:
         "'none': a sealed snapshot and no record on the keys topic",
         "'other': its snapshot's data key is not its keys-topic record's",
     ]
+
+
+def _profile_state(entity_id: str, revision: int) -> bank_pb2.Profile:
+    return bank_pb2.Profile(customer_id=entity_id, email=f"{entity_id}@x.org", changes=revision)
+
+
+def _profile(entity_id: str, revision: int) -> bytes:
+    """A change record's payload: the packed new state."""
+    return pack(_profile_state(entity_id, revision)).SerializeToString()
+
+
+def _profile_snapshot(entity_id: str, revision: int) -> bytes:
+    state = pack(_profile_state(entity_id, revision))
+    return encode_snapshot(Snapshot(entity_id=entity_id, revision=revision, state=state))
+
+
+def _durable(log: list[tuple[str, int]], snapshots: dict[str, int]) -> SourceState:
+    """A durable-state set: its changelog's snapshots, then its retained changes in log order."""
+    state = SourceState(durable=True)
+    for entity_id, revision in snapshots.items():
+        state.changelog(0, entity_id.encode(), _profile_snapshot(entity_id, revision))
+    for entity_id, revision in log:
+        state.event(entity_id, revision, "t[0]")
+        state.change(entity_id, _profile(entity_id, revision))
+    return state
+
+
+def test_durable_state_retains_changes_from_any_revision_and_snapshots_alone() -> None:
+    """Retention deleted a's changes 1-2 and all of b's: a starts at 3, b is its snapshot."""
+    state = _durable([("a", 3), ("c", 1), ("a", 4), ("c", 2)], {"a": 4, "b": 7, "c": 2})
+    assert state.problems() == []
+    assert state.starts() == {"a": 3, "c": 1}
+    assert (state.revisions, state.events) == ({"a": 4, "c": 2}, 4)
+    with pytest.raises(MigrationError, match="'a' revision 6 follows revision 4"):
+        state.event("a", 6, "t[0]@9")
+
+
+def test_durable_states_latest_change_must_be_its_snapshot() -> None:
+    state = _durable([("a", 1), ("a", 2), ("b", 5), ("d", 1)], {"a": 3, "b": 5, "d": 1})
+    state.change("b", _profile("b", 4))  # revision 5's record holds another state
+    assert sorted(state.problems()) == [
+        "'a': snapshot at revision 3, changes up to 2",
+        "'b': snapshot (revision 5) is not its latest change",
+    ]
+    state.snapshots.pop("d")
+    assert "'d': 1 changes, no snapshot" in state.problems()
+
+
+def test_a_durable_resume_needs_the_changes_after_what_the_new_set_holds() -> None:
+    """An earlier run copied a@3..4, b@1 and c@1..2; since then retention deleted a@3..5 and all
+    of b's and c's: a and b cannot be completed, c already is."""
+    state = _durable([("a", 6)], {"a": 6, "b": 2, "c": 2})
+    assert state.resume_problems({"a": 4, "b": 1, "c": 2}) == [
+        "'a': the new set holds its changes to revision 4, the old set's now start at 6 "
+        "(retention deleted changes since the earlier run)",
+        "'b': the new set holds its changes to revision 1, the old set's now start at 3 "
+        "(retention deleted changes since the earlier run)",
+    ]
+    assert state.resume_problems({"a": 5}) == []
+    assert SourceState().resume_problems({"a": 1}) == []  # event-sourced: landed() checks
+
+
+def test_a_durable_target_may_begin_before_the_retained_changes() -> None:
+    progress = TargetProgress(wanted={("a", 4)}, start={"a": 4}, durable=True)
+    progress.landed("a", 3, 10, "n[0]")  # copied by an earlier run, deleted on the old set since
+    progress.landed("a", 4, 11, "n[0]")
+    assert (progress.first, progress.first_revision, progress.offsets) == (
+        {"a": 10}, {"a": 3}, {("a", 4): 11},
+    )  # fmt: skip
+    strict = TargetProgress(wanted=set(), start={"a": 4})
+    with pytest.raises(MigrationError, match="'a' revision 3 follows revision 3"):
+        strict.landed("a", 3, 10, "n[0]")
+
+
+def test_an_outcome_whose_change_expired_names_no_offsets_and_still_answers() -> None:
+    value = rewrite_outcome(
+        outcome_key("a", "c1"), _accepted("a", "c1", 2, [8]), 3, lambda e, r: None
+    )
+    decided, reply = decode_outcome(value)
+    assert (reply.accepted.revision, reply.accepted.partition) == (2, 3)
+    assert list(reply.accepted.event_offsets) == [] and decided == 1_700_000_000_000
+
+
+def test_a_change_holds_its_snapshots_state_by_bytes_or_by_value() -> None:
+    snapshot = decode_snapshot(_profile_snapshot("a", 2))
+    assert same_state(_profile("a", 2), snapshot.state)
+    assert not same_state(_profile("a", 1), snapshot.state)
+    unknown = any_pb2.Any(type_url="type.googleapis.com/no.such.Type", value=b"\x08\x01")
+    assert not same_state(unknown.SerializeToString(), snapshot.state)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kes.examples.bank import account
 from kes.schemas.bank.v1 import bank_pb2
-from kes.schemas.codec import encode_command, new_command
+from kes.schemas.codec import decode_event, decode_reply, encode_command, encode_reply, new_command
 from kes.schemas.kes.v1.envelopes_pb2 import Reply
 from kes.streams.operations.migration import MIGRATED_FROM_HEADER
 from kes.streams.operations.outcomes import Outcomes, check_outcomes
@@ -144,3 +144,26 @@ def test_migrated_events_need_no_command_on_this_topic_set() -> None:
     assert _check(sim, events=copied, **empty).ok
     unmarked = _check(sim, events=events, **empty)
     assert any("not on the topic" in v for v in unmarked.violations), unmarked.summary()
+
+
+def test_a_replay_naming_no_events_needs_none_on_the_topic() -> None:
+    """A durable-state change deleted by retention before `kes topics migrate`: the migrated
+    outcome names no offsets, so its replay has nothing to be checked against; a replay that
+    names events must find them."""
+    sim, ids = _world()
+    events = [
+        r for r in sim.records(TOPICS.events) if decode_event(r.value).command_id != ids["credit"]
+    ]
+
+    def replies(clear: bool) -> list[object]:
+        out = []
+        for record in sim.records(TOPICS.replies):
+            reply = decode_reply(record.value)
+            if reply.replay and clear:
+                del reply.accepted.event_offsets[:]
+            out.append(record._replace(value=encode_reply(reply)))
+        return out
+
+    assert _check(sim, events=events, replies=replies(clear=True)).ok
+    named = _check(sim, events=events, replies=replies(clear=False))
+    assert any(f"{ids['credit']}: replayed" in v for v in named.violations), named.summary()
