@@ -49,6 +49,8 @@ class DeadLetterReason(StrEnum):
     """The record has no key and the envelope names no entity id."""
     HANDLER_ERROR = "HANDLER_ERROR"
     """The user's handler raised an exception."""
+    NEWER_VERSION = "NEWER_VERSION"
+    """The event's schema version is above the one the running code declares for its type."""
 
 
 class KesError(Exception):

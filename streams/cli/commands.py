@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from kes.schemas.errors import AdminError, KesError
+from kes.schemas.errors import AdminError, ConfigurationError, KesError
 from kes.streams.cli import migrate as migrate_cli
 from kes.streams.cli.cliargs import add_cluster_args, settings_from
 from kes.streams.config.settings import Guarantee, Settings
@@ -116,13 +116,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from kes.streams.config.durablestate import layout_of
     from kes.streams.kafka.config import confluent_config
     from kes.streams.operations.lag import app_targets
-    from kes.streams.runtime.worker import Worker
+    from kes.streams.runtime.worker import EXIT_CONFIGURATION, Worker
     from kes.streams.web.views import install_views
 
     settings = _settings(args)
     for warning in settings.retention_warnings():
         print(f"warning: {warning}", file=sys.stderr)
     behaviors = load_behaviors(args.app)
+    for behavior in behaviors:  # code that cannot read its snapshots: not a retryable failure
+        try:
+            behavior.check_state_migrations()
+        except ConfigurationError as exc:
+            print(f"kes: error: {exc}", file=sys.stderr)
+            return EXIT_CONFIGURATION
     for behavior in behaviors:
         _verified(layout_of(settings, behavior), confluent_config(settings))
     worker = Worker(behaviors, settings, event_adapters(args.app))

@@ -15,7 +15,7 @@ from types import FrameType
 
 from kes.schemas.errors import ConfigurationError
 from kes.streams.cli.cliargs import add_cluster_args, add_web_args, settings_from
-from kes.streams.config.apps import event_adapters
+from kes.streams.config.apps import event_adapters, event_versions
 from kes.streams.config.settings import Settings
 from kes.streams.projections.admin import dead_letter_count, rebuild, status
 from kes.streams.projections.host import ProjectionHost
@@ -142,7 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     adapters = event_adapters(args.app)
-    projectors = [Projector(p, settings, adapters=adapters) for p in projections]
+    versions = event_versions(args.app)
+    projectors = [Projector(p, settings, adapters=adapters, versions=versions) for p in projections]
     host = ProjectionHost(projectors)
     web = ProjectionWeb(host, args.web_host, args.web_port) if args.web_port else None
     for projector in projectors:

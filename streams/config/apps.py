@@ -8,14 +8,16 @@ kes.examples.bank` loads it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from kes.schemas.errors import ConfigurationError
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
+from kes.streams.core.eventversions import declared_versions
 
-__all__ = ["behavior_named", "event_adapters", "import_app", "load_behaviors"]
+__all__ = ["behavior_named", "event_adapters", "event_versions", "import_app", "load_behaviors"]
 
 
 def import_app(name: str) -> ModuleType:
@@ -54,3 +56,10 @@ def event_adapters(app: str | ModuleType) -> EventAdapters | None:
             f"{module.__name__}.EVENT_ADAPTERS is not a kes.streams.core.adapters.EventAdapters"
         )
     return adapters
+
+
+def event_versions(app: str | ModuleType) -> Mapping[str, int]:
+    """Each event type the app module's behaviors fold -> the schema version they declare (an
+    app without BEHAVIORS: none); projections dead-letter events newer than that."""
+    module = import_app(app) if isinstance(app, str) else app
+    return declared_versions(getattr(module, "BEHAVIORS", None) or [])

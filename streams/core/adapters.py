@@ -76,7 +76,8 @@ class EventAdapters:
         """Adapt events of `old_type` (full name or class), of schema `version` if given.
 
         `to_version` is written to the adapted event's metadata; without it the version key is
-        dropped when this adapter matched on a version (the result is "current").
+        dropped when this adapter matched on a version or changed the type (the result is
+        "current": the old key described the old shape).
         Raises ConfigurationError if an adapter is already registered for the same key.
         """
         key = (_name(old_type), version)
@@ -133,6 +134,7 @@ class EventAdapters:
     def _apply(
         self, env: EventEnvelope, entry: _Entry, matched_version: str | None
     ) -> EventEnvelope:
+        old_name = env.event_type or env.payload.TypeName()
         old: Message = _copy_any(env.payload) if entry.packed else unpack(env.payload)
         new = entry.adapter(old)
         if not isinstance(new, Message):
@@ -146,8 +148,8 @@ class EventAdapters:
         adapted.event_type = type_name(new)
         if entry.to_version is not None:
             adapted.metadata[self._version_key] = entry.to_version
-        elif matched_version is not None:
-            adapted.metadata.pop(self._version_key, None)
+        elif matched_version is not None or adapted.event_type != old_name:
+            adapted.metadata.pop(self._version_key, None)  # it described the old shape
         return adapted
 
 

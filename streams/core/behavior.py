@@ -105,6 +105,12 @@ class Behavior(Protocol[S]):
         raises SchemaVersionError for a version newer than `state_version`."""
         ...
 
+    def check_state_migrations(self) -> None:
+        """Raise ConfigurationError, naming each missing step, unless a state migration is
+        registered from every version below `state_version` (the worker and `kes verify` ask
+        when they start, not at the first old snapshot)."""
+        ...
+
     def initial_state(self, entity_id: str) -> S:
         """The state of an entity with no history."""
         ...
@@ -153,6 +159,7 @@ class _BaseBehavior(Generic[S]):
         initial_state: Callable[[str], S] | None = None,
         *,
         state_version: int = 1,
+        oldest_state_version: int = 1,
     ) -> None:
         if not name:
             raise ConfigurationError("a behavior needs a non-empty name (the aggregate name)")
@@ -160,7 +167,7 @@ class _BaseBehavior(Generic[S]):
         self._state_type = state_type
         self._initial_state = initial_state
         self._commands: dict[str, tuple[type[Message], Callable[..., Any]]] = {}
-        self._migrations = StateMigrations(name, state_version)
+        self._migrations = StateMigrations(name, state_version, oldest_state_version)
         self._event_versions: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -211,6 +218,10 @@ class _BaseBehavior(Generic[S]):
             return migration
 
         return register
+
+    def check_state_migrations(self) -> None:
+        """Raise ConfigurationError unless every version below `state_version` migrates."""
+        self._migrations.check()
 
     def load_state(self, state: any_pb2.Any, version: int, entity_id: str = "") -> S:
         """A stored state of schema `version` (0 reads as 1), migrated to `state_version`."""
@@ -265,7 +276,9 @@ class EventSourcedBehavior(_BaseBehavior[S]):
     Register handlers by protobuf type with the `command` and `event` decorators. An event
     handler receives a private copy of the state, so it may mutate it and return it.
     `snapshot_every` overrides the worker's `KES_SNAPSHOT_EVERY` for this aggregate (None: the
-    worker's setting; see kes.streams.cycle.snapshotpolicy).
+    worker's setting; see kes.streams.cycle.snapshotpolicy). `state_version` is the schema version
+    of the state it writes; a migration is registered for each step from `oldest_state_version`
+    (kes.streams.core.statemigration).
     """
 
     def __init__(
@@ -276,8 +289,15 @@ class EventSourcedBehavior(_BaseBehavior[S]):
         *,
         snapshot_every: int | None = None,
         state_version: int = 1,
+        oldest_state_version: int = 1,
     ) -> None:
-        super().__init__(name, state_type, initial_state, state_version=state_version)
+        super().__init__(
+            name,
+            state_type,
+            initial_state,
+            state_version=state_version,
+            oldest_state_version=oldest_state_version,
+        )
         if snapshot_every is not None and snapshot_every < 1:
             raise ConfigurationError(
                 f"behavior {name!r}: snapshot_every must be >= 1, got {snapshot_every}"

@@ -8,6 +8,11 @@ Each `then*` raises `AssertionError` with expected and actual messages in protob
 format, so scenarios run directly under pytest. A scenario chains: `.when(a).when(b)` sends
 `b` to the state after `a` (unchanged if `a` was not accepted), and every `then*` returns the
 scenario so several assertions can follow one command.
+
+Old events are tested against the current behavior with the app's event adapters, as the worker
+reads them: `given(wallet, "w-1", [Deposited(amount=5)], adapters=EVENT_ADAPTERS)`; an event
+given as `(event, version)` is one stored at that schema version (for adapters keyed by
+version), a bare event one stored as this code writes it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Generic, TypeVar
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
+from kes.schemas.codec import pack, type_name, unpack
+from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
+from kes.streams.core.adapters import VERSION_KEY, EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.decision import (
     Accepted,
@@ -28,8 +36,9 @@ from kes.streams.core.decision import (
     Rejected,
     RejectionCode,
 )
+from kes.streams.core.eventversions import check_event_version
 
-__all__ = ["Given", "Scenario", "given"]
+__all__ = ["Given", "GivenEvent", "Scenario", "given"]
 
 S = TypeVar("S", bound=Message)
 
@@ -58,23 +67,54 @@ def _show_decision(decision: Decision[S]) -> str:
     return f"failed ({decision.reason.value}): {decision.error}"
 
 
+GivenEvent = Message | tuple[Message, int]
+"""An event of a scenario's history: as this code writes it, or `(event, schema version)`."""
+
+
 def given(
     behavior: Behavior[S],
     entity_id: str,
-    events: Iterable[Message] = (),
+    events: Iterable[GivenEvent] = (),
     *,
     state: S | None = None,
     revision: int | None = None,
+    adapters: EventAdapters | None = None,
 ) -> Given[S]:
     """Start a scenario: the entity's history (`events`), or a `state` at some `revision`.
 
     With `state`, `events` are applied on top of it; the revision defaults to the number of
-    events given (plus `revision` when a state is given).
+    events given (plus `revision` when a state is given). Each event is read as the worker
+    reads it from the log: through `adapters`, and refused (SchemaVersionError) if newer than
+    the behavior declares for its type (kes.streams.core.eventversions).
     """
-    history = tuple(events)
+    history = [_as_read(behavior, entity_id, n, e, adapters) for n, e in enumerate(events, 1)]
     start = behavior.initial_state(entity_id) if state is None else state
     base = revision if revision is not None else 0
     return Given(behavior, entity_id, behavior.fold(start, history), base + len(history))
+
+
+def _as_read(
+    behavior: Behavior[S],
+    entity_id: str,
+    revision: int,
+    given_event: GivenEvent,
+    adapters: EventAdapters | None,
+) -> Message:
+    """The event as stored (with its schema version), adapted and checked, as the fold sees it."""
+    event, version = given_event if isinstance(given_event, tuple) else (given_event, None)
+    if version is None and adapters is None:
+        return event  # as written by this code: nothing to read differently
+    name = type_name(event)
+    env = EventEnvelope(
+        entity_id=entity_id, revision=revision, payload=pack(event), event_type=name
+    )
+    stored = version if version is not None else behavior.event_version(name)
+    if stored is not None:
+        env.metadata[VERSION_KEY] = str(stored)
+    if adapters is not None:
+        env = adapters.adapt(env)
+    check_event_version(behavior, env, f"given event {revision}")
+    return unpack(env.payload)
 
 
 class Given(Generic[S]):

@@ -14,7 +14,10 @@ snapshot is the erasure marker, whatever the low-water (an erasure is snapshotte
 tombstoned events cannot be folded on recovery). With a keyring, sealed personal fields are
 opened first (without one, the public parts are folded and compared). Old event shapes are folded
 through the app's event adapters and snapshots of an older state version are migrated
-(kes.streams.core.statemigration) before the comparison, as the worker would.
+(kes.streams.core.statemigration) before the comparison, as the worker would. What this code
+cannot read is a violation, not an exception: a state migration missing from the chain, a
+snapshot newer than the code, an event whose schema version is above the one the behavior
+declares for its type (kes.streams.core.eventversions; that entity is not folded).
 
 A durable-state aggregate (kes.streams.config.durablestate) is not folded: its snapshot is the state
 of record and its change records expire. Each entity's retained changes must be contiguous
@@ -33,11 +36,12 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kes.schemas.codec import decode_event, decode_snapshot, parse_event_key, unpack
-from kes.schemas.errors import DecodeError
+from kes.schemas.errors import ConfigurationError, DecodeError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from kes.streams.config.durablestate import is_durable_state
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
+from kes.streams.core.eventversions import declared_version, newer_event
 from kes.streams.core.keyring import Keyring
 from kes.streams.cycle.idempotency import OUTCOME_PREFIX
 from kes.streams.cycle.records import CHECKPOINT_KEY, ERASED_EVENT_TYPE
@@ -88,18 +92,29 @@ def verify(
 ) -> Verification:
     """Check the invariants of one aggregate on a cluster; see the module docstring."""
     result = Verification()
+    try:
+        behavior.check_state_migrations()
+    except ConfigurationError as exc:
+        result.violations.append(str(exc))
     offsets: dict[tuple[str, int], tuple[int, int]] = {}
     """(entity, revision) -> (partition, offset) of the event."""
-    events = _read_events(topics, client_config, adapters, keys, offsets)
+    durable = is_durable_state(behavior)
+    newer: dict[str, str] = {}
+    """Entity -> why its first event newer than this code is: its fold would drop what it
+    does not know, so it is reported, not folded."""
+    events = _read_events(
+        topics, client_config, adapters, keys, offsets, None if durable else (behavior, newer)
+    )
     result.events = sum(len(h) for h in events.values())
     low_water: dict[int, int] = {}
     """Partition -> the events low-water of its last checkpoint record (-1: none)."""
     snapshots = _read_snapshots(topics, client_config, keys, low_water)
     result.snapshots = len(snapshots)
-    if is_durable_state(behavior):
+    if durable:
         _check_durable(events, snapshots, result)
         return result
     result.entities = len(events)
+    result.violations.extend(f"{entity_id}: {why}" for entity_id, why in sorted(newer.items()))
     for entity_id, history in events.items():
         history.sort(key=lambda e: e.revision)
         if any(e.event_type == ERASED_EVENT_TYPE for e in history):
@@ -116,6 +131,8 @@ def verify(
                 result.violations.append(f"{entity_id}: command {env.command_id} applied twice")
             seen.add(env.command_id)
             previous = env.command_id
+        if entity_id in newer:
+            continue
         unique = {e.revision: e for e in history}
         state = behavior.fold(
             behavior.initial_state(entity_id), (unpack(unique[r].payload) for r in sorted(unique))
@@ -214,9 +231,12 @@ def _read_events(
     adapters: EventAdapters | None,
     keys: Keyring | None,
     offsets: dict[tuple[str, int], tuple[int, int]],
+    versions: tuple[Behavior[Any], dict[str, str]] | None = None,
 ) -> dict[str, list[EventEnvelope]]:
     """Each entity's events, less those a later tombstone removed (an erasure's); `offsets`
-    gets each kept event's (partition, offset), the first of a repeated revision's."""
+    gets each kept event's (partition, offset), the first of a repeated revision's. With
+    `versions`, an entity's first event newer than the behavior declares (after the adapters)
+    is described in its dict (kes.streams.core.eventversions)."""
     found: dict[str, list[tuple[int, int, EventEnvelope]]] = defaultdict(list)
     removed: dict[tuple[str, int], int] = {}
     for record in read_records(topics.events, topics.partitions, client_config):
@@ -229,6 +249,12 @@ def _read_events(
             keys.open_event(env)
         if adapters is not None:  # old event shapes are folded as their current ones
             env = adapters.adapt(env)
+        if versions is not None and env.entity_id not in versions[1]:
+            behavior, newer = versions
+            why = newer_event(env, declared_version(behavior, env.event_type))
+            if why is not None:
+                where = f"{topics.events}[{record.partition}]@{record.offset}"
+                newer[env.entity_id] = f"the event at {where} (revision {env.revision}): {why}"
         found[env.entity_id].append((record.partition, record.offset, env))
     kept: dict[str, list[EventEnvelope]] = {}
     for entity_id, history in found.items():

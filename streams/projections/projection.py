@@ -46,6 +46,7 @@ from kes.schemas.errors import (
 from kes.schemas.kes.v1.envelopes_pb2 import DeadLetter, EventEnvelope, Reply
 from kes.streams.config.apps import import_app
 from kes.streams.core.adapters import EventAdapters
+from kes.streams.core.eventversions import newer_event
 from kes.streams.core.keyring import Keyring
 from kes.streams.projections.rows import RowBatch, RowReader, RowWriter, Sql, Staging
 from kes.streams.telemetry.tracing import TRACEPARENT, project_span
@@ -270,6 +271,7 @@ def project(
     pause: Callable[[float], None] = time.sleep,
     keys: Mapping[str, Keyring] | None = None,
     strict: bool = False,
+    versions: Mapping[str, int] | None = None,
 ) -> StepResult:
     """Apply a batch of records to a projection, staging its writes; stores nothing itself.
 
@@ -283,6 +285,9 @@ def project(
         erased entity's, they stay empty), and apply the event adapters (failure: dead letter,
         reason from the DecodeError, HANDLER_ERROR if an adapter raised something else);
      3. skip event types the projection has no handler for (their payload is never decoded);
+        dead letter NEWER_VERSION an event whose schema version is above the one `versions`
+        (event type -> version, from the app's behaviors) holds for its type: handled as the
+        older shape, it would project wrongly and silently (kes.streams.core.eventversions);
      4. unpack the payload and run the handler on a child of the batch, up to `max_attempts`
         times (`pause` between, backing off); keep its writes only if it returned, else dead
         letter HANDLER_ERROR with the last error and keep nothing of it (a
@@ -321,9 +326,16 @@ def project(
             text = f"event adapter failed: {type(exc).__name__}: {exc}"
             result.dead_letters.append(_dead_letter(projection, record, reason, text))
             continue
-        if not projection.handles(event.event_type or event.payload.TypeName()):
+        event_type = event.event_type or event.payload.TypeName()
+        if not projection.handles(event_type):
             result.skipped += 1
             continue
+        if versions is not None and event_type in versions:
+            why = newer_event(event, versions[event_type])
+            if why is not None:
+                reason = DeadLetterReason.NEWER_VERSION
+                result.dead_letters.append(_dead_letter(projection, record, reason, why))
+                continue
         if any(key == TRACEPARENT for key, _ in record.headers):
             with project_span(f"project {projection.name}", record.headers):
                 error = _run(projection, event, batch, pause)
@@ -350,6 +362,7 @@ def project(
                 pause=pause,
                 keys=keys,
                 strict=True,
+                versions=versions,
             )
     return result
 

@@ -106,7 +106,8 @@ class Projector:
     `store` defaults to the read model the settings choose (kes.streams.projections.readmodels:
     RocksDB at `store_path(projection, settings)` unless PostgreSQL is configured), closed by
     `close`; a store passed in stays open. `adapters` upgrade old events before the handlers see
-    them.
+    them; `versions` (event type -> the schema version the app's behaviors declare,
+    kes.streams.config.apps.event_versions) dead-letter the events newer than that.
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Projector:
         *,
         store: AnyReadModel | None = None,
         adapters: EventAdapters | None = None,
+        versions: Mapping[str, int] | None = None,
         max_batch: int = 5_000,
     ) -> None:
         self.projection = projection
@@ -134,6 +136,7 @@ class Projector:
         self.store: AnyReadModel = store or open_read_model(projection, settings)
         check_read_model(projection, self.store)
         self._adapters = adapters
+        self._versions = versions
         self._max_batch = max_batch
         self._changed = threading.Condition()
         self._offsets = self.store.offsets()
@@ -241,6 +244,7 @@ class Projector:
             stored=stored,
             adapters=self._adapters,
             keys=self._keys,
+            versions=self._versions,
         )
         transaction = self._begin()
         try:

@@ -10,23 +10,32 @@ Events go through the same pure step as in production
 projector would write them. A handler that keeps failing is a dead letter here too:
 `then_dead_letters` checks them. `.and_events(...)` applies more events on top of the rows so far (a
 later batch).
+
+Old events are tested against the current projection with the app's event adapters
+(`adapters=EVENT_ADAPTERS`); an event given as `(entity id, event, version)` is one stored at
+that schema version (for adapters keyed by version). `versions=` (event type -> declared version,
+kes.streams.config.apps.event_versions) stamps the others as the worker writes them and
+dead-letters those newer than it, as the projector does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 from google.protobuf.message import Message
 
 from kes.schemas.codec import encode_event, event_key, pack, type_name
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
-from kes.streams.core.adapters import EventAdapters
+from kes.streams.core.adapters import VERSION_KEY, EventAdapters
 from kes.streams.projections.projection import AnyProjection, EventRecord, project
 
 __all__ = ["ProjectionScenario", "given_events"]
 
 _TOPIC = "events"
+
+GivenEvent: TypeAlias = tuple[str, Message] | tuple[str, Message, int]
+"""`(entity id, event)`, or `(entity id, event, schema version)` for one stored at a version."""
 
 
 class _Rows:
@@ -55,18 +64,25 @@ class _Rows:
 
 def given_events(
     projection: AnyProjection,
-    *events: tuple[str, Message],
+    *events: GivenEvent,
     adapters: EventAdapters | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> ProjectionScenario:
     """Apply `(entity id, event)` pairs, in order, to an empty read model."""
-    return ProjectionScenario(projection, adapters).and_events(*events)
+    return ProjectionScenario(projection, adapters, versions).and_events(*events)
 
 
 class ProjectionScenario:
     """A projection's read model after the events given so far; `then_*` assert on it."""
 
-    def __init__(self, projection: AnyProjection, adapters: EventAdapters | None = None) -> None:
+    def __init__(
+        self,
+        projection: AnyProjection,
+        adapters: EventAdapters | None = None,
+        versions: Mapping[str, int] | None = None,
+    ) -> None:
         self.projection = projection
+        self._versions = versions
         self.store = _Rows()
         self.dead_letters: list[str] = []
         """Each dead letter's error text, in order."""
@@ -74,11 +90,11 @@ class ProjectionScenario:
         self._revisions: dict[str, int] = {}
         self._offset = 0
 
-    def records(self, *events: tuple[str, Message]) -> list[EventRecord]:
+    def records(self, *events: GivenEvent) -> list[EventRecord]:
         """`(entity id, event)` pairs as the event records a projector would read next."""
-        return [self._record(entity_id, event) for entity_id, event in events]
+        return [self._record(*given) for given in events]
 
-    def and_events(self, *events: tuple[str, Message]) -> ProjectionScenario:
+    def and_events(self, *events: GivenEvent) -> ProjectionScenario:
         """Apply more `(entity id, event)` pairs as one batch, then store the rows."""
         records = self.records(*events)
         result = project(
@@ -88,12 +104,13 @@ class ProjectionScenario:
             stored=self.store.offsets,
             adapters=self._adapters,
             pause=lambda _: None,
+            versions=self._versions,
         )
         self.store.write(result.rows, result.offsets)
         self.dead_letters += [letter.error for _, letter in result.dead_letters]
         return self
 
-    def _record(self, entity_id: str, event: Message) -> EventRecord:
+    def _record(self, entity_id: str, event: Message, version: int | None = None) -> EventRecord:
         revision = self._revisions.get(entity_id, 0) + 1
         self._revisions[entity_id] = revision
         env = EventEnvelope(
@@ -103,6 +120,10 @@ class ProjectionScenario:
             aggregate=self.projection.aggregates[0],
             event_type=type_name(event),
         )
+        if version is None and self._versions is not None:
+            version = self._versions.get(env.event_type)
+        if version is not None:
+            env.metadata[VERSION_KEY] = str(version)
         self._offset += 1
         key = event_key(entity_id, revision)
         return EventRecord(_TOPIC, 0, self._offset - 1, key, encode_event(env))

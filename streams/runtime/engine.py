@@ -165,6 +165,7 @@ class Engine:
         self.keys = DataKeys(master) if master is not None else None
         """Entities' data keys, for aggregates with personal fields (one bounded cache)."""
         for behavior in behaviors.values():  # refuse now, not at the first partition
+            behavior.check_state_migrations()  # not at the first old snapshot either
             if self.keys is None and has_personal([behavior.state_type, *behavior.event_types]):
                 raise KeyUnavailableError(
                     f"aggregate {behavior.name!r} has personal fields and no master key is "
@@ -570,6 +571,8 @@ class Engine:
         except DurableStateError as exc:
             behind = f"{tp}: its changelog is behind the group's offset"
             stop_now(f"{behind}: {exc}", None, EXIT_CONFIGURATION)
+        except (SchemaVersionError, ConfigurationError) as exc:  # an event this code cannot read
+            stop_now(_refusal(tp, exc), None, EXIT_CONFIGURATION)
         except Exception as exc:
             stop_now(f"rebuilding {tp} from its events failed: {exc!r}", exc)
 

@@ -33,6 +33,7 @@ from kes.stores.snapshots import Checkpoint, PartitionSnapshots
 from kes.streams.config.durablestate import refuse_fold
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
+from kes.streams.core.eventversions import check_event_version
 from kes.streams.core.keyring import Keyring
 from kes.streams.cycle.entity import Entity
 from kes.streams.cycle.idempotency import OutcomePolicy, encode_outcome, outcome_key
@@ -76,6 +77,7 @@ def fold_partition(
     outcomes: OutcomePolicy | None = None,
     now_ms: int | None = None,
     keys: Keyring | None = None,
+    source: str = "",
 ) -> Rebuilt:
     """Fold `(offset, event value)` in offset order into each entity's state (pure).
 
@@ -84,8 +86,11 @@ def fold_partition(
     erasure marker, whatever came before it (its events may be compacted away already).
     Raises KesError if an entity's revisions on the log are not 1, 2, 3, ... (a log that is
     itself damaged is not something to build on), or if the aggregate has personal fields
-    and no keyring with a master key is given.
+    and no keyring with a master key is given; SchemaVersionError for an event newer than the
+    behavior declares (kes.streams.core.eventversions), named by `source` (`topic[partition]`)
+    and its offset.
     """
+    source = source or f"events[{partition}]"
     personal = has_personal([behavior.state_type, *behavior.event_types])
     if personal and (keys is None or keys.master is None):
         raise KeyUnavailableError(
@@ -117,6 +122,7 @@ def fold_partition(
             entity = out.entities[env.entity_id] = Entity(env.entity_id, 0, state, [])
             if personal and keys is not None:
                 entity.key = keys.key(env.entity_id)
+        check_event_version(behavior, env, f"{source}@{offset}")
         entity.apply(behavior, env, offset, recent_command_ids)
         out.events += 1
         decided = env.timestamp.seconds * 1000 + env.timestamp.nanos // 1_000_000
@@ -162,7 +168,8 @@ def rebuild_partition(
        changelog, and wait until all are written (a crash before the checkpoint record leaves
        the changelog behind again: the next recovery rebuilds again, idempotently);
     3. write the same to the local store, with that checkpoint, in one write.
-    A durable-state aggregate is refused (DurableStateError): its change records expire.
+    A durable-state aggregate is refused (DurableStateError): its change records expire. An
+    event newer than the code raises SchemaVersionError in step 1, before anything is written.
     """
     refuse_fold(behavior, "rebuilding its snapshots from the events topic")
     began = time.monotonic()
@@ -175,6 +182,7 @@ def rebuild_partition(
         recent_command_ids=recent_command_ids,
         outcomes=outcomes,
         keys=keys,
+        source=f"{topics.events}[{partition}]",
     )
     producer = Producer({**client_config, "enable.idempotence": True, "acks": "all"})
     failed: list[KafkaError] = []

@@ -51,6 +51,7 @@ from kes.stores.snapshots import Checkpoint, PartitionSnapshots
 from kes.streams.config.durablestate import refuse_fold
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
+from kes.streams.core.eventversions import check_event_version
 from kes.streams.core.keyring import DataKeys
 from kes.streams.cycle.entity import Entity
 from kes.streams.cycle.records import ERASED_EVENT_TYPE
@@ -76,7 +77,8 @@ class TailFold:
     stored snapshot, opened with `keys`, to open its sealed events. A record that says erased
     (the entity's erasure is further on in the log, the changelog lacking its marker) lets its
     events fold without their personal fields until its EntityErased makes it the marker;
-    `finish` raises if that never came.
+    `finish` raises if that never came. An event of a schema version above the one the
+    behavior declares for its type raises SchemaVersionError (kes.streams.core.eventversions).
     """
 
     def __init__(
@@ -90,8 +92,11 @@ class TailFold:
         strict: bool = True,
         keys: DataKeys | None = None,
         key_record: Callable[[str], DataKey | None] | None = None,
+        source: str = "the events topic",
     ) -> None:
         self.behavior = behavior
+        self._source = source
+        """Where the records come from, `topic[partition]`, for the operator's messages."""
         self._keys = keys
         self._key_record = key_record
         self._erasing: set[str] = set()
@@ -154,6 +159,7 @@ class TailFold:
                 f"{entity_id}: event revision {env.revision} at offset {offset} follows its "
                 f"erasure at revision {entity.revision}"
             )
+        check_event_version(self.behavior, env, f"{self._source}@{offset}")
         if env.HasField("sealed"):
             self._open(entity, env, offset)
         entity.apply(self.behavior, env, offset, self._recent)
@@ -277,6 +283,7 @@ def fold_tail(
         strict=strict,
         keys=keys,
         key_record=key_record,
+        source=f"{topics.events}[{partition}]",
     )
     read = 0
     start = {partition: checkpoint.events_from}

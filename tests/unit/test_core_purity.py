@@ -27,6 +27,7 @@ CORE = [
     "kes.examples.bank.transfers",
     "kes.streams.core.statemigration",
     "kes.streams.core.adapters",
+    "kes.streams.core.eventversions",
 ]
 FORBIDDEN = ["faust", "aiokafka", "confluent_kafka", "rocksdict", "mode", "psycopg"]
 

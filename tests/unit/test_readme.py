@@ -66,3 +66,6 @@ def test_the_schema_evolution_example_migrates_states_and_adapts_events() -> Non
     given(wallet, "w-1", [DepositedV2(amount_cents=1, currency="EUR")]).when(  # type: ignore[arg-type]
         Deposit(amount=5)
     ).then(DepositedV2(amount_cents=5, currency="EUR"))
+    old_history = given(wallet, "w-1", [Deposited(amount=5)], adapters=adapters)  # type: ignore[arg-type]
+    assert old_history.state.balance_cents == 500  # type: ignore[attr-defined]
+    wallet.check_state_migrations()  # type: ignore[attr-defined]
