@@ -12,9 +12,9 @@ import threading
 from types import FrameType
 from typing import Any
 
-from kes.schemas.errors import ConfigurationError
+from kes.schemas.errors import ConfigurationError, SchemaVersionError
 from kes.streams.cli.cliargs import add_cluster_args, add_web_args, settings_from
-from kes.streams.config.apps import event_adapters, import_app
+from kes.streams.config.apps import event_adapters, event_versions, import_app
 from kes.streams.config.settings import Settings
 from kes.streams.kafka.config import confluent_config
 from kes.streams.processes.process import ProcessManager
@@ -120,7 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    runner = ProcessRunner(process, settings, adapters=event_adapters(args.app))
+    runner = ProcessRunner(
+        process, settings, adapters=event_adapters(args.app), versions=event_versions(args.app)
+    )
     web = None
     if args.web_port:
         web = ProcessWeb(runner, args.web_host, args.web_port, stuck_after=args.stuck_after)
@@ -133,6 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FatalKafkaError as exc:
         print(f"kes: the runner cannot go on: {exc}", flush=True)
         return 70
+    except SchemaVersionError as exc:
+        print(f"kes: the runner refuses an event newer than its code: {exc}", flush=True)
+        return 78
     finally:
         if web is not None:
             web.close()

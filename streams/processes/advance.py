@@ -8,12 +8,12 @@ event or a reply read from Kafka belongs to. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kes.schemas.codec import MAX_ID_BYTES, decode_event, decode_reply, pack, type_name, unpack
-from kes.schemas.errors import ConfigurationError, DecodeError
+from kes.schemas.errors import ConfigurationError, DecodeError, SchemaVersionError
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode as WireRejectionCode
 from kes.schemas.kes.v1.processes_pb2 import (
     COMPENSATED,
@@ -27,6 +27,7 @@ from kes.schemas.kes.v1.processes_pb2 import (
 )
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.decision import Rejection, RejectionCode
+from kes.streams.core.eventversions import newer_event
 from kes.streams.processes.process import (
     NAME_PATTERN,
     PROCESS_ID_KEY,
@@ -295,11 +296,17 @@ def _check(process: ProcessManager[Any], record: ProcessRecord, result: object) 
 
 
 def route_event(
-    process: ProcessManager[Any], value: bytes | None, adapters: EventAdapters | None = None
+    process: ProcessManager[Any],
+    value: bytes | None,
+    adapters: EventAdapters | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> ProcessInput | None:
     """The inbox record of an event read from an events topic, or None if it is not for us.
 
     The app's event `adapters` run first, so routing and handlers see current event types.
+    `versions` (the app's behaviors' declared event versions, kes.streams.core.eventversions):
+    an event of a type they declare but at a newer schema version raises SchemaVersionError,
+    so a handler never reads a newer shape as the one it knows.
 
     An event is for the process when its command was the process's (metadata names it, and an
     event handler exists for its type: the process id is in the metadata), or when its type
@@ -311,6 +318,13 @@ def route_event(
         if adapters is not None:
             event = adapters.adapt(event)
         kind = event.event_type or event.payload.TypeName()
+        if versions is not None and kind in versions:
+            why = newer_event(event, versions[kind])
+            if why is not None:
+                raise SchemaVersionError(
+                    f"process {process.name!r}, event of {event.entity_id!r} at revision "
+                    f"{event.revision}: {why}; deploy the code that wrote it"
+                )
         if event.metadata.get(PROCESS_KEY) == process.name:
             if not process.reacts_to(kind):
                 return None

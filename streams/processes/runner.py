@@ -32,14 +32,14 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kes.schemas.codec import REPLY_PARTITION_HEADER, encode_command, new_command
-from kes.schemas.errors import TopologyError
+from kes.schemas.errors import SchemaVersionError, TopologyError
 from kes.schemas.kes.v1.processes_pb2 import RUNNING, ProcessInput, ProcessRecord
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots, RocksDBSnapshotStore
 from kes.streams.config.settings import Settings
@@ -138,10 +138,13 @@ class ProcessRunner:
         clock: Callable[[], int] = wall_clock_ms,
         max_batch: int = 2_000,
         adapters: EventAdapters | None = None,
+        versions: Mapping[str, int] | None = None,
     ) -> None:
         self.process = process
         self.adapters = adapters
         """The app's event adapters: old event types are routed and handled as current ones."""
+        self.versions = versions
+        """The declared event versions: a newer event stops the runner (SchemaVersionError)."""
         self.topics = ProcessTopics.of(process, settings)
         self.settings = replace(settings, app_id=self.topics.group)
         """Settings under the process's group: recovery reads its offsets and checkpoints."""
@@ -248,7 +251,11 @@ class ProcessRunner:
                 item = ProcessInput.FromString(message.value() or b"")
                 self._advance(work, message.partition(), item, now)
             else:
-                self._route(work, message.topic(), message.value())
+                try:
+                    self._route(work, message.topic(), message.value())
+                except SchemaVersionError as exc:  # nothing of this cycle is written
+                    at = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+                    raise SchemaVersionError(f"{at}: {exc}") from None
             work.first.setdefault(where, message.offset())
             work.offsets[where] = message.offset() + 1
         if len(messages) < self._max_batch and self._timers_due(now) and self._caught_up():
@@ -262,7 +269,7 @@ class ProcessRunner:
     def _route(self, work: _Work, topic: str, value: bytes | None) -> None:
         kind, aggregate = self._sources[topic]
         if kind == "event":
-            item = route_event(self.process, value, self.adapters)
+            item = route_event(self.process, value, self.adapters, self.versions)
         else:
             item = route_reply(self.process, aggregate, value)
         if item is None:

@@ -7,7 +7,7 @@ import pytest
 from kes.examples.bank.transfers import transfer, transfer_process
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import encode_event, encode_reply, pack
-from kes.schemas.errors import ConfigurationError
+from kes.schemas.errors import ConfigurationError, SchemaVersionError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Rejected, Reply
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.testkit import given
@@ -242,3 +242,19 @@ def test_routing_adapts_old_event_types_first() -> None:
     routed = route_event(flow, encode_event(old), adapters)
     assert routed is not None and routed.process_id == "t-8"
     assert routed.event.event_type == "bank.v1.TransferRequested"
+
+
+def test_routing_refuses_an_event_newer_than_the_app_declares() -> None:
+    start = EventEnvelope(
+        entity_id="t-9", revision=1, payload=pack(REQUESTED), aggregate="transfer",
+        event_type="bank.v1.TransferRequested", metadata={"schema-version": "2"},
+    )  # fmt: skip
+    versions = {"bank.v1.TransferRequested": 1}
+    with pytest.raises(SchemaVersionError, match="schema version 2, newer than this code's 1"):
+        route_event(flow, encode_event(start), versions=versions)
+    start.metadata["schema-version"] = "1"
+    routed = route_event(flow, encode_event(start), versions=versions)
+    assert routed is not None and routed.process_id == "t-9"
+    unknown = {"bank.v1.SomethingElse": 1}  # a type the app does not declare: not checked
+    start.metadata["schema-version"] = "7"
+    assert route_event(flow, encode_event(start), versions=unknown) is not None
