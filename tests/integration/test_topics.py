@@ -172,3 +172,43 @@ def test_config_drift_is_reported_and_apply_sets_only_declared_keys(
     assert configs["retention.ms"] == "3600000"
     assert configs["segment.ms"] == "7200000"  # not declared, so not touched
     capsys.readouterr()
+
+
+def test_retention_settings_reach_the_topics_and_a_short_commands_retention_warns(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    client: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """KES_COMMANDS_RETENTION_MS and KES_REPLIES_RETENTION_MS become the topics' retention.ms;
+    a commands retention shorter than the outcome horizon is a warning, not a refusal."""
+    from kes.streams.cli import main
+
+    prefix = unique_name("ret") + "-"
+    monkeypatch.setenv("KES_COMMANDS_RETENTION_MS", str(2 * 3_600_000))
+    monkeypatch.setenv("KES_REPLIES_RETENTION_MS", "60000")
+    monkeypatch.setenv("KES_OUTCOME_HORIZON_SECONDS", str(24 * 3600))
+    cli = ["kes.examples.bank", "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+    assert main(["topics", "plan", *cli]) == 0
+    planned = capsys.readouterr()
+    assert "warning: the commands topic keeps commands 2 h, less than the outcome horizon" in (
+        planned.out
+    )
+    assert main(["topics", "apply", *cli]) == 0
+    capsys.readouterr()
+    topics = AggregateTopics("account", prefix=prefix)
+    commands = _configs(client, topics.commands)
+    assert (commands["cleanup.policy"], commands["retention.ms"]) == ("delete", "7200000")
+    replies = _configs(client, topics.replies)
+    assert (replies["cleanup.policy"], replies["retention.ms"]) == ("delete", "60000")
+    assert _configs(client, topics.events)["retention.ms"] == "-1"  # events are kept for good
+
+    monkeypatch.setenv("KES_COMMANDS_RETENTION_MS", str(24 * 3_600_000))  # = the horizon
+    assert main(["topics", "plan", *cli]) == 1  # the change is drift until applied
+    replanned = capsys.readouterr().out
+    assert "warning" not in replanned
+    assert "retention.ms=7200000 (wanted 86400000)" in replanned
+    assert main(["topics", "apply", *cli]) == 0
+    _eventually(lambda: _configs(client, topics.commands)["retention.ms"] == "86400000")
+    assert main(["topics", "plan", *cli]) == 0
