@@ -1,7 +1,7 @@
 # The kes worker image used by docker-compose.yml: the project installed into a slim Python.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY streams ./streams
 COPY topology ./topology
 COPY stores ./stores

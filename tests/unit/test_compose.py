@@ -89,6 +89,16 @@ def test_worker_publishes_the_default_web_port_and_reaches_the_broker() -> None:
     assert (ROOT / "Dockerfile").exists()
 
 
+def test_the_image_copies_what_the_package_build_reads() -> None:
+    copied = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            copied.update(line.split()[1:-1])
+    needed = {"pyproject.toml", "setup.py", "README.md"}
+    needed |= {"streams", "topology", "stores", "schemas", "examples"}
+    assert needed <= copied
+
+
 def test_broker_publishes_the_clients_default_bootstrap_port() -> None:
     kafka = _compose()["services"]["kafka"]
     port = Settings().bootstrap_servers.rsplit(":", 1)[1]
