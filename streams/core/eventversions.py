@@ -27,7 +27,7 @@ __all__ = ["check_event_version", "declared_version", "declared_versions", "newe
 def _stored(env: EventEnvelope) -> int | None:
     """The event's schema version as a number; None when its metadata holds something else."""
     text = env.metadata.get(VERSION_KEY, UNVERSIONED)
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def newer_event(env: EventEnvelope, declared: int | None) -> str | None:
@@ -68,9 +68,6 @@ def declared_versions(behaviors: Iterable[Behavior[Any]]) -> Mapping[str, int]:
 
 def declared_version(behavior: Behavior[Any], event_type: str) -> int:
     """The schema version `behavior` declares for `event_type` (1 if none); a durable-state
-    behavior's one event, its state, is at its state version."""
+    behavior declares its one event, its state, at its state version (its `event_version`)."""
     declared = behavior.event_version(event_type)
-    if declared is not None:
-        return declared
-    state_type = str(behavior.state_type.DESCRIPTOR.full_name)
-    return behavior.state_version if event_type == state_type else 1
+    return declared if declared is not None else 1

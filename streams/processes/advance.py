@@ -318,6 +318,9 @@ def route_event(
         if adapters is not None:
             event = adapters.adapt(event)
         kind = event.event_type or event.payload.TypeName()
+        mine = event.metadata.get(PROCESS_KEY) == process.name
+        if not (process.reacts_to(kind) if mine else process.starts_on(kind)):
+            return None  # not for this process: its version is none of our business
         if versions is not None and kind in versions:
             why = newer_event(event, versions[kind])
             if why is not None:
@@ -325,14 +328,10 @@ def route_event(
                     f"process {process.name!r}, event of {event.entity_id!r} at revision "
                     f"{event.revision}: {why}; deploy the code that wrote it"
                 )
-        if event.metadata.get(PROCESS_KEY) == process.name:
-            if not process.reacts_to(kind):
-                return None
+        if mine:
             process_id = event.metadata.get(PROCESS_ID_KEY, "")
-        elif process.starts_on(kind):
-            process_id = process.start_id(event, unpack(event.payload))
         else:
-            return None
+            process_id = process.start_id(event, unpack(event.payload))
     except DecodeError:
         return None
     if not process_id:

@@ -258,3 +258,11 @@ def test_routing_refuses_an_event_newer_than_the_app_declares() -> None:
     unknown = {"bank.v1.SomethingElse": 1}  # a type the app does not declare: not checked
     start.metadata["schema-version"] = "7"
     assert route_event(flow, encode_event(start), versions=unknown) is not None
+
+
+def test_routing_ignores_the_version_of_an_event_the_process_does_not_handle() -> None:
+    other = EventEnvelope(
+        entity_id="acc-1", revision=3, payload=pack(bank_pb2.AccountOpened(owner="x")),
+        aggregate="account", event_type="bank.v1.AccountOpened", metadata={"schema-version": "9"},
+    )  # fmt: skip
+    assert route_event(flow, encode_event(other), versions={"bank.v1.AccountOpened": 1}) is None

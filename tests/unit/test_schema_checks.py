@@ -17,6 +17,7 @@ from kes.streams.core.adapters import VERSION_KEY, EventAdapters
 from kes.streams.core.behavior import DurableStateBehavior, EventSourcedBehavior
 from kes.streams.core.eventversions import (
     check_event_version,
+    declared_version,
     declared_versions,
     newer_event,
 )
@@ -238,3 +239,23 @@ def test_given_events_projects_old_events_through_the_adapters() -> None:
         versions=versions,
     )
     scenario.then_rows({"w-1": b"4"}).then_dead_letters("version 3, newer than this code's 2")
+
+
+def test_a_version_that_is_not_an_ascii_number_is_refused_not_crashed_on() -> None:
+    env = EventEnvelope(payload=pack(DepositedV2()), event_type="evolution.v1.DepositedV2")
+    env.metadata[VERSION_KEY] = "²"  # str.isdigit() says yes, int() says no
+    why = newer_event(env, 2)
+    assert why is not None and "not a version number" in why
+
+
+def test_an_event_sourced_behaviors_state_version_is_not_an_event_version() -> None:
+    odd = EventSourcedBehavior("odd", Wallet, state_version=3)  # folds events of its state type
+
+    @odd.event(Wallet)
+    def replace(state: Wallet, event: Wallet) -> Wallet:
+        state.CopyFrom(event)
+        return state
+
+    assert declared_version(odd, "evolution.v1.Wallet") == 1
+    durable = DurableStateBehavior("card", Wallet, state_version=3)
+    assert declared_version(durable, "evolution.v1.Wallet") == 3
