@@ -187,8 +187,9 @@ class MigrationError(KesError):
 
 
 class SchemaVersionError(KesError):
-    """Stored data is of a newer schema version than this deployment's code knows (a rollback,
-    or an older worker during a rolling upgrade); run the newer code, never drop the data."""
+    """Stored data this deployment's code cannot read as it is: of a newer schema version (a
+    rollback, an older worker during a rolling upgrade), older than the oldest it migrates, or
+    a state migration that fails on it; deploy code that reads it, never drop the data."""
 
 
 class ProjectionTimeoutError(KesError):

@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeAlias, TypeVar, cast
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from kes.schemas.errors import ConfigurationError
+from kes.schemas.errors import ConfigurationError, SchemaVersionError
 from kes.streams.core.decision import (
     Accepted,
     CommandContext,
@@ -228,7 +228,11 @@ class _BaseBehavior(Generic[S]):
         loaded = self._migrations.migrate(state, version, entity_id)
         if stored_version(version) == self.state_version:
             return cast(S, loaded)  # as stored, unchecked as before versions
-        return self._check_state(loaded, "state migration")
+        try:
+            return self._check_state(loaded, "state migration")
+        except TypeError as exc:  # the same snapshot fails every time: refuse, never loop
+            whose = f" of {entity_id!r}" if entity_id else ""
+            raise SchemaVersionError(f"the snapshot{whose}: {exc}") from exc
 
     def fold(self, state: S, events: Iterable[Message]) -> S:
         """Apply events in order to a copy of `state`; `state` itself is left untouched."""

@@ -97,9 +97,10 @@ class StateMigrations:
         """The stored `state` of schema `version` (0 reads as 1) as a current state message.
 
         Raises SchemaVersionError for a version newer than the current one or older than the
-        oldest one read, ConfigurationError for a missing migration or one that returns no
-        message, and DecodeError when a migration wants the decoded state of a type nobody
-        registered.
+        oldest one read, and for a migration that fails (it raises, or wants the decoded state
+        of a type nobody registered): the same snapshot would fail the same way on every
+        restart, so the worker refuses it (exit 78) rather than crash-looping. Raises
+        ConfigurationError for a missing migration or one that returns no message.
         """
         version = stored_version(version)
         whose = f" of {entity_id!r}" if entity_id else ""
@@ -121,8 +122,15 @@ class StateMigrations:
             if step is None:
                 self.check()  # raises, naming every missing version
             assert step is not None
-            old: Message = _copy_any(packed) if step.packed else unpack(packed)
-            new = step.migration(old)
+            try:
+                old: Message = _copy_any(packed) if step.packed else unpack(packed)
+                new = step.migration(old)
+            except Exception as exc:
+                raise SchemaVersionError(
+                    f"the state migration of behavior {self._owner!r} from version {version} "
+                    f"failed on the snapshot{whose}: {type(exc).__name__}: {exc}; fix the "
+                    "migration and deploy it (the snapshot is kept as it is)"
+                ) from exc
             if not isinstance(new, Message):
                 raise ConfigurationError(
                     f"the state migration of behavior {self._owner!r} from version {version} "

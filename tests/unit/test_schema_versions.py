@@ -138,5 +138,23 @@ def test_a_missing_or_misregistered_migration_is_a_configuration_error() -> None
 def test_a_migration_must_end_at_the_state_type() -> None:
     behavior = EventSourcedBehavior("w", Wallet, state_version=2)
     behavior.migrate_state(from_version=1)(lambda old: old)
-    with pytest.raises(TypeError, match="state migration of behavior 'w' returned WalletV1"):
+    with pytest.raises(
+        SchemaVersionError, match="state migration of behavior 'w' returned WalletV1"
+    ):
         behavior.load_state(pack(WalletV1()), 1)
+
+
+def test_a_failing_migration_refuses_the_snapshot_instead_of_crashing() -> None:
+    """The same snapshot fails the same way on every restart: SchemaVersionError (the worker's
+    exit 78, a refusal), never an exception a supervisor would restart into again."""
+    behavior = EventSourcedBehavior("w", Wallet, state_version=2)
+
+    @behavior.migrate_state(from_version=1)
+    def broken(old: WalletV1) -> Wallet:
+        raise ZeroDivisionError("a bug in the migration")
+
+    with pytest.raises(SchemaVersionError, match="from version 1 failed on the snapshot of 'w-1'"):
+        behavior.load_state(pack(WalletV1(balance=1)), 1, "w-1")
+    unknown = any_pb2.Any(type_url="type.googleapis.com/gone.v1.Wallet", value=b"")
+    with pytest.raises(SchemaVersionError, match="failed on the snapshot"):
+        behavior.load_state(unknown, 1, "w-1")
