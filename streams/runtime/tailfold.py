@@ -120,8 +120,6 @@ class TailFold:
         if value is None:
             return
         env = decode_event(value)
-        if self._adapters is not None:
-            env = self._adapters.adapt(env)
         entity_id = env.entity_id
         if env.source_offset >= self._next_command:
             if not self._strict:
@@ -159,9 +157,11 @@ class TailFold:
                 f"{entity_id}: event revision {env.revision} at offset {offset} follows its "
                 f"erasure at revision {entity.revision}"
             )
-        check_event_version(self.behavior, env, f"{self._source}@{offset}")
-        if env.HasField("sealed"):
+        if env.HasField("sealed"):  # opened as written: its sealed bytes name the stored type
             self._open(entity, env, offset)
+        if self._adapters is not None:
+            env = self._adapters.adapt(env)
+        check_event_version(self.behavior, env, f"{self._source}@{offset}")
         entity.apply(self.behavior, env, offset, self._recent)
         entity.pending += 1
         self._dirty.add(entity_id)
