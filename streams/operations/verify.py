@@ -27,7 +27,7 @@ and state; an entity whose changes have all expired is known by its snapshot alo
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -36,10 +36,10 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kes.schemas.codec import decode_event, decode_snapshot, parse_event_key, unpack
-from kes.schemas.errors import ConfigurationError, DecodeError
+from kes.schemas.errors import ConfigurationError, DecodeError, KesError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from kes.streams.config.durablestate import is_durable_state
-from kes.streams.core.adapters import EventAdapters
+from kes.streams.core.adapters import UNVERSIONED, VERSION_KEY, EventAdapters
 from kes.streams.core.behavior import Behavior
 from kes.streams.core.eventversions import declared_version, newer_event
 from kes.streams.core.keyring import Keyring
@@ -102,8 +102,10 @@ def verify(
     newer: dict[str, str] = {}
     """Entity -> why its first event newer than this code is: its fold would drop what it
     does not know, so it is reported, not folded."""
+    # A durable-state change record is a state: it is compared with the snapshot through the
+    # state migrations (both at the code's version), not through the event adapters.
     events = _read_events(
-        topics, client_config, adapters, keys, offsets, None if durable else (behavior, newer)
+        topics, client_config, None if durable else adapters, keys, offsets, (behavior, newer)
     )
     result.events = sum(len(h) for h in events.values())
     low_water: dict[int, int] = {}
@@ -111,7 +113,8 @@ def verify(
     snapshots = _read_snapshots(topics, client_config, keys, low_water)
     result.snapshots = len(snapshots)
     if durable:
-        _check_durable(events, snapshots, result)
+        result.violations.extend(f"{entity_id}: {why}" for entity_id, why in sorted(newer.items()))
+        _check_durable(behavior, events, snapshots, result)
         return result
     result.entities = len(events)
     result.violations.extend(f"{entity_id}: {why}" for entity_id, why in sorted(newer.items()))
@@ -184,12 +187,15 @@ def _read_snapshots(
 
 
 def _check_durable(
+    behavior: Behavior[Any],
     events: Mapping[str, list[EventEnvelope]],
     snapshots: Mapping[str, Snapshot],
     result: Verification,
 ) -> None:
     """A durable-state aggregate: the snapshot is the state, each retained change is checked
-    against it (see the module docstring); nothing is folded."""
+    against it (see the module docstring); nothing is folded. The latest change and the
+    snapshot are equal when their bytes are, else once both are loaded at the code's state
+    version (a change written before an upgrade against a snapshot migrated since)."""
     result.entities = len(events.keys() | snapshots.keys())
     for entity_id in sorted(events.keys() | snapshots.keys()):
         history = sorted(events.get(entity_id, []), key=lambda e: e.revision)
@@ -206,23 +212,39 @@ def _check_durable(
             result.violations.append(
                 f"{entity_id}: retained change revisions are not contiguous: {_gaps(revisions)}"
             )
-        commands = [e.command_id for e in history]
-        for command_id in sorted({c for c in commands if commands.count(c) > 1}):
+        applied = Counter(e.command_id for e in history)
+        for command_id in sorted(c for c, n in applied.items() if n > 1):
             result.violations.append(f"{entity_id}: command {command_id} applied twice")
         if stored is None:
             result.violations.append(f"{entity_id}: no snapshot for {len(history)} changes")
             continue
-        state = unpack(stored.state)
+        state = _stored_state(behavior, stored, result)
+        if state is None:
+            continue  # reported: it does not load (newer than this code, a failing migration)
         result.states[entity_id] = state
         result.revisions[entity_id] = stored.revision
         if not history:
             continue  # every change expired: the snapshot is all there is
         latest = history[-1]
-        if stored.revision != latest.revision or unpack(latest.payload) != state:
+        if stored.revision != latest.revision or not _same_change(behavior, latest, stored, state):
             result.violations.append(
                 f"{entity_id}: snapshot (revision {stored.revision}) is not its latest change "
                 f"(revision {latest.revision})"
             )
+
+
+def _same_change(
+    behavior: Behavior[Any], change: EventEnvelope, stored: Snapshot, state: Message
+) -> bool:
+    """Whether a durable-state change record holds the snapshot's (loaded) `state`."""
+    if change.payload == stored.state:
+        return True
+    version = change.metadata.get(VERSION_KEY, UNVERSIONED)
+    try:
+        loaded = behavior.load_state(change.payload, int(version), change.entity_id)
+    except (ValueError, KesError):
+        return False
+    return bool(loaded == state)
 
 
 def _read_events(
@@ -251,7 +273,8 @@ def _read_events(
             env = adapters.adapt(env)
         if versions is not None and env.entity_id not in versions[1]:
             behavior, newer = versions
-            why = newer_event(env, declared_version(behavior, env.event_type))
+            kind = env.event_type or env.payload.TypeName()
+            why = newer_event(env, declared_version(behavior, kind))
             if why is not None:
                 where = f"{topics.events}[{record.partition}]@{record.offset}"
                 newer[env.entity_id] = f"the event at {where} (revision {env.revision}): {why}"

@@ -7,12 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import Message
 
 from kes.examples.bank.domain import account
 from kes.examples.bank.profiles import profile
 from kes.schemas.bank.v1.bank_pb2 import Account, ChangeEmail, Profile, SetProfile
 from kes.schemas.codec import encode_command, new_command, pack
 from kes.schemas.errors import ConfigurationError, DurableStateError, MigrationError
+from kes.schemas.evolution.v1.evolution_pb2 import Wallet, WalletV1
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from kes.stores.snapshots import Checkpoint, MemorySnapshotStore
 from kes.streams.config.durablestate import is_durable_state, layout_of
@@ -164,6 +166,7 @@ def test_verify_checks_the_snapshot_against_the_latest_retained_change() -> None
     gone = Profile(customer_id="c-2", name="Bob", email="bob@example.com", changes=4)
     result = Verification()
     _check_durable(
+        profile,
         {"c-1": [_change(2, later), _change(1, ANN)]},  # both retained, out of order
         {"c-1": _snapshot(2, later), "c-2": _snapshot(4, gone)},  # c-2: every change expired
         result,
@@ -180,6 +183,7 @@ def test_verify_names_a_stale_snapshot_a_gap_a_repeat_and_a_missing_snapshot() -
     later = Profile(customer_id="c-1", name="Ann", email="ann@example.org", changes=2)
     result = Verification()
     _check_durable(
+        profile,
         {
             "c-1": [_change(1, ANN), _change(2, later)],
             "c-3": [_change(3, ANN), _change(5, ANN)],  # revision 4 missing
@@ -219,3 +223,63 @@ def test_a_change_record_carries_a_declared_state_version() -> None:
     forged = {VERSION_KEY: "7", "tenant": "t"}
     assert dict(_changes(v2, forged).metadata) == {VERSION_KEY: "2", "tenant": "t"}
     assert dict(_changes(profile, forged).metadata) == {"tenant": "t"}  # version 1: no key
+
+
+def _wallet_card() -> DurableStateBehavior[Wallet]:
+    card = DurableStateBehavior("card", Wallet, state_version=2)
+
+    @card.migrate_state(from_version=1)
+    def to_cents(old: WalletV1) -> Wallet:
+        return Wallet(balance_cents=old.balance * 100, currency="EUR", deposits=old.deposits)
+
+    return card
+
+
+def _wallet_change(
+    entity_id: str, revision: int, state: Message, version: int = 1
+) -> EventEnvelope:
+    env = EventEnvelope(
+        entity_id=entity_id, revision=revision, payload=pack(state), command_id=f"c{revision}"
+    )
+    if version > 1:
+        env.metadata[VERSION_KEY] = str(version)
+    return env
+
+
+def test_verify_compares_a_durable_change_and_its_snapshot_at_the_codes_state_version() -> None:
+    card = _wallet_card()
+    old = WalletV1(balance=3, deposits=1)  # written before the upgrade, never changed since
+    events = {
+        "a": [_wallet_change("a", 1, old)],
+        "b": [_wallet_change("b", 1, old)],
+        "c": [_wallet_change("c", 1, Wallet(balance_cents=5, currency="EUR"), version=2)],
+    }
+    snapshots = {
+        "a": Snapshot(entity_id="a", revision=1, state=pack(old)),  # as written: version 1
+        "b": Snapshot(  # migrated and written again since: version 2
+            entity_id="b",
+            revision=1,
+            state_version=2,
+            state=pack(Wallet(balance_cents=300, currency="EUR", deposits=1)),
+        ),
+        "c": Snapshot(  # a change the snapshot does not hold
+            entity_id="c",
+            revision=1,
+            state_version=2,
+            state=pack(Wallet(balance_cents=6, currency="EUR")),
+        ),
+    }
+    result = Verification()
+    _check_durable(card, events, snapshots, result)
+    assert result.violations == ["c: snapshot (revision 1) is not its latest change (revision 1)"]
+    assert result.states["a"] == Wallet(balance_cents=300, currency="EUR", deposits=1)
+
+
+def test_verify_reports_a_durable_snapshot_newer_than_the_code() -> None:
+    newer = Snapshot(entity_id="a", revision=1, state_version=3, state=pack(Wallet()))
+    result = Verification()
+    _check_durable(
+        _wallet_card(), {"a": [_wallet_change("a", 1, Wallet(), 3)]}, {"a": newer}, result
+    )
+    assert len(result.violations) == 1
+    assert "newer than this code's 2" in result.violations[0]
