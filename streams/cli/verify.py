@@ -11,6 +11,7 @@ import argparse
 
 from kes.streams.cli.cliargs import add_cluster_args, settings_from
 from kes.streams.config.apps import behavior_named, event_adapters
+from kes.streams.config.durablestate import layout_of
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for
 from kes.streams.operations.outcomes import read_outcomes
@@ -64,7 +65,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Verify one aggregate; print the summary; 1 on any violation, naming the entities."""
     settings = settings_from(args)
     behavior = behavior_named(args.app, args.aggregate)
-    topics = settings.topics(behavior.name)
+    topics = layout_of(settings, behavior)
     config = confluent_config(settings)
     keys = keyring_for(topics, config, settings.master())
     checked = verify(behavior, topics, config, event_adapters(args.app), keys)

@@ -358,7 +358,7 @@ class TargetProgress:
         entity's revisions there."""
         first = self.first_revision.setdefault(
             entity_id,
-            min(revision, self.start.get(entity_id, 1))
+            min(revision, self.start.get(entity_id, revision))
             if self.durable
             else self.start.get(entity_id, 1),
         )

@@ -343,3 +343,12 @@ def test_a_change_holds_its_snapshots_state_by_bytes_or_by_value() -> None:
     assert not same_state(_profile("a", 1), snapshot.state)
     unknown = any_pb2.Any(type_url="type.googleapis.com/no.such.Type", value=b"\x08\x01")
     assert not same_state(unknown.SerializeToString(), snapshot.state)
+
+
+def test_a_durable_resume_takes_an_entity_whose_old_changes_all_expired_since() -> None:
+    """c@5..6 were copied by an earlier run; retention has deleted every change of c on the old
+    set since, so c has no start there: what the new set holds begins at 5, not at 1."""
+    progress = TargetProgress(wanted=set(), start={}, durable=True)
+    progress.landed("c", 5, 20, "n[0]")
+    progress.landed("c", 6, 21, "n[0]")
+    assert (progress.first_revision, progress.present) == ({"c": 5}, {"c": 6})
