@@ -1,7 +1,7 @@
 """Dead letters an operator can read, explain and redrive: what `kes dlq` does.
 
 A dead letter keeps the original record byte for byte with where it came from and why it could
-not be processed (kes.schemas.kes.v1.DeadLetter). Redriving puts chosen commands back on the topic
+not be processed (`kes.v1.DeadLetter`). Redriving puts chosen commands back on the topic
 and partition they came from, unchanged (same key, value, headers, so the same command id) plus
 a `kes-redriven-from` header: a command that was fixed by a new deployment (a handler bug, a
 payload type now known) is decided then; one that fails again is dead-lettered again. A

@@ -1,7 +1,7 @@
 """Read models as consumer groups: projections and reactors (pure definitions and their row API),
 their Given/When/Then kit and `once` for effects. The Kafka side runs from its modules:
-kes.streams.projections.projector (one projection), .projectionhost (several in one process),
-.projectionadmin (status, rebuild), .readmodels (the stores).
+kes.streams.projections.projector (one projection), .host (several in one process), .admin
+(status, rebuild), .readmodels (the stores).
 """
 
 from kes.streams.projections.dedup import once
