@@ -2,7 +2,14 @@
 names its behaviors, adapters and projections. Stands on kes.streams.core.
 """
 
-from kes.streams.config.apps import behavior_named, event_adapters, import_app, load_behaviors
+from kes.streams.config.apps import (
+    behavior_named,
+    event_adapters,
+    event_versions,
+    import_app,
+    load_behaviors,
+)
+from kes.streams.config.durablestate import is_durable_state, layout_of
 from kes.streams.config.settings import Guarantee, Settings
 
 __all__ = [
@@ -10,6 +17,9 @@ __all__ = [
     "Settings",
     "behavior_named",
     "event_adapters",
+    "event_versions",
     "import_app",
+    "is_durable_state",
+    "layout_of",
     "load_behaviors",
 ]

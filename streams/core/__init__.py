@@ -1,5 +1,6 @@
-"""The pure core: behaviors (decide and evolve), decisions, the Given/When/Then test kit, event
-adapters (upcasters) and personal data's keyring. No Kafka, Faust, RocksDB or database client:
+"""The pure core: behaviors (decide and evolve), decisions, the Given/When/Then test kit, schema
+evolution (event adapters or upcasters, event versions, state migrations) and personal data's
+keyring. No Kafka, Faust, RocksDB or database client:
 everything else in kes.streams stands on this layer.
 """
 
@@ -22,7 +23,9 @@ from kes.streams.core.decision import (
     RejectionCode,
     reject,
 )
+from kes.streams.core.eventversions import check_event_version
 from kes.streams.core.keyring import Keyring, LocalMasterKey, MasterKey, master_key_from_env
+from kes.streams.core.statemigration import StateMigrations
 from kes.streams.core.testkit import Given, Scenario, given
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "Rejection",
     "RejectionCode",
     "Scenario",
+    "StateMigrations",
+    "check_event_version",
     "given",
     "master_key_from_env",
     "reject",

@@ -6,7 +6,7 @@ from kes.streams.operations.deadletters import read_dead_letters, redrive
 from kes.streams.operations.lag import LagReport, LagTarget, app_targets
 from kes.streams.operations.lagmonitor import LagMonitor
 from kes.streams.operations.migrator import Migration, migrate
-from kes.streams.operations.outcomes import check_outcomes
+from kes.streams.operations.outcomes import check_outcomes, read_outcomes
 from kes.streams.operations.verify import Verification
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "check_outcomes",
     "migrate",
     "read_dead_letters",
+    "read_outcomes",
     "redrive",
 ]

@@ -8,6 +8,7 @@ from kes.streams.runtime.gaps import skip_deleted
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.streams.runtime.rebuild import rebuild_partition
 from kes.streams.runtime.recovery import recover
+from kes.streams.runtime.tailfold import fold_tail
 from kes.streams.runtime.transaction import CycleAbortedError, FatalKafkaError, TransactionalWriter
 from kes.streams.runtime.worker import Worker
 
@@ -20,6 +21,7 @@ __all__ = [
     "PartitionProcessor",
     "TransactionalWriter",
     "Worker",
+    "fold_tail",
     "rebuild_partition",
     "recover",
     "skip_deleted",
