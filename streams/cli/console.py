@@ -24,6 +24,7 @@ from kes.schemas.codec import unpack
 from kes.schemas.errors import ConfigurationError, DecodeError, KesError
 from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope
 from kes.streams.cli.cliargs import add_cluster_args, settings_from
+from kes.streams.client.after import read_after
 from kes.streams.client.client import AsyncCommandClient, CommandClient, outcome
 from kes.streams.client.history import read_history
 from kes.streams.client.reading import read_events
@@ -32,7 +33,6 @@ from kes.streams.config.settings import Settings
 from kes.streams.core.behavior import Behavior
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for
-from kes.streams.web.projection import read_after
 
 __all__ = ["EXIT_REJECTED", "cmd_events", "cmd_send", "register"]
 

@@ -2,6 +2,7 @@
 entity's events and history from the log.
 """
 
+from kes.streams.client.after import read_after
 from kes.streams.client.client import AsyncCommandClient, CommandClient, outcome, state_of
 from kes.streams.client.history import read_history
 from kes.streams.client.reading import read_events
@@ -12,6 +13,7 @@ __all__ = [
     "CommandClient",
     "ReplyRouter",
     "outcome",
+    "read_after",
     "read_events",
     "read_history",
     "state_of",

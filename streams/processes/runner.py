@@ -42,6 +42,7 @@ from kes.schemas.codec import REPLY_PARTITION_HEADER, encode_command, new_comman
 from kes.schemas.errors import SchemaVersionError, TopologyError
 from kes.schemas.kes.v1.processes_pb2 import RUNNING, ProcessInput, ProcessRecord
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots, RocksDBSnapshotStore
+from kes.streams.config.instance import instance_id
 from kes.streams.config.settings import Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.cycle.records import CHECKPOINT_KEY, OutRecord, encode_checkpoint
@@ -56,7 +57,6 @@ from kes.streams.processes.process import (
 )
 from kes.streams.processes.topics import ProcessTopics
 from kes.streams.processes.writer import ProcessWriter
-from kes.streams.runtime.engine import instance_id
 from kes.streams.runtime.recovery import RecoveryRequest, recover
 from kes.streams.runtime.transaction import CycleAbortedError
 from kes.topology.admin import apply

@@ -30,12 +30,10 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from confluent_kafka import (
@@ -61,6 +59,7 @@ from kes.schemas.errors import (
 from kes.schemas.personal import has_personal
 from kes.stores.snapshots import Checkpoint, RocksDBSnapshotStore
 from kes.streams.config.durablestate import layout_of
+from kes.streams.config.instance import instance_id
 from kes.streams.config.settings import Guarantee, Settings
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.behavior import Behavior
@@ -85,7 +84,7 @@ from kes.streams.runtime.transaction import (
 from kes.streams.telemetry.tracing import transaction_span
 from kes.topology.layout import AggregateTopics
 
-__all__ = ["EXIT_BATCH_FAILED", "EXIT_CONFIGURATION", "CycleStats", "Engine", "instance_id"]
+__all__ = ["EXIT_BATCH_FAILED", "EXIT_CONFIGURATION", "CycleStats", "Engine"]
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +119,6 @@ def stop_now(message: str, exc: BaseException | None, code: int = EXIT_BATCH_FAI
 def _refusal(tp: TP, exc: BaseException) -> str:
     """Why a partition cannot run with this code (a stored state it cannot load)."""
     return f"refusing to run {tp.topic}[{tp.partition}]: {exc}"
-
-
-def instance_id(data_dir: Path) -> str:
-    """This worker instance's stable id, kept in its data dir (made on first start)."""
-    path = data_dir / "instance-id"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    value = uuid.uuid4().hex[:12]
-    path.write_text(value + "\n")
-    return value
 
 
 @dataclass

@@ -5,7 +5,7 @@
 from kes.streams.web.httpviews import ViewServer, WebViews
 from kes.streams.web.metrics import WorkerMetrics
 from kes.streams.web.process import ProcessWeb
-from kes.streams.web.projection import ProjectionWeb, read_after
+from kes.streams.web.projection import ProjectionWeb
 from kes.streams.web.views import OperatorViews, install_views
 
 __all__ = [
@@ -16,5 +16,4 @@ __all__ = [
     "WebViews",
     "WorkerMetrics",
     "install_views",
-    "read_after",
 ]

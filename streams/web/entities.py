@@ -14,7 +14,6 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -113,6 +112,8 @@ async def entity_response(
 async def _forward(
     worker: Worker, web: Any, owner: str, aggregate: str, entity_id: str, me: str
 ) -> Any:
+    import aiohttp  # the worker's web server has it loaded; nothing else here needs it
+
     url = f"{owner.rstrip('/')}/entities/{quote(aggregate, safe='')}/{quote(entity_id, safe='')}"
     try:
         async with worker.app.http_client.get(

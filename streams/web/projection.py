@@ -7,8 +7,9 @@
 `GET /projections/<name>/rows/<key>`          the row (its bytes; JSON rows as JSON), 404 if none
 `GET /projections/<name>/rows/<key>?after=0:41,3:7[&aggregate=a][&timeout=5]`
     answers once the projection has applied the events at those offsets of the events topic
-    (`partition:offset`, as a Reply's accepted events give them; `read_after(reply)` writes
-    the value): read-your-writes from another process. 504 after `timeout` seconds (default
+    (`partition:offset`, as a Reply's accepted events give them;
+    `kes.streams.client.read_after(reply)` writes the value): read-your-writes from another process.
+    504 after `timeout` seconds (default
     5, at most 60): the events are not applied yet, or their partition is served by another
     process of the group.
 
@@ -32,12 +33,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from kes.schemas.errors import ConfigurationError, ProjectionTimeoutError
-from kes.schemas.kes.v1.envelopes_pb2 import Reply
 from kes.stores.sqlmodel import SqlReadModel
+from kes.streams.client.after import parse_after
 from kes.streams.projections.host import ProjectionHost
 from kes.streams.web.httpviews import Answer, Request, WebViews, json_answer, metrics_answer
 
-__all__ = ["ProjectionWeb", "parse_after", "read_after"]
+__all__ = ["ProjectionWeb"]
 
 _MAX_WAIT = 60.0
 _COUNTERS = (
@@ -46,24 +47,6 @@ _COUNTERS = (
     ("dead_letters", "dead_letters", "Events a handler failed on, sent to the dead-letter topic."),
     ("writes", "store_writes", "Atomic writes of rows and offsets to the read model's store."),
 )
-
-
-def read_after(reply: Reply) -> str:
-    """The `after=` value that waits for a reply's accepted events ("" when it has none)."""
-    if reply.WhichOneof("outcome") != "accepted" or not reply.accepted.event_offsets:
-        return ""
-    return f"{reply.accepted.partition}:{max(reply.accepted.event_offsets)}"
-
-
-def parse_after(text: str) -> dict[int, int]:
-    """`"0:41,3:7"` → `{0: 41, 3: 7}` (partition → event offset); ConfigurationError if not."""
-    wanted: dict[int, int] = {}
-    for part in filter(None, text.split(",")):
-        partition, _, offset = part.partition(":")
-        if not (partition.isdigit() and offset.isdigit()):
-            raise ConfigurationError(f"after={text!r}: write partition:offset[,partition:offset]")
-        wanted[int(partition)] = int(offset)
-    return wanted
 
 
 class _Metrics(Collector):

@@ -24,13 +24,13 @@ from kes.examples.bank.projections import LARGE_AMOUNT, BalanceRow, balances
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import unpack
 from kes.stores.readmodels import RocksDBReadModelStore
+from kes.streams.client.after import read_after
 from kes.streams.client.client import CommandClient
 from kes.streams.client.reading import read_events
 from kes.streams.config.settings import Settings
 from kes.streams.operations.verify import verify
 from kes.streams.projections.projection import AnyProjection
 from kes.streams.projections.projector import store_path
-from kes.streams.web.projection import read_after
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.groups import committed_and_ends
 from tests.fixtures.metrics import samples
