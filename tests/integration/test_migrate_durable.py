@@ -87,6 +87,9 @@ def _send(
     assert producer.flush(30) == 0
 
 
+# 31 s: make chaos runs it; in make test the rules are unit-tested (tests/unit/test_migration.py)
+# and tests/integration/test_migrate.py migrates an event-sourced aggregate
+@pytest.mark.long
 def test_durable_state_grows_12_to_24_partitions_with_expired_changes(
     app_cluster: Callable[..., AppCluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -123,6 +123,8 @@ def test_a_v2_worker_goes_on_from_a_v1_log(app_cluster: Callable[..., AppCluster
     assert again.ok, again.summary()
 
 
+# 35 s: make chaos runs it; its sibling in make test: a v2 worker going on from a v1 log
+@pytest.mark.long
 def test_the_tail_fold_upcasts_v1_events_onto_a_migrated_snapshot(
     app_cluster: Callable[..., AppCluster],
 ) -> None:
