@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench import clients, latency, systems, workload
 from bench.venvs import ROOT
 from kes.examples.bank.projections import balances
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.projections.projection import AnyProjection
 from kes.topology.admin import apply
 from kes.topology.layout import AggregateTopics

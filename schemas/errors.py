@@ -20,6 +20,7 @@ __all__ = [
     "DecodeError",
     "DurableStateError",
     "KesError",
+    "KeyUnavailableError",
     "MigrationError",
     "OwnershipError",
     "ProjectionTimeoutError",

@@ -15,7 +15,7 @@ from kes.schemas.kes.v1.envelopes_pb2 import EventEnvelope, Snapshot
 from kes.streams.client.reading import read_events
 from kes.streams.core.adapters import EventAdapters
 from kes.streams.core.keyring import Keyring
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 

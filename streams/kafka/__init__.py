@@ -6,7 +6,7 @@ topic of personal data.
 from kes.streams.kafka.config import aiokafka_options, confluent_config, faust_credentials
 from kes.streams.kafka.connectivity import check_reachable
 from kes.streams.kafka.keyreader import KeysTopic, keyring_for
-from kes.streams.kafka.records import TopicRecord, read_records, read_topic
+from kes.streams.kafka.readback import TopicRecord, read_records, read_topic
 
 __all__ = [
     "KeysTopic",

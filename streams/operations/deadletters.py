@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from kes.schemas.codec import decode_command, decode_dead_letter
 from kes.schemas.errors import DecodeError, KesError
 from kes.schemas.kes.v1.envelopes_pb2 import DeadLetter
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 
 __all__ = [
     "REDRIVEN_HEADER",

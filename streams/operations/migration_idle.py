@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from kes.schemas.errors import MigrationError
 from kes.streams.cycle.records import CHECKPOINT_KEY
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.kafka.watermarks import watermarks
 from kes.streams.operations.migration import SourceState
 from kes.topology.admin import admin_result

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from kes.schemas.codec import decode_event, parse_event_key
 from kes.schemas.errors import MigrationError
 from kes.streams.cycle.records import CHECKPOINT_KEY, OutRecord, encode_checkpoint
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.migration import (
     MIGRATED_FROM_HEADER,
     SourceState,

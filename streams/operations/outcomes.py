@@ -44,7 +44,7 @@ from kes.schemas.codec import (
 )
 from kes.schemas.errors import DecodeError
 from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint
-from kes.streams.kafka.records import TopicRecord, read_records
+from kes.streams.kafka.readback import TopicRecord, read_records
 from kes.streams.operations.migration import MIGRATED_FROM_HEADER
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for

@@ -46,7 +46,7 @@ from kes.streams.core.keyring import Keyring
 from kes.streams.cycle.idempotency import OUTCOME_PREFIX
 from kes.streams.cycle.records import CHECKPOINT_KEY, ERASED_EVENT_TYPE
 from kes.streams.cycle.snapshotpolicy import events_from_header
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.topology.layout import AggregateTopics
 
 __all__ = ["Verification", "verify"]

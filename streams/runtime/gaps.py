@@ -25,7 +25,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
 from kes.streams.kafka.config import aiokafka_options, confluent_config
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.topology.layout import AggregateTopics
 
 __all__ = ["SkipDecision", "log_start", "records_between", "skip_deleted"]

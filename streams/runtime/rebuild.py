@@ -43,7 +43,7 @@ from kes.streams.cycle.records import (
     OutRecord,
     encode_checkpoint,
 )
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.runtime.transaction import produce_waiting
 from kes.topology.layout import AggregateTopics
 

@@ -57,7 +57,7 @@ from kes.streams.cycle.entity import Entity
 from kes.streams.cycle.records import ERASED_EVENT_TYPE
 from kes.streams.cycle.snapshotpolicy import TailIndex
 from kes.streams.kafka.keyreader import KeysTopic
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.topology.layout import AggregateTopics
 
 __all__ = ["TailFold", "fold_tail"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.topology.localbroker import LocalBroker
 
 pytestmark = pytest.mark.long  # minutes of scenario: make chaos runs it

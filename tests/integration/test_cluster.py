@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from kes.streams.cli import main
 from kes.streams.config.settings import Settings
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.topology.localbroker import LocalBroker
 from kes.topology.localcluster import LocalCluster
 from tests.fixtures.commands import bank_commands, collect_replies, produce

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from tests.fixtures.workers import ROOT, free_port
 
 

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_command
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.deadletters import REDRIVEN_HEADER
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce

@@ -30,7 +30,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.core.decision import Accepted, CommandContext
 from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.projections.projector import Projector
 from kes.topology.admin import plan
 from tests.fixtures.commands import collect_replies, produce

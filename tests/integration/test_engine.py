@@ -11,7 +11,7 @@ from kes.examples.bank import account
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_dead_letter, encode_command, new_command, unpack
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode, Reply
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.streams.operations.verify import verify
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies, produce

@@ -14,7 +14,7 @@ from kes.schemas.errors import CommandGapError
 from kes.stores.snapshots import MemorySnapshotStore
 from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import CommandRecord
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.runtime.gaps import records_between
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.topology.admin import apply

@@ -24,7 +24,7 @@ from google.protobuf import any_pb2
 from kes.examples.bank import account
 from kes.schemas.codec import JSON, decode_command, decode_dead_letter, encode_command, new_command
 from kes.schemas.errors import DeadLetterReason, DecodeError
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.outcomes import read_outcomes
 from kes.streams.operations.verify import verify
 from kes.topology.partitioning import partition_for

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_command, new_command
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies
 from tests.fixtures.workers import AppCluster

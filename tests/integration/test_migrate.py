@@ -31,7 +31,7 @@ from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_event, encode_command, new_command, parse_event_key
 from kes.schemas.kes.v1.envelopes_pb2 import CommandEnvelope, Reply
 from kes.streams.client.history import find_snapshot, read_history
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations import migrator
 from kes.streams.operations.migration import MIGRATED_FROM_HEADER
 from kes.streams.operations.migrator import Migration, migrate

@@ -30,7 +30,7 @@ from kes.schemas.codec import decode_event, encode_command, new_command, parse_e
 from kes.schemas.kes.v1.envelopes_pb2 import CommandEnvelope
 from kes.streams.config.durablestate import layout_of
 from kes.streams.core.decision import Accepted
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations import migrator
 from kes.streams.operations.migration import MIGRATED_FROM_HEADER
 from kes.streams.operations.migrator import Migration, migrate

@@ -34,7 +34,7 @@ from kes.streams.client.client import CommandClient
 from kes.streams.config.settings import Settings
 from kes.streams.cycle.idempotency import OUTCOME_PREFIX
 from kes.streams.cycle.records import CHECKPOINT_KEY, ERASED_EVENT_TYPE
-from kes.streams.kafka.records import TopicRecord, read_records
+from kes.streams.kafka.readback import TopicRecord, read_records
 from kes.streams.projections.projector import Projector
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for

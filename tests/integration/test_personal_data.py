@@ -29,7 +29,7 @@ from kes.streams.client.client import CommandClient, state_of
 from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import ERASED_EVENT_TYPE
 from kes.streams.kafka.keyreader import keyring_for
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.verify import verify
 from kes.streams.projections.projector import Projector
 from tests.fixtures.compaction import compact_soon

@@ -28,7 +28,7 @@ from kes.streams.client.client import CommandClient
 from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import CHECKPOINT_KEY
 from kes.streams.kafka.keyreader import keyring_for
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.verify import verify
 from kes.topology.partitioning import partition_for
 from tests.fixtures.workers import AppCluster

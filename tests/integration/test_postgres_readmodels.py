@@ -23,7 +23,7 @@ from kes.schemas.errors import (
 )
 from kes.stores import PostgresReadModelStore, SqlReadModel
 from kes.streams.config.settings import Settings
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.streams.projections.admin import rebuild
 from kes.streams.projections.projection import EventRecord, SqlProjection, project
 from kes.streams.projections.projector import Projector

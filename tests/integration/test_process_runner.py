@@ -14,7 +14,7 @@ from kes.examples.bank.transfers import transfer_process
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_command, type_name
 from kes.streams.config.settings import Settings
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.streams.processes.process import PROCESS_ID_KEY, PROCESS_KEY, STEP_KEY, command_id
 from kes.streams.processes.runner import ProcessRunner
 from kes.topology.admin import apply

@@ -31,7 +31,7 @@ from kes.schemas.kes.v1.processes_pb2 import (
     ProcessRecord,
     ProcessStatus,
 )
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.streams.operations.verify import verify
 from kes.streams.processes.process import ProcessManager, command_id
 from kes.streams.processes.status import read_processes, summarize

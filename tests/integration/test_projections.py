@@ -23,7 +23,7 @@ from kes.stores.readmodels import RocksDBReadModelStore
 from kes.streams.client.client import CommandClient
 from kes.streams.config.settings import Settings
 from kes.streams.core.adapters import EventAdapters
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.streams.operations.verify import Verification, verify
 from kes.streams.projections.admin import rebuild
 from kes.streams.projections.projector import Projector, store_path

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 from kes.examples.bank import account
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_event
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.verify import verify
 from kes.topology.admin import apply
 from tests.fixtures.commands import bank_commands, collect_replies, produce

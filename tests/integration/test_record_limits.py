@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import decode_dead_letter, encode_command, new_command
 from kes.schemas.kes.v1.envelopes_pb2 import RejectionCode
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
 from tests.fixtures.workers import AppCluster

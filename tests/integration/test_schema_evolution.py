@@ -22,7 +22,7 @@ from kes.streams.cli import main
 from kes.streams.client.client import state_of
 from kes.streams.core.adapters import VERSION_KEY
 from kes.streams.cycle.records import CHECKPOINT_KEY
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.verify import verify
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from kes.schemas.evolution.v1.evolution_pb2 import Deposit, Wallet
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.verify import verify
 from kes.streams.runtime.engine import EXIT_CONFIGURATION
 from kes.topology.layout import AggregateTopics

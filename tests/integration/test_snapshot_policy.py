@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from kes.examples.bank import account
 from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint, encode_checkpoint
 from kes.streams.cycle.snapshotpolicy import EVENTS_FROM_HEADER
-from kes.streams.kafka.records import read_records
+from kes.streams.kafka.readback import read_records
 from kes.streams.operations.verify import verify
 from tests.fixtures.commands import bank_commands, collect_replies, produce
 from tests.fixtures.workers import AppCluster, WorkerProcess

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from kes.schemas.bank.v1 import bank_pb2
 from kes.schemas.codec import encode_command, new_command
-from kes.streams.kafka.records import read_topic
+from kes.streams.kafka.readback import read_topic
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce

@@ -16,7 +16,7 @@ from kes.schemas.errors import ConfigurationError
 from kes.streams.client import client as client_module
 from kes.streams.client import reading, replies
 from kes.streams.config.settings import Settings
-from kes.streams.kafka import records
+from kes.streams.kafka import readback as records
 from kes.streams.kafka.config import (
     KAFKA_LOG,
     aiokafka_options,
