@@ -64,9 +64,10 @@ _FOLDERS = ("streams", "topology", "stores", "schemas", "examples")
 
 _PROTOBUF = f"protobuf=={version('protobuf')}"
 _OTEL = f"opentelemetry-api=={version('opentelemetry-api')}"  # the bank example imports kes
+_CRYPTO = f"cryptography=={version('cryptography')}"  # kes.streams.core's keyring
 PEERS = {
-    "quix": Peer("quix", ("quixstreams==3.28.1", _PROTOBUF, _OTEL)),
-    "eventsourcing": Peer("eventsourcing", ("eventsourcing==9.5.6", _PROTOBUF, _OTEL)),
+    "quix": Peer("quix", ("quixstreams==3.28.1", _PROTOBUF, _OTEL, _CRYPTO)),
+    "eventsourcing": Peer("eventsourcing", ("eventsourcing==9.5.6", _PROTOBUF, _OTEL, _CRYPTO)),
 }
 
 
