@@ -96,6 +96,11 @@ class Behavior(Protocol[S]):
         """The schema version of the state this code writes (1 unless declared)."""
         ...
 
+    @property
+    def snapshot_every(self) -> int | None:
+        """This aggregate's own snapshot interval (None: the worker's `KES_SNAPSHOT_EVERY`)."""
+        ...
+
     def event_version(self, event_type: str) -> int | None:
         """The declared schema version of an event type (full name); None when undeclared."""
         ...

@@ -69,8 +69,8 @@ def events_from_header(headers: Iterable[tuple[str, bytes | str | None]] | None)
 def interval_for(behavior: Behavior[Any], default: int) -> int:
     """The snapshot interval of one aggregate: its behavior's own `snapshot_every` when it
     declares one (a durable-state behavior always 1), else `default` (`KES_SNAPSHOT_EVERY`)."""
-    own = getattr(behavior, "snapshot_every", None)
-    return own if isinstance(own, int) and own >= 1 else default
+    own = behavior.snapshot_every  # validated (>= 1) when the behavior is declared
+    return own if own is not None else default
 
 
 class TailIndex:
