@@ -594,9 +594,7 @@ class Engine:
                     stop_now(f"folding the events of {tp} failed: {exc!r}", exc)
                 log.warning("%s: folding its events failed (%s); trying again", tp, exc)
                 await asyncio.sleep(1.0)
-            except DurableStateError as exc:
-                stop_now(f"{tp}: {exc}", None, EXIT_CONFIGURATION)
-            except (SchemaVersionError, ConfigurationError) as exc:
+            except (DurableStateError, SchemaVersionError, ConfigurationError) as exc:
                 stop_now(_refusal(tp, exc), None, EXIT_CONFIGURATION)
             except Exception as exc:
                 stop_now(f"folding the events of {tp} after its snapshots failed: {exc!r}", exc)
