@@ -1,10 +1,13 @@
 """Gap checks: are there commands between the offset a partition expects and the one it got?
 
 Offsets on a commands topic are not contiguous: transaction markers (of forwarded commands, or of
-clients that produce transactionally) take offsets no consumer ever sees. So a batch that starts
-after the expected offset is usually fine, but it could also mean commands were skipped, which
-must never happen silently. This reads the gap itself (read_uncommitted: every data record,
-markers excluded) and counts what is in it.
+clients that produce transactionally) take offsets no consumer ever sees, and so do the records
+of an aborted transaction (a process runner or a forwarding worker killed mid-cycle): they were
+never commands. So a batch that starts after the expected offset is usually fine, but it could
+also mean commands were skipped, which must never happen silently. This reads the gap itself
+(read_committed, as the worker reads: every committed data record, markers and aborted records
+excluded) and counts what is in it. The gap lies below a record the worker was just given under
+read_committed, so every transaction in it is decided: the read never waits on an open one.
 
 A gap that starts below the partition's log start was deleted by retention: those commands can
 never be applied. That is a named error (CommandsDeletedError); `skip_deleted` records an
@@ -45,13 +48,14 @@ async def log_start(settings: Settings, topic: str, partition: int) -> int:
 async def records_between(
     settings: Settings, topic: str, partition: int, start: int, end: int, timeout: float = 30.0
 ) -> int:
-    """How many data records (not transaction markers) lie at offsets `start` <= o < `end`."""
+    """How many committed data records lie at offsets `start` <= o < `end` (transaction
+    markers and the records of aborted transactions are not counted: they are never commands)."""
     if end <= start:
         return 0
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
-        isolation_level="read_uncommitted",
+        isolation_level="read_committed",
         auto_offset_reset="none",  # a deleted start raises, never jumps to the end
         **aiokafka_options(settings),
     )

@@ -30,7 +30,7 @@ def settings(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Setting
     return made
 
 
-def _produce(settings: Settings, count: int, transactional: bool) -> None:
+def _produce(settings: Settings, count: int, transactional: bool, abort: bool = False) -> None:
     config = {"bootstrap.servers": settings.bootstrap_servers}
     if transactional:
         config["transactional.id"] = f"{settings.topic_prefix}tx"
@@ -42,9 +42,21 @@ def _produce(settings: Settings, count: int, transactional: bool) -> None:
         env = new_command("acc-1", bank_pb2.CreditAccount(amount=1), aggregate="account")
         value, headers = encode_command(env)
         producer.produce(settings.topics("account").commands, value, b"acc-1", 0, headers=headers)
-    if transactional:
+    if transactional and abort:
+        assert producer.flush(30) == 0  # the records are on the log, then the abort marker
+        producer.abort_transaction(30)
+    elif transactional:
         producer.commit_transaction(30)
     assert producer.flush(30) == 0
+
+
+def _commands(settings: Settings) -> list[CommandRecord]:
+    """The committed commands of the one partition, as the worker reads them."""
+    config = {"bootstrap.servers": settings.bootstrap_servers}
+    return [
+        CommandRecord(r.offset, r.key, r.value, r.headers)
+        for r in read_records(settings.topics("account").commands, 1, config)
+    ]
 
 
 async def test_records_between_counts_commands_not_transaction_markers(settings: Settings) -> None:
@@ -59,6 +71,27 @@ async def test_records_between_counts_commands_not_transaction_markers(settings:
     assert await records_between(settings, topic, 0, 0, 5) == 4
     assert await records_between(settings, topic, 0, 1, 4) == len([o for o in data if 1 <= o < 4])
     assert await records_between(settings, topic, 0, 4, 4) == 0
+
+
+async def test_the_records_of_an_aborted_transaction_are_not_missed_commands(
+    settings: Settings,
+) -> None:
+    """A process runner (or a forwarding worker) killed mid-transaction leaves its commands
+    aborted on the log: never commands, so a worker's next batch past them is no gap."""
+    _produce(settings, 1, transactional=False)  # offset 0
+    _produce(settings, 3, transactional=True, abort=True)  # offsets 1-3 and an abort marker
+    _produce(settings, 2, transactional=False)  # offsets 5 and 6
+    records = _commands(settings)
+    assert [r.offset for r in records] == [0, 5, 6]
+    topic = settings.topics("account").commands
+    assert await records_between(settings, topic, 0, 1, 5) == 0
+    assert await records_between(settings, topic, 0, 0, 7) == 3
+    store = MemorySnapshotStore().partition(settings.topics("account").snapshots, 0)
+    processor = PartitionProcessor(account, settings.topics("account"), 0, settings, store)
+    processor.next_offset = 1  # offset 0 applied; the aborted records and the marker follow
+    result = await processor.handle(records[1:])
+    assert result is not None and result.commands == 2
+    assert result.next_command_offset == 7
 
 
 async def test_a_batch_past_unseen_commands_is_refused_before_anything_applies(

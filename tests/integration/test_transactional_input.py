@@ -67,6 +67,10 @@ def test_aborted_commands_are_never_applied_and_the_partition_flows_on(
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     cluster.worker("w1").wait_ready()
+    # Commands applied first: each partition's checkpoint then points at the aborted records,
+    # and the next batch starts past them (a gap of aborted records and markers only).
+    before = produce(bootstrap, topics, [(f"first-{i}", bank_pb2.OpenAccount()) for i in range(8)])
+    collect_replies(bootstrap, topics, before, timeout=60)
     aborted_accounts = [f"gone-{i}" for i in range(20)]
     producer, aborted = _transactional_commands(
         bootstrap, topics, aborted_accounts, f"{topics.prefix}upstream"
