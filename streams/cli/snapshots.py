@@ -14,7 +14,7 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from kes.schemas.errors import DurableStateError, KesError
+from kes.schemas.errors import DurableStateError, KesError, SchemaVersionError
 from kes.stores.snapshots import MemorySnapshotStore
 from kes.streams.cli.cliargs import add_cluster_args, settings_from
 from kes.streams.config.apps import behavior_named, event_adapters
@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_snapshots_rebuild(args: argparse.Namespace) -> int:
-    """Rebuild; 0 when done, 1 when refused (workers running, a damaged log)."""
+    """Rebuild; 0 when done, 1 when refused (workers running, a damaged log), 78 when the log
+    holds an event newer than this code (as a worker refusing the same fold exits)."""
     settings = settings_from(args, app_id=args.app_id)
     behavior = behavior_named(args.app, args.aggregate)
     try:
@@ -99,6 +100,9 @@ def cmd_snapshots_rebuild(args: argparse.Namespace) -> int:
                 outcomes=policy,
                 keys=keyring_for(topics, config, settings.master()),
             )
+        except SchemaVersionError as exc:  # nothing of this partition was written
+            print(f"refused: {exc}")
+            return 78
         except KesError as exc:
             print(f"refused: {exc}")
             return 1
