@@ -4,8 +4,6 @@ and its dead-lettered commands redriven into it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,14 +16,7 @@ from kes.streams.kafka.readback import read_records
 from kes.streams.operations.deadletters import REDRIVEN_HEADER
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
-from tests.fixtures.workers import ROOT, AppCluster
-
-
-def _kes(cluster: AppCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kes.streams.cli", "dlq", *args],
-        cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+from tests.fixtures.workers import AppCluster
 
 
 def test_list_show_and_redrive_dead_letters_into_a_fixed_deployment(
@@ -46,17 +37,17 @@ def test_list_show_and_redrive_dead_letters_into_a_fixed_deployment(
     replies = collect_replies(bootstrap, topics, [*booms, *fine])
     assert {replies[c][0].rejected.code for c in booms} == {RejectionCode.POISON}
 
-    listed = _kes(faulty, "list", "tests.apps.faulty", "account")
+    listed = faulty.kes("dlq", "list", "tests.apps.faulty", "account")
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert "4 dead letter(s)" in listed.stdout
     assert listed.stdout.count("HANDLER_ERROR") == 3 and listed.stdout.count("UNDECODABLE") == 1
     first = listed.stdout.splitlines()[0].split()[0]  # partition@offset on the dead-letter topic
-    shown = json.loads(_kes(faulty, "show", "tests.apps.faulty", "account", first).stdout)
+    shown = json.loads(faulty.kes("dlq", "show", "tests.apps.faulty", "account", first).stdout)
     assert shown["from"].startswith(topics.commands) and shown["redrivable"]
     assert (shown["command"] is None) == (shown["reason"] == "UNDECODABLE")
 
-    dry = _kes(
-        faulty, "redrive", "tests.apps.faulty", "account", "--reason", "HANDLER_ERROR", "--dry-run"
+    dry = faulty.kes(
+        "dlq", "redrive", "tests.apps.faulty", "account", "--reason", "HANDLER_ERROR", "--dry-run"
     )
     assert dry.stdout.count("would redrive") == 3
     worker.stop()
@@ -64,7 +55,9 @@ def test_list_show_and_redrive_dead_letters_into_a_fixed_deployment(
     fixed = AppCluster("kes.examples.bank", faulty.settings, tmp_path)  # same topics and app id
     try:
         fixed.worker("w2").wait_ready()
-        done = _kes(fixed, "redrive", "kes.examples.bank", "account", "--reason", "HANDLER_ERROR")
+        done = fixed.kes(
+            "dlq", "redrive", "kes.examples.bank", "account", "--reason", "HANDLER_ERROR"
+        )
         assert done.returncode == 0 and done.stdout.count("redriven to") == 3, done.stdout
         answered = collect_replies(bootstrap, topics, booms, each=2)
     finally:

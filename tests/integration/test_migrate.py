@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -39,21 +38,14 @@ from kes.streams.operations.verify import Verification, verify
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import bank_commands, collect_replies, produce
-from tests.fixtures.workers import ROOT, AppCluster
-
-
-def _kes(cluster: AppCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kes.streams.cli", *args],
-        cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+from tests.fixtures.workers import AppCluster
 
 
 def _migrate(
     cluster: AppCluster, prefix: str, wait: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    return _kes(
-        cluster, "topics", "migrate", "kes.examples.bank", "account",
+    return cluster.kes(
+        "topics", "migrate", "kes.examples.bank", "account",
         "--partitions", "24", "--to-prefix", prefix, "--wait", str(wait),
     )  # fmt: skip
 
@@ -182,7 +174,7 @@ def test_grow_12_to_24_partitions_resumes_after_a_crash_and_a_worker_goes_on(
         assert final.events == before.events + len(more)
         keys = [r.key for r in read_records(target.events, 24, config)]
         assert len(keys) == len(set(keys))  # no key written twice
-        checked = _kes(grown, "verify", "kes.examples.bank", "account", "--commands")
+        checked = grown.kes("verify", "kes.examples.bank", "account", "--commands")
         assert checked.returncode == 0, checked.stdout  # the retry: its migrated revision
         assert "41 command records (0 pending): 41 replied" in checked.stdout, checked.stdout
     finally:
@@ -254,7 +246,7 @@ def test_migrate_under_load_with_a_pause_for_the_cut_over(
         grown.worker("w1").wait_ready()
         rest = _flow(bootstrap, target, commands[half:])  # resume on the new set
         replies.update(collect_replies(bootstrap, target, rest, timeout=300))
-        exact = _kes(grown, "verify", "kes.examples.bank", "account", "--commands")
+        exact = grown.kes("verify", "kes.examples.bank", "account", "--commands")
         assert exact.returncode == 0, exact.stdout  # each command on the new set: one outcome
     finally:
         grown.close()
@@ -290,7 +282,7 @@ def test_a_set_with_an_interval_is_migrated_once_its_snapshots_are_rebuilt(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "KES_SNAPSHOT_EVERY > 1" in refused.stderr, refused.stderr
     assert "kes snapshots rebuild" in refused.stderr
-    rebuilt = _kes(cluster, "snapshots", "rebuild", "kes.examples.bank", "account", "--wait", "15")
+    rebuilt = cluster.kes("snapshots", "rebuild", "kes.examples.bank", "account", "--wait", "15")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     done = _migrate(cluster, new_prefix)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -12,8 +12,6 @@ original outcome: nothing lost, nothing applied twice, `kes verify --commands` p
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,17 +37,10 @@ from kes.topology.admin import plan
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 from tests.fixtures.commands import collect_replies, produce
-from tests.fixtures.workers import ROOT, AppCluster
+from tests.fixtures.workers import AppCluster
 from tests.integration.test_durable_state import expected, profile_commands
 
 APP = "kes.examples.bank.profiles"
-
-
-def _kes(cluster: AppCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kes.streams.cli", *args],
-        cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
 
 
 def _delete_first_half(topics: AggregateTopics, partitions: range, config: dict[str, Any]) -> None:
@@ -142,8 +133,8 @@ def test_durable_state_grows_12_to_24_partitions_with_expired_changes(
     with pytest.raises(RuntimeError, match="simulated crash"):
         migrate(Migration(old, target, chunk=60, wait=30), config)
     monkeypatch.undo()
-    done = _kes(
-        cluster, "topics", "migrate", APP, "profile", "--partitions", "24",
+    done = cluster.kes(
+        "topics", "migrate", APP, "profile", "--partitions", "24",
         "--to-prefix", new_prefix,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -194,7 +185,7 @@ def test_durable_state_grows_12_to_24_partitions_with_expired_changes(
             assert reply.accepted.partition == partition_for(entity_id, 24)
         assert not answers[gone[0]].pop().accepted.event_offsets  # its change expired
         assert len(answers[kept[0]][0].accepted.event_offsets) == 1
-        checked = _kes(grown, "verify", APP, "profile", "--commands")
+        checked = grown.kes("verify", APP, "profile", "--commands")
         assert checked.returncode == 0, checked.stdout + checked.stderr
         final = verify(profile, target, config)
         assert final.ok, final.summary()

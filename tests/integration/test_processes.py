@@ -63,14 +63,22 @@ def _records(cluster: AppCluster, process: ProcessManager[Any]) -> dict[str, Pro
 
 
 def _wait_ended(
-    cluster: AppCluster, process: ProcessManager[Any], ids: list[str], timeout: float
+    cluster: AppCluster,
+    process: ProcessManager[Any],
+    ids: list[str],
+    timeout: float,
+    supervisor: Supervisor | None = None,
 ) -> dict[str, ProcessRecord]:
     deadline = time.monotonic() + timeout
     while True:
         records = _records(cluster, process)
         open_ = [i for i in ids if i not in records or records[i].status == RUNNING]
         if not open_ or time.monotonic() > deadline:
-            assert not open_, f"{len(open_)} of {len(ids)} transfers not ended, e.g. {open_[:3]}"
+            exits = Counter((e.name, e.code) for e in supervisor.exits) if supervisor else {}
+            assert not open_, (
+                f"{len(open_)} of {len(ids)} transfers not ended, e.g. {open_[:3]}; "
+                f"exits (name, code): {dict(exits)}\n{cluster.complaints()}"
+            )
             return records
         time.sleep(1)
 
@@ -132,7 +140,7 @@ def test_transfers_end_exactly_once_through_sigkills(
         worker.kill()
         produce(cluster.settings.bootstrap_servers, topics, wanted[2 * third :])
         transfer_ids = [t for t, _ in wanted]
-        records = _wait_ended(cluster, transfers, transfer_ids, timeout=240 + n / 10)
+        records = _wait_ended(cluster, transfers, transfer_ids, 240 + n / 10, supervisor)
     assert {e.name for e in supervisor.exits} >= {"w1", "r1"}
     ends = _ends(cluster)
     twice = {t: e for t, e in ends.items() if len(e) != 1}

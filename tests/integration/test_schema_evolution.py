@@ -8,8 +8,6 @@ cold worker upcasts v1 events onto a migrated v1 snapshot."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -28,7 +26,7 @@ from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
 from tests.apps import wallet_v2
 from tests.fixtures.commands import collect_replies, produce
-from tests.fixtures.workers import ROOT, AppCluster
+from tests.fixtures.workers import AppCluster
 
 V1, V2 = "tests.apps.wallet_v1", "tests.apps.wallet_v2"
 WALLETS = [f"w-{i}" for i in range(6)]
@@ -51,13 +49,6 @@ def _forged(bootstrap: str, topics: AggregateTopics, entity_id: str, amount: int
     )
     assert producer.flush(30) == 0
     return env.command_id
-
-
-def _kes(cluster: AppCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kes.streams.cli", *args],
-        cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
 
 
 def _latest_snapshots(topics: AggregateTopics, config: dict[str, str]) -> dict[str, bytes]:
@@ -114,7 +105,7 @@ def test_a_v2_worker_goes_on_from_a_v1_log(app_cluster: Callable[..., AppCluster
         verify(wallet_v2.wallet, topics, config)  # without the adapters, v1 events do not fold
 
     v2.stop()
-    done = _kes(cluster, "snapshots", "rebuild", V2, "wallet", "--wait", "30")
+    done = cluster.kes("snapshots", "rebuild", V2, "wallet", "--wait", "30")
     assert done.returncode == 0, done.stdout + done.stderr
     rebuilt = {k: decode_snapshot(v) for k, v in _latest_snapshots(topics, config).items()}
     assert {s.state_version for s in rebuilt.values()} == {2}
