@@ -72,6 +72,8 @@ chaos: install
 	KES_SNAPSHOT_EVERY=$(SNAPSHOT_EVERY) KES_FUZZ_COMMANDS=10000 KES_RETRY_COMMANDS=10000 \
 		$(BIN)/pytest -q \
 		tests/integration/test_hostile_input.py tests/integration/test_retries.py
+	KES_TRANSFERS=2000 KES_TRANSFER_ACCOUNTS=200 $(BIN)/pytest -q \
+		tests/integration/test_processes.py::test_transfers_end_exactly_once_through_sigkills
 	KES_PG_PROJECTION_COMMANDS=20000 KES_PG_PROJECTION_KILLS=6 KES_MIGRATE_COMMANDS=5000 \
 		$(BIN)/pytest -q tests/integration/test_postgres_projection.py \
 		tests/integration/test_migrate.py
