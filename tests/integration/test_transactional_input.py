@@ -93,6 +93,8 @@ def test_a_producer_killed_inside_its_transaction_leaves_nothing_applied(
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
     cluster.worker("w1").wait_ready()
+    before = produce(bootstrap, topics, [(f"first-{i}", bank_pb2.OpenAccount()) for i in range(8)])
+    collect_replies(bootstrap, topics, before, timeout=60)  # checkpoints before the open txn
     script = textwrap.dedent(
         f"""
         import os, signal
