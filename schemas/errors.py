@@ -15,10 +15,12 @@ __all__ = [
     "CommandGapError",
     "CommandTimeoutError",
     "CommandsDeletedError",
+    "CommandsTruncatedError",
     "ConfigurationError",
     "DeadLetterReason",
     "DecodeError",
     "DurableStateError",
+    "GapUnreadError",
     "KesError",
     "KeyUnavailableError",
     "MigrationError",
@@ -117,6 +119,19 @@ class CommandGapError(KesError):
         self.partition = partition
 
 
+class GapUnreadError(KesError):
+    """The records between a partition's next expected offset and its batch could not be read
+    (a broker unreachable, a timeout): nothing of the batch applies, it is read again later."""
+
+    def __init__(self, topic: str, partition: int, expected: int, got: int, why: str) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: could not read offsets {expected}..{got - 1} before the "
+            f"batch at {got} ({why}); reading it again"
+        )
+        self.topic = topic
+        self.partition = partition
+
+
 class CommandsDeletedError(KesError):
     """Commands this partition has not applied were deleted by the topic's retention.
 
@@ -135,6 +150,26 @@ class CommandsDeletedError(KesError):
         self.partition = partition
         self.expected = expected
         self.log_start = log_start
+
+
+class CommandsTruncatedError(KesError):
+    """A partition's checkpoint is past the end of its commands partition: the topic was deleted
+    and recreated, or truncated (an unclean leader election). Its new commands would take the
+    offsets of applied ones and be passed over as applied; the worker stops instead. `kes
+    skip-deleted` records the decision to go on from the partition's log start.
+    """
+
+    def __init__(self, topic: str, partition: int, expected: int, end: int) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: the checkpoint says commands below offset {expected} were "
+            f"applied, but the partition ends at {end} (the topic was recreated or truncated); "
+            f"commands there would be taken as applied. To go on from the partition's start run "
+            f"`kes skip-deleted <app> --aggregate <name> --partition {partition}`"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.expected = expected
+        self.end = end
 
 
 class UnreachableError(KesError):

@@ -49,8 +49,10 @@ from faust.types import TP
 from kes.schemas.errors import (
     CommandGapError,
     CommandsDeletedError,
+    CommandsTruncatedError,
     ConfigurationError,
     DurableStateError,
+    GapUnreadError,
     KeyUnavailableError,
     OwnershipError,
     SchemaVersionError,
@@ -458,9 +460,14 @@ class Engine:
             for tp, records in slices.items()
         }
         work = []
+        again = []
         for tp, future in futures.items():
             try:
                 result: BatchResult | None = await future
+            except GapUnreadError as exc:  # nothing decided: this slice is read again
+                log.warning("%s", exc)
+                again.append(TopicPartition(tp.topic, tp.partition, slices[tp][0].offset))
+                continue
             except CommandGapError as exc:
                 stop_now(str(exc), exc)
             except CommandsDeletedError as exc:  # an operator decides: kes skip-deleted
@@ -470,6 +477,8 @@ class Engine:
             if result is not None:
                 processor = self._ready[tp]
                 work.append(PartitionWork(processor.topics, tp.partition, result))
+        if again:
+            await self._on_kafka(self._rewind, again)
         return work
 
     async def _write(
@@ -613,7 +622,7 @@ class Engine:
         self._recovering += 1
         try:
             await recover(self.settings, requests, self.settings.transaction_timeout_ms / 1000)
-        except OwnershipError as exc:
+        except (OwnershipError, CommandsTruncatedError) as exc:
             stop_now(str(exc), None, EXIT_CONFIGURATION)
         except Exception as exc:
             stop_now(f"recovery of {tps} failed: {exc!r}", exc)

@@ -31,18 +31,29 @@ from kes.streams.kafka.config import aiokafka_options, confluent_config
 from kes.streams.kafka.readback import read_records
 from kes.topology.layout import AggregateTopics
 
-__all__ = ["SkipDecision", "log_start", "records_between", "skip_deleted"]
+__all__ = ["Gap", "SkipDecision", "read_gap", "records_between", "skip_deleted"]
 
 
-async def log_start(settings: Settings, topic: str, partition: int) -> int:
-    """The partition's first offset still on the log (what retention has not deleted)."""
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_options(settings))
-    await consumer.start()
-    try:
-        return int((await consumer.beginning_offsets([tp]))[tp])
-    finally:
-        await consumer.stop()
+def _reader(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="none",  # a deleted start raises, never jumps to the end
+        **aiokafka_options(settings),
+    )
+
+
+async def _count(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, timeout: float
+) -> int:
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    found = 0
+    async with asyncio.timeout(timeout):
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
+            found += sum(1 for record in batch.get(tp, ()) if start <= record.offset < end)
+    return found
 
 
 async def records_between(
@@ -52,23 +63,39 @@ async def records_between(
     markers and the records of aborted transactions are not counted: they are never commands)."""
     if end <= start:
         return 0
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="none",  # a deleted start raises, never jumps to the end
-        **aiokafka_options(settings),
-    )
+    consumer = _reader(settings)
     await consumer.start()
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        found = 0
+        return await _count(consumer, TopicPartition(topic, partition), start, end, timeout)
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Gap:
+    """What lies between the offset a partition expects and the one it got."""
+
+    log_start: int
+    """The partition's first offset still on the log."""
+    records: int
+    """Committed data records in the gap (0 when its start was deleted: see `log_start`)."""
+
+
+async def read_gap(
+    settings: Settings, topic: str, partition: int, start: int, end: int, timeout: float = 30.0
+) -> Gap:
+    """The log start and, when `start` is still on the log, the committed data records at
+    `start` <= o < `end`, with one reader (a worker checks this before every batch that starts
+    past its next offset: after a transactional producer's commit marker, that is most)."""
+    tp = TopicPartition(topic, partition)
+    consumer = _reader(settings)
+    try:
+        await consumer.start()
         async with asyncio.timeout(timeout):
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
-                found += sum(1 for record in batch.get(tp, ()) if start <= record.offset < end)
-        return found
+            low = int((await consumer.beginning_offsets([tp]))[tp])
+        if start < low or end <= start:
+            return Gap(low, 0)
+        return Gap(low, await _count(consumer, tp, start, end, timeout))
     finally:
         await consumer.stop()
 
@@ -83,13 +110,21 @@ class SkipDecision:
     """The first command offset still on the log: the partition goes on from here."""
     written: bool
     """False when there was nothing to skip (no checkpoint record was written)."""
+    end: int = -1
+    """The partition's end offset (its high watermark)."""
 
     def summary(self, topic: str, partition: int) -> str:
         """One line for the operator."""
         if not self.written:
             return (
                 f"{topic}[{partition}]: nothing to skip: next command offset "
-                f"{self.next_command_offset}, log start {self.log_start}"
+                f"{self.next_command_offset}, log start {self.log_start}, end {self.end}"
+            )
+        if self.next_command_offset > self.end:
+            return (
+                f"{topic}[{partition}]: the checkpoint's next command offset "
+                f"{self.next_command_offset} was past the partition's end {self.end} (the topic "
+                f"was recreated or truncated); the partition goes on from {self.log_start}"
             )
         return (
             f"{topic}[{partition}]: skipped offsets {self.next_command_offset}.."
@@ -102,11 +137,13 @@ def skip_deleted(
     settings: Settings, topics: AggregateTopics, partition: int, timeout: float = 30.0
 ) -> SkipDecision:
     """Record that a partition goes on without the commands retention deleted before it applied
-    them: a checkpoint record at the log start, on the snapshot changelog.
+    them, or from the start of a commands topic that was recreated or truncated below its
+    checkpoint: a checkpoint record at the log start, on the snapshot changelog.
 
     1. read the partition's last checkpoint from the changelog (committed records only);
-    2. read the commands partition's log start;
-    3. only if the checkpoint is below it (and names this group, unless take-over is set),
+    2. read the commands partition's log start and end;
+    3. only if the checkpoint is below the start or past the end (and names this group, unless
+       take-over is set),
        write a checkpoint record whose next command offset is the log start, with the last
        checkpoint's events low-water (kes.streams.cycle.snapshotpolicy: no unsnapshotted event may
        be left behind it).
@@ -128,13 +165,13 @@ def skip_deleted(
         )
     reader = Consumer({**config, "group.id": f"{settings.group_id}-skip"})
     try:
-        low, _ = reader.get_watermark_offsets(
+        low, high = reader.get_watermark_offsets(
             ConfluentTopicPartition(topics.commands, partition), timeout=timeout
         )
     finally:
         reader.close()
-    if next_offset < 0 or next_offset >= low:
-        return SkipDecision(next_offset, low, written=False)
+    if next_offset < 0 or low <= next_offset <= high:
+        return SkipDecision(next_offset, low, written=False, end=high)
     producer = Producer({**config, "enable.idempotence": True, "acks": "all"})
     value = encode_checkpoint(low, settings.group_id)
     producer.produce(
@@ -142,4 +179,4 @@ def skip_deleted(
     )
     if producer.flush(timeout) != 0:
         raise KesError(f"{topics.snapshots}[{partition}]: the checkpoint was not written")
-    return SkipDecision(next_offset, low, written=True)
+    return SkipDecision(next_offset, low, written=True, end=high)

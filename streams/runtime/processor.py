@@ -8,12 +8,13 @@ each processor (cache and local store move forward) or, if the transaction abort
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kes.schemas.codec import decode_snapshot
-from kes.schemas.errors import CommandGapError, CommandsDeletedError
+from kes.schemas.errors import CommandGapError, CommandsDeletedError, GapUnreadError
 from kes.schemas.kes.v1.envelopes_pb2 import Snapshot
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots
 from kes.streams.config.settings import Settings
@@ -24,10 +25,13 @@ from kes.streams.cycle.idempotency import OutcomePolicy
 from kes.streams.cycle.records import CommandRecord
 from kes.streams.cycle.result import BatchResult
 from kes.streams.cycle.snapshotpolicy import SnapshotPolicy, TailIndex, interval_for
-from kes.streams.runtime.gaps import log_start, records_between
+from kes.streams.runtime.gaps import read_gap
 from kes.topology.layout import AggregateTopics
 
 __all__ = ["PartitionProcessor", "PartitionStats"]
+
+_GAP_RETRY_SECONDS = 1.0
+"""How long a partition whose gap could not be read waits before its batch is read again."""
 
 
 @dataclass
@@ -111,8 +115,9 @@ class PartitionProcessor:
         """Decide a batch; None when every record was applied before (nothing to write).
 
         Raises CommandGapError, before deciding anything, when the batch starts past the next
-        expected offset and commands lie in between (not only transaction markers), and
-        CommandsDeletedError when retention deleted commands this partition never applied.
+        expected offset and commands lie in between (not only transaction markers or aborted
+        records), CommandsDeletedError when retention deleted commands this partition never
+        applied, and GapUnreadError when the gap could not be read (the batch is read again).
         """
         fresh = [r for r in records if r.offset >= self.next_offset]
         self.stats.skipped += len(records) - len(fresh)
@@ -169,15 +174,17 @@ class PartitionProcessor:
 
     async def _check_gap(self, first: int) -> None:
         expected = self.next_offset
-        start = await log_start(self.settings, self.topics.commands, self.partition)
-        if expected < start:
-            raise CommandsDeletedError(self.topics.commands, self.partition, expected, start)
-        missed = await records_between(
-            self.settings, self.topics.commands, self.partition, expected, first
-        )
-        if missed:
-            raise CommandGapError(self.topics.commands, self.partition, expected, first, missed)
-        self.next_offset = first  # only markers in between
+        topic, partition = self.topics.commands, self.partition
+        try:
+            gap = await read_gap(self.settings, topic, partition, expected, first)
+        except Exception as exc:  # not a gap: a read that failed (broker away, timeout)
+            await asyncio.sleep(_GAP_RETRY_SECONDS)
+            raise GapUnreadError(topic, partition, expected, first, repr(exc)) from exc
+        if expected < gap.log_start:
+            raise CommandsDeletedError(topic, partition, expected, gap.log_start)
+        if gap.records:
+            raise CommandGapError(topic, partition, expected, first, gap.records)
+        self.next_offset = first  # only markers and aborted records in between
 
     def close(self) -> None:
         """Stop deciding for this partition and drop cached entities."""

@@ -15,7 +15,7 @@ from kes.stores.snapshots import MemorySnapshotStore
 from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import CommandRecord
 from kes.streams.kafka.readback import read_records
-from kes.streams.runtime.gaps import records_between
+from kes.streams.runtime.gaps import Gap, read_gap, records_between
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.topology.admin import apply
 from kes.topology.partitioning import partition_for
@@ -86,6 +86,8 @@ async def test_the_records_of_an_aborted_transaction_are_not_missed_commands(
     topic = settings.topics("account").commands
     assert await records_between(settings, topic, 0, 1, 5) == 0
     assert await records_between(settings, topic, 0, 0, 7) == 3
+    assert await read_gap(settings, topic, 0, 1, 5) == Gap(log_start=0, records=0)
+    assert await read_gap(settings, topic, 0, 0, 7) == Gap(log_start=0, records=3)
     store = MemorySnapshotStore().partition(settings.topics("account").snapshots, 0)
     processor = PartitionProcessor(account, settings.topics("account"), 0, settings, store)
     processor.next_offset = 1  # offset 0 applied; the aborted records and the marker follow
