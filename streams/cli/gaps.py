@@ -1,8 +1,10 @@
 """`kes skip-deleted`: go on without commands that retention deleted before they were applied.
 
 A worker that finds such a gap stops with CommandsDeletedError (exit 78) rather than skip them
-silently. This records the operator's decision on the snapshot changelog, where the partition's
-next owner reads it: its next command offset becomes the log start.
+silently; one whose checkpoint is past the end of a recreated commands topic stops with
+CommandsTruncatedError (exit 78). This records the operator's decision on the snapshot
+changelog, where the partition's next owner reads it: its next command offset becomes the log
+start.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ Writes one checkpoint record (next command offset = the partition's log start) t
 aggregate's snapshot changelog; restart the workers afterwards. Does nothing, and says so,
 when nothing on the partition was deleted unapplied. The lost commands have no outcome: their
 clients time out.
+
+The same decision lets a partition go on from the start of a commands topic that was deleted
+and recreated (the worker stopped with "the partition ends at"): its checkpoint is past the
+new topic's end, and the new commands are applied from the log start on.
 """
 
 

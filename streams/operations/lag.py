@@ -25,10 +25,13 @@ wrote to and is never delivered to consumers; aborted records take offsets too. 
   (tests/integration/test_lag.py); `kafka-consumer-groups` shows the same numbers either way.
 - While catching up, lag over-counts readable records by the markers (and aborted records) in
   between, and rates count markers as offsets.
-- The command processor's group reads the commands topic, which clients write without
-  transactions: no markers there, so its lag is the number of commands not yet applied. Its
-  offsets are committed inside the worker's transactions, so they move only when a batch's events
-  are committed, never ahead of them.
+- The command processor's group reads the commands topic. Clients usually write it without
+  transactions: no markers then, and its lag is the number of commands not yet applied. Commands
+  a process runner sends, or a worker forwards, are written in transactions: the worker commits
+  `last command offset + 1`, so a partition they wrote to shows lag 1 while idle (the trailing
+  marker), and aborted ones count until later commands pass them. Its offsets are committed
+  inside the worker's transactions, so they move only when a batch's events are committed, never
+  ahead of them.
 """
 
 from __future__ import annotations

@@ -52,14 +52,15 @@ def require_idle(
     if busy:
         raise MigrationError(
             "the old set is not idle: " + "; ".join(busy) + ". Stop the producers, let the "
-            "workers apply what is queued (`kes lag` shows 0), stop every worker, and migrate"
+            "workers apply what is queued (`kes lag` shows 0, or 1 per partition a process "
+            "runner wrote to: its commit marker), stop every worker, and migrate"
         )
     lag = _unapplied(source, sorted(groups), config)
     if lag:
         waiting = ", ".join(f"partition {p}: {n}" for p, n in sorted(lag.items()))
         raise MigrationError(
             f"{source.commands} holds commands no worker has applied ({waiting}): start the "
-            "workers on the old set until `kes lag` shows 0, stop them, and migrate"
+            "workers on the old set until these are applied, stop them, and migrate"
         )
     progress(f"{source.name}: the old set is idle (groups {', '.join(sorted(groups))})")
 

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from kes.schemas.errors import OwnershipError
+from kes.schemas.errors import CommandsTruncatedError, OwnershipError
 from kes.stores.snapshots import Checkpoint, PartitionSnapshots
 from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import CHECKPOINT_KEY, decode_checkpoint
@@ -61,7 +61,10 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
     3. replay the committed changelog records after it (aborted data is skipped) into the local
        store in chunks, each chunk with its checkpoint in one atomic write, until the reader
        reaches the partition's end (its last stable offset);
-    4. raise OwnershipError if the last checkpoint names another group and take-over is off.
+    4. raise OwnershipError if the last checkpoint names another group and take-over is off,
+       and CommandsTruncatedError if the checkpoint's next command offset is past the commands
+       partition's end (its last stable offset, which never goes back but for a recreated or
+       truncated topic): commands at those offsets would be passed over as applied.
     Each request's checkpoint then carries the events low-water of the last checkpoint record
     read (or the local one's, when none was read): the tail still to fold.
 
@@ -88,6 +91,8 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
         tps = [AioTopicPartition(r.snapshots, r.partition) for r in requests]
         reader.assign(tps)
         ends = await reader.end_offsets(tps)
+        commands = [AioTopicPartition(r.commands, r.partition) for r in requests]
+        command_ends = await reader.end_offsets(commands)
         replays: dict[AioTopicPartition, _Replay] = {}
         for tp, request in zip(tps, requests, strict=True):
             replay = _Replay(request)
@@ -114,10 +119,13 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
                     replay.flush()
     finally:
         await reader.stop()
-    for request in requests:
+    for request, tp in zip(requests, commands, strict=True):
         owner = request.owner
         if owner and owner != settings.group_id and not settings.take_over:
             raise OwnershipError(request.snapshots, request.partition, owner, settings.group_id)
+        expected = (request.checkpoint or Checkpoint()).next_command_offset
+        if expected > command_ends[tp]:
+            raise CommandsTruncatedError(tp.topic, tp.partition, expected, command_ends[tp])
     log.info("recovered %d partitions in %.2fs", len(requests), time.monotonic() - began)
 
 

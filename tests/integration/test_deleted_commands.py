@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import time
 from collections.abc import Callable
 
 from confluent_kafka import TopicPartition
@@ -13,23 +12,20 @@ from kes.examples.bank import account
 from kes.schemas.bank.v1 import bank_pb2
 from kes.streams.operations.verify import verify
 from kes.streams.runtime.engine import EXIT_CONFIGURATION
+from kes.topology.admin import apply
 from tests.fixtures.commands import collect_replies, produce
-from tests.fixtures.workers import ROOT, AppCluster
+from tests.fixtures.workers import AppCluster
 
 
 def _skip(cluster: AppCluster) -> str:
     args = ["skip-deleted", "kes.examples.bank", "--aggregate", "account", "--partition", "0"]
-    done = subprocess.run(
-        [sys.executable, "-m", "kes.streams.cli", *args],
-        cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = cluster.kes(*args, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
-def test_a_partition_whose_unapplied_commands_were_deleted_stops_until_skipped(
-    app_cluster: Callable[..., AppCluster],
-) -> None:
+def _five_applied(app_cluster: Callable[..., AppCluster]) -> AppCluster:
+    """One partition, acc-1 opened and credited 4 times (offsets 0..4) by a worker, stopped."""
     cluster = app_cluster("kes.examples.bank", ["account"], partitions=1)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
@@ -37,9 +33,17 @@ def test_a_partition_whose_unapplied_commands_were_deleted_stops_until_skipped(
     worker.wait_ready()
     opened = produce(bootstrap, topics, [("acc-1", bank_pb2.OpenAccount(owner="a"))])
     credits = [("acc-1", bank_pb2.CreditAccount(amount=1))] * 4
-    applied = opened + produce(bootstrap, topics, credits)  # offsets 0..4
-    collect_replies(bootstrap, topics, applied)
+    collect_replies(bootstrap, topics, opened + produce(bootstrap, topics, credits))
     worker.stop()
+    return cluster
+
+
+def test_a_partition_whose_unapplied_commands_were_deleted_stops_until_skipped(
+    app_cluster: Callable[..., AppCluster],
+) -> None:
+    cluster = _five_applied(app_cluster)
+    topics = cluster.settings.topics("account")
+    bootstrap = cluster.settings.bootstrap_servers
 
     later = produce(bootstrap, topics, [("acc-1", bank_pb2.CreditAccount(amount=10))] * 5)
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -58,5 +62,44 @@ def test_a_partition_whose_unapplied_commands_were_deleted_stops_until_skipped(
     replies = collect_replies(bootstrap, topics, later[3:])  # the two still on the log
     assert [r[0].accepted.revision for r in (replies[c] for c in later[3:])] == [6, 7]
     assert "nothing to skip" in _skip(cluster)
+    checked = verify(account, topics, {"bootstrap.servers": bootstrap})
+    assert checked.ok and checked.events == 7, checked.summary()
+
+
+def _recreate(cluster: AppCluster, topic: str) -> None:
+    """Delete `topic` and create it again as the layout declares (empty, offsets from 0)."""
+    config = {"bootstrap.servers": cluster.settings.bootstrap_servers}
+    admin = AdminClient(config)  # kept until the future resolves
+    admin.delete_topics([topic])[topic].result(30)
+    deadline = time.monotonic() + 60
+    while not apply(cluster.settings.topics("account"), config).ok:  # until deletion is done
+        assert time.monotonic() < deadline, f"{topic} not created again"
+        time.sleep(0.5)
+
+
+def test_a_recreated_commands_topic_stops_the_worker_until_skipped(
+    app_cluster: Callable[..., AppCluster],
+) -> None:
+    """Its new commands take the offsets of applied ones: without the stop they would be passed
+    over as applied, silently."""
+    cluster = _five_applied(app_cluster)
+    topics = cluster.settings.topics("account")
+    bootstrap = cluster.settings.bootstrap_servers
+
+    _recreate(cluster, topics.commands)
+    later = produce(bootstrap, topics, [("acc-1", bank_pb2.CreditAccount(amount=10))] * 2)
+    stopped = cluster.worker("w1")
+    assert stopped.proc is not None
+    assert stopped.proc.wait(90) == EXIT_CONFIGURATION, stopped.log_tail()
+    log = stopped.log_tail(200)
+    assert "below offset 5 were applied, but the partition ends at 2" in log, log
+    assert "kes skip-deleted" in log
+
+    said = _skip(cluster)
+    assert "past the partition's end 2" in said and "goes on from 0" in said, said
+    resumed = cluster.worker("w1")
+    resumed.wait_ready()
+    replies = collect_replies(bootstrap, topics, later)
+    assert [replies[c][0].accepted.revision for c in later] == [6, 7]
     checked = verify(account, topics, {"bootstrap.servers": bootstrap})
     assert checked.ok and checked.events == 7, checked.summary()
