@@ -154,6 +154,9 @@ class ProcessRunner:
         self._sources = self.topics.sources()
         self._store = RocksDBSnapshotStore(settings.data_dir / "processes" / self.topics.group)
         self._owned: dict[int, _Partition] = {}
+        self._at_end: set[tuple[str, int]] = set()
+        """Assigned partitions whose last event was the end of the partition (read to its end;
+        nothing delivered since)."""
         self._consumer: Any = None
         self._writer: ProcessWriter | None = None
 
@@ -175,6 +178,7 @@ class ProcessRunner:
                     "client.id": transactional_id,
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
+                    "enable.partition.eof": True,  # see _caught_up
                     "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": settings.session_timeout_ms,
@@ -211,6 +215,7 @@ class ProcessRunner:
             for _, value in request.store.items():
                 part.schedule(ProcessRecord.FromString(value))
             self._owned[request.partition] = part
+        self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
         for tp in partitions:
             if tp.topic == self.topics.inbox:
                 offset = self._owned[tp.partition].next_offset
@@ -219,6 +224,7 @@ class ProcessRunner:
         log.info("%s: assigned %s", self.topics.group, [(t.topic, t.partition) for t in partitions])
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._at_end.clear()  # every partition is unassigned below
         for tp in partitions:
             if tp.topic == self.topics.inbox and self._owned.pop(tp.partition, None) is not None:
                 self._store.release(self.topics.state, tp.partition)
@@ -236,15 +242,20 @@ class ProcessRunner:
             messages = [first, *consumer.consume(self._max_batch - 1, 0)]
         now = self.clock()
         work = _Work()
+        handled = 0
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.fatal():
                     raise KafkaException(error)
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add((message.topic(), message.partition()))
+                else:
                     log.warning("%s: %s", self.topics.group, error.str())
                 continue
+            handled += 1
             where = (message.topic(), message.partition())
+            self._at_end.discard(where)
             if message.topic() == self.topics.inbox:
                 if message.partition() not in self._owned:
                     continue
@@ -260,7 +271,6 @@ class ProcessRunner:
             work.offsets[where] = message.offset() + 1
         if len(messages) < self._max_batch and self._timers_due(now) and self._caught_up():
             self._fire_timers(work, now)
-        handled = len(messages)
         if work.offsets or work.changed:
             self._write(work)
         self.stats.cycles += 1
@@ -334,9 +344,18 @@ class ProcessRunner:
     def _caught_up(self) -> bool:
         """Whether this runner has read every partition it is assigned (sources and inbox) up
         to the end its fetches have seen: a timer must not fire before an answer that has
-        already arrived (read_committed: an open transaction holds it back, and so the timer)."""
+        already arrived (read_committed: an open transaction holds it back, and so the timer).
+
+        A partition is read to its end when the consumer said so (its end-of-partition event,
+        with nothing delivered since) or its position has reached the end. The event is needed:
+        after an assignment the position stays unknown until a record is delivered, so a
+        partition whose committed offset is already its end (no trailing commit marker, as
+        at-least-once workers write their events) would never count as read, and no timer
+        would fire until a new record came on every such partition."""
         consumer = self._consumer
         for tp in consumer.position(consumer.assignment()):
+            if (tp.topic, tp.partition) in self._at_end:
+                continue
             low, high = consumer.get_watermark_offsets(tp, cached=True)
             read = tp.offset >= 0 and 0 <= high <= tp.offset
             empty = tp.offset < 0 and high == low >= 0
@@ -390,6 +409,7 @@ class ProcessRunner:
                 if number in self._owned:
                     heapq.heappush(self._owned[number].timers, entry)
             for (topic, partition), offset in work.first.items():
+                self._at_end.discard((topic, partition))
                 try:
                     self._consumer.seek(TopicPartition(topic, partition, offset))
                 except KafkaException as error:  # no longer assigned: its next owner reads it

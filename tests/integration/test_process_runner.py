@@ -7,6 +7,7 @@ and that the commands the runner wrote carry the deterministic step ids.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +79,57 @@ def test_a_due_timer_fires_once_by_the_injected_clock(
         assert runner.stats.timers == 1 and runner.stats.aborted == 0
     finally:
         runner.close()
+
+
+def test_a_restarted_runner_fires_a_due_timer_over_sources_without_markers(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Events written without transactions (an at-least-once worker's) leave no commit marker:
+    a restarted runner's committed offsets are then the partitions' ends, its positions stay
+    unknown until a record comes, and it must still see that it has read everything."""
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, partitions=2, topic_prefix=unique_name("t") + "-",
+        data_dir=tmp_path,
+    )  # fmt: skip
+    for aggregate in ("account", "transfer"):
+        assert apply(settings.topics(aggregate), {"bootstrap.servers": kafka_bootstrap}).ok
+    process = transfer_process(deadline_ms=10_000, grace_ms=1_000)
+    now = [1_000_000]
+    runner = ProcessRunner(process, settings, clock=lambda: now[0])
+    runner.start()
+    try:
+        requested = event("t-1", 1, bank_pb2.TransferRequested(
+            transfer_id="t-1", from_account="a", to_account="b", amount=7))  # fmt: skip
+        requested.aggregate = "transfer"
+        EventWriter(kafka_bootstrap, settings.topics("transfer"), transactional=False).write(
+            requested
+        )
+        debit = command_id(process.name, "t-1", "debit")
+        _cycles_until(runner, lambda: len(_commands(settings)) == 1)
+        debited = event("a", 2, bank_pb2.AccountDebited(amount=7, balance=93))
+        debited.aggregate = "account"
+        debited.metadata.update(
+            {PROCESS_KEY: process.name, PROCESS_ID_KEY: "t-1", STEP_KEY: "debit"}
+        )
+        EventWriter(kafka_bootstrap, settings.topics("account"), transactional=False).write(debited)
+        credit = command_id(process.name, "t-1", "credit")
+        _cycles_until(runner, lambda: [c for c, _ in _commands(settings)] == [debit, credit])
+    finally:
+        runner.close()
+    now[0] += 60_000  # the credit's deadline passed while no runner ran
+    restarted = ProcessRunner(process, settings, clock=lambda: now[0])
+    restarted.start()
+    try:
+        refund = command_id(process.name, "t-1", "refund")
+        _cycles_until(restarted, lambda: refund in [c for c, _ in _commands(settings)])
+        assert restarted.stats.timers == 1
+    finally:
+        restarted.close()
+
+
+def _cycles_until(runner: ProcessRunner, done: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not done after {timeout:.0f} s: {runner.stats}"
+        for _ in range(10):
+            runner.poll(0.1)
