@@ -32,15 +32,21 @@ def _commands(settings: Settings) -> list[tuple[str, str]]:
     return found
 
 
-def test_a_due_timer_fires_once_by_the_injected_clock(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> None:
+def _settings(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path) -> Settings:
+    """Two partitions of the account and transfer topics, under a fresh prefix."""
     settings = Settings(
         bootstrap_servers=kafka_bootstrap, partitions=2, topic_prefix=unique_name("t") + "-",
         data_dir=tmp_path,
     )  # fmt: skip
     for aggregate in ("account", "transfer"):
         assert apply(settings.topics(aggregate), {"bootstrap.servers": kafka_bootstrap}).ok
+    return settings
+
+
+def test_a_due_timer_fires_once_by_the_injected_clock(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, unique_name, tmp_path)
     process = transfer_process(deadline_ms=10_000, grace_ms=1_000)
     now = [1_000_000]
     runner = ProcessRunner(process, settings, clock=lambda: now[0])
@@ -87,12 +93,7 @@ def test_a_restarted_runner_fires_a_due_timer_over_sources_without_markers(
     """Events written without transactions (an at-least-once worker's) leave no commit marker:
     a restarted runner's committed offsets are then the partitions' ends, its positions stay
     unknown until a record comes, and it must still see that it has read everything."""
-    settings = Settings(
-        bootstrap_servers=kafka_bootstrap, partitions=2, topic_prefix=unique_name("t") + "-",
-        data_dir=tmp_path,
-    )  # fmt: skip
-    for aggregate in ("account", "transfer"):
-        assert apply(settings.topics(aggregate), {"bootstrap.servers": kafka_bootstrap}).ok
+    settings = _settings(kafka_bootstrap, unique_name, tmp_path)
     process = transfer_process(deadline_ms=10_000, grace_ms=1_000)
     now = [1_000_000]
     runner = ProcessRunner(process, settings, clock=lambda: now[0])
