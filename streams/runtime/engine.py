@@ -73,6 +73,7 @@ from kes.streams.cycle.snapshotpolicy import TailIndex, interval_for
 from kes.streams.kafka.config import confluent_config
 from kes.streams.kafka.keyreader import keyring_for
 from kes.streams.runtime.actors import PartitionActors
+from kes.streams.runtime.gaps import GapReader
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.streams.runtime.rebuild import needs_rebuild, rebuild_partition
 from kes.streams.runtime.recovery import RecoveryRequest, recover
@@ -188,6 +189,8 @@ class Engine:
         self.stats = CycleStats()
         self.on_committed: list[Callable[[Sequence[PartitionWork], float], None]] = []
         """Called after each committed cycle with its work and the time its records arrived."""
+        self.gaps = GapReader(settings)
+        """One kept reader for the partitions' gap checks (kes.streams.runtime.gaps)."""
         self._kafka = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kes-kafka")
         self._consumer: Consumer | None = None
         self._writer: TransactionalWriter | None = None
@@ -402,6 +405,7 @@ class Engine:
             await self._done
         for tp in list(self.processors):
             self._drop(tp)
+        await self.gaps.close()
         await self._on_kafka(self._close)
         self._kafka.shutdown(wait=False)
 
@@ -644,7 +648,7 @@ class Engine:
                 continue
             behavior, topics = self._by_topic[tp.topic]
             processor = PartitionProcessor(
-                behavior, topics, tp.partition, self.settings, request.store, self.keys
+                behavior, topics, tp.partition, self.settings, request.store, self.keys, self.gaps
             )
             processor.recovered(request.checkpoint or Checkpoint(), seconds, tails.get(tp))
             self._ready[tp] = processor

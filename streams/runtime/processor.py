@@ -25,7 +25,7 @@ from kes.streams.cycle.idempotency import OutcomePolicy
 from kes.streams.cycle.records import CommandRecord
 from kes.streams.cycle.result import BatchResult
 from kes.streams.cycle.snapshotpolicy import SnapshotPolicy, TailIndex, interval_for
-from kes.streams.runtime.gaps import read_gap
+from kes.streams.runtime.gaps import GapReader, read_gap
 from kes.topology.layout import AggregateTopics
 
 __all__ = ["PartitionProcessor", "PartitionStats"]
@@ -69,8 +69,11 @@ class PartitionProcessor:
         settings: Settings,
         store: PartitionSnapshots,
         keys: DataKeys | None = None,
+        gaps: GapReader | None = None,
     ) -> None:
         self.topics = topics
+        self.gaps = gaps
+        """The worker's kept gap reader (None: each check opens its own)."""
         self.partition = partition
         self.store = store
         self.stats = PartitionStats()
@@ -176,7 +179,10 @@ class PartitionProcessor:
         expected = self.next_offset
         topic, partition = self.topics.commands, self.partition
         try:
-            gap = await read_gap(self.settings, topic, partition, expected, first)
+            if self.gaps is not None:
+                gap = await self.gaps.read(topic, partition, expected, first)
+            else:
+                gap = await read_gap(self.settings, topic, partition, expected, first)
         except Exception as exc:  # not a gap: a read that failed (broker away, timeout)
             await asyncio.sleep(_GAP_RETRY_SECONDS)
             raise GapUnreadError(topic, partition, expected, first, repr(exc)) from exc

@@ -27,6 +27,7 @@ from kes.streams.config.settings import Settings
 from kes.streams.cycle.records import CommandRecord
 from kes.streams.runtime import processor as processor_module
 from kes.streams.runtime.engine import Engine
+from kes.streams.runtime.gaps import GapReader
 from kes.streams.runtime.processor import PartitionProcessor
 from kes.topology.layout import AggregateTopics
 from kes.topology.partitioning import partition_for
@@ -104,3 +105,11 @@ async def test_the_engine_reads_that_slice_again_and_writes_the_others(
         engine._kafka.shutdown(wait=True)
     assert [(w.partition, w.result.accepted) for w in work] == [(1, 1)]
     assert consumer.seeks == [(topics.commands, 0, 7)]  # read again from the slice's start
+
+
+async def test_the_kept_reader_closes_after_a_failed_read_and_opens_again() -> None:
+    reader = GapReader(Settings(bootstrap_servers=f"127.0.0.1:{_closed_port()}"), timeout=5)
+    for _ in range(2):  # a failed read leaves no reader behind; the next one starts anew
+        with pytest.raises(Exception, match=r"127\.0\.0\.1"):
+            await reader.read("account.commands", 0, 5, 7)
+        assert reader._consumer is None
