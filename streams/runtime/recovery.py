@@ -64,7 +64,9 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
     4. raise OwnershipError if the last checkpoint names another group and take-over is off,
        and CommandsTruncatedError if the checkpoint's next command offset is past the commands
        partition's end (its last stable offset, which never goes back but for a recreated or
-       truncated topic): commands at those offsets would be passed over as applied.
+       truncated topic): commands at those offsets would be passed over as applied. A committed
+       offset past the end (a truncated partition, once `kes skip-deleted` moved the checkpoint
+       back) is forgotten: it names commands that are no longer there.
     Each request's checkpoint then carries the events low-water of the last checkpoint record
     read (or the local one's, when none was read): the tail still to fold.
 
@@ -126,6 +128,13 @@ async def recover(settings: Settings, requests: Sequence[RecoveryRequest], timeo
         expected = (request.checkpoint or Checkpoint()).next_command_offset
         if expected > command_ends[tp]:
             raise CommandsTruncatedError(tp.topic, tp.partition, expected, command_ends[tp])
+        if request.committed > command_ends[tp]:  # a truncated partition's stale offset
+            log.warning(
+                "%s[%d]: the group's committed offset %d is past the partition's end %d; "
+                "going by the checkpoint (%d)",
+                tp.topic, tp.partition, request.committed, command_ends[tp], expected,
+            )  # fmt: skip
+            request.committed = -1
     log.info("recovered %d partitions in %.2fs", len(requests), time.monotonic() - began)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import TopicPartition
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kes.examples.bank import account
@@ -77,16 +78,37 @@ def _recreate(cluster: AppCluster, topic: str) -> None:
         time.sleep(0.5)
 
 
+def _commit_when_empty(cluster: AppCluster, offset: TopicPartition) -> None:
+    """Commit `offset` for the workers' group once its stopped member's session has ended."""
+    config = {"bootstrap.servers": cluster.settings.bootstrap_servers}
+    group = Consumer({**config, "group.id": cluster.settings.group_id})
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                group.commit(offsets=[offset], asynchronous=False)
+                return
+            except KafkaException:  # a stopped static member stays for its session timeout
+                assert time.monotonic() < deadline, "the group did not empty"
+                time.sleep(1)
+    finally:
+        group.close()
+
+
+@pytest.mark.parametrize("stale_offset", [False, True], ids=["recreated", "truncated"])
 def test_a_recreated_commands_topic_stops_the_worker_until_skipped(
-    app_cluster: Callable[..., AppCluster],
+    app_cluster: Callable[..., AppCluster], stale_offset: bool
 ) -> None:
     """Its new commands take the offsets of applied ones: without the stop they would be passed
-    over as applied, silently."""
+    over as applied, silently. `truncated`: the group's committed offset stays past the end, as
+    after an unclean leader election (Kafka deletes it with a deleted topic): it is forgotten."""
     cluster = _five_applied(app_cluster)
     topics = cluster.settings.topics("account")
     bootstrap = cluster.settings.bootstrap_servers
 
     _recreate(cluster, topics.commands)
+    if stale_offset:
+        _commit_when_empty(cluster, TopicPartition(topics.commands, 0, 5))
     later = produce(bootstrap, topics, [("acc-1", bank_pb2.CreditAccount(amount=10))] * 2)
     stopped = cluster.worker("w1")
     assert stopped.proc is not None
