@@ -95,7 +95,11 @@ def _commit_when_empty(cluster: AppCluster, offset: TopicPartition) -> None:
         group.close()
 
 
-@pytest.mark.parametrize("stale_offset", [False, True], ids=["recreated", "truncated"])
+@pytest.mark.parametrize(
+    "stale_offset",
+    [False, pytest.param(True, marks=pytest.mark.long)],  # 20 s more: make chaos runs it
+    ids=["recreated", "truncated"],
+)
 def test_a_recreated_commands_topic_stops_the_worker_until_skipped(
     app_cluster: Callable[..., AppCluster], stale_offset: bool
 ) -> None:
