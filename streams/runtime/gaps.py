@@ -85,23 +85,17 @@ async def read_gap(
     settings: Settings, topic: str, partition: int, start: int, end: int, timeout: float = 30.0
 ) -> Gap:
     """The log start and, when `start` is still on the log, the committed data records at
-    `start` <= o < `end`, with one reader (a worker checks this before every batch that starts
-    past its next offset: after a transactional producer's commit marker, that is most)."""
-    tp = TopicPartition(topic, partition)
-    consumer = _reader(settings)
+    `start` <= o < `end`, with a reader of its own (a worker keeps one: `GapReader`)."""
+    reader = GapReader(settings, timeout)
     try:
-        await consumer.start()
-        async with asyncio.timeout(timeout):
-            low = int((await consumer.beginning_offsets([tp]))[tp])
-        if start < low or end <= start:
-            return Gap(low, 0)
-        return Gap(low, await _count(consumer, tp, start, end, timeout))
+        return await reader.read(topic, partition, start, end)
     finally:
-        await consumer.stop()
+        await reader.close()
 
 
 class GapReader:
-    """`read_gap` with one reader kept open (a worker's: its partitions' checks take turns).
+    """Reads gaps (`read_gap`) with one reader kept open (a worker's: its partitions' checks
+    take turns).
 
     Starting a reader costs ~0.1 s against a local broker, and a worker fed by a process runner
     checks a gap before nearly every batch; a kept reader answers in milliseconds. After an
@@ -115,7 +109,8 @@ class GapReader:
         self._lock: asyncio.Lock | None = None
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> Gap:
-        """As `read_gap`."""
+        """The log start and, when `start` is still on the log, the committed data records at
+        `start` <= o < `end` (markers and aborted records are never commands)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
